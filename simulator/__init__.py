@@ -1,0 +1,1 @@
+"""What users touch: the headless session, real games, recording, the window, planners."""

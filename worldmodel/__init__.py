@@ -1,0 +1,1 @@
+"""Action-conditioned video diffusion world model: data, network, diffusion, rollout, training."""

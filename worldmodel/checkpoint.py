@@ -1,0 +1,122 @@
+"""Checkpoints: `model.safetensors` (weights, EMA when trained) + `config.json` (+ `metrics.json`).
+
+Training state (optimizer, step, RNG) lives apart in `train_state.safetensors` + `train_state.json`
+so the shipped checkpoint stays small. Everything is written to a temporary name, then renamed.
+Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from worldmodel.config import Config, ConfigError, config_from_json, to_dict
+from worldmodel.data.episode import write_json_atomic
+from worldmodel.dynamics import Denoiser
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.json"
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_META = "train_state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or does not match its config."""
+
+
+def _save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={k: str(v) for k, v in (meta or {}).items()})
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config,
+                    metrics: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    _save_tensors_atomic(dict(model.state_dict()), path / WEIGHTS, {"format": "worldmodel-v1"})
+    write_json_atomic(path / CONFIG, to_dict(cfg))
+    if metrics is not None:
+        write_json_atomic(path / METRICS, metrics)
+    return path
+
+
+def load_config_from_checkpoint(path: str | Path) -> Config:
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise CheckpointError(f"{path} is not a checkpoint: no {CONFIG}")
+    try:
+        return config_from_json((path / CONFIG).read_text())
+    except (json.JSONDecodeError, ConfigError) as e:
+        raise CheckpointError(f"{path / CONFIG} is not a valid model config: {e}") from e
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, Config]:
+    """Build the model from config.json and load its weights; errors name what is wrong."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    cfg = load_config_from_checkpoint(path)
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{path} has no {WEIGHTS}")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is corrupt or not a safetensors file: {e}") from e
+    model = Denoiser(cfg.model)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not match its config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise CheckpointError(f"{weights}: {k} has shape {tuple(v.shape)}, the config "
+                                  f"expects {tuple(expected[k].shape)}")
+        if not torch.isfinite(v).all():
+            raise CheckpointError(f"{weights}: {k} holds NaN or infinite values")
+    model.load_state_dict(state)
+    return model.to(device).eval(), cfg
+
+
+def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer,
+                     raw_weights: dict[str, torch.Tensor],
+                     info: dict[str, Any]) -> None:
+    """Optimizer moments + raw (non-EMA) weights for resuming; kept beside the checkpoint."""
+    path = Path(path)
+    tensors: dict[str, torch.Tensor] = {f"raw.{k}": v for k, v in raw_weights.items()}
+    opt = optimizer.state_dict()
+    for pid, st in opt["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v
+    _save_tensors_atomic(tensors, path / TRAIN_STATE)
+    write_json_atomic(path / TRAIN_META, dict(info, param_groups=opt["param_groups"]))
+
+
+def load_train_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict[str, Any]]:
+    """-> (raw weights, optimizer state dict, info)."""
+    path = Path(path)
+    try:
+        tensors = load_file(str(path / TRAIN_STATE))
+        info = json.loads((path / TRAIN_META).read_text())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot resume from {path}: {e}") from e
+    raw = {k[4:]: v for k, v in tensors.items() if k.startswith("raw.")}
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    opt = {"state": state, "param_groups": info.pop("param_groups")}
+    return raw, opt, info

@@ -1,0 +1,146 @@
+"""Typed configs: dataclasses loaded from YAML, unknown keys rejected, `a.b=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the config's fields."""
+
+
+@dataclass
+class ModelConfig:
+    """The denoiser: a per-frame 2D UNet with causal temporal attention (see dynamics.py)."""
+
+    frame_size: int = 64
+    channels: list[int] = field(default_factory=lambda: [48, 96, 128])  # per resolution level
+    blocks_per_level: int = 1
+    stem_patch: int = 2  # pixel-unshuffle factor before the first level: 64x64 -> 32x32
+    temporal_levels: list[int] = field(default_factory=lambda: [1, 2])  # levels with temporal attention
+    attn_heads: int = 4
+    max_frames: int = 16  # longest window (context + targets) the temporal attention sees
+    action_space: str = "crafter"
+    emb_dim: int = 128
+
+
+@dataclass
+class DiffusionConfig:
+    """Rectified flow, x_t = (1 - t) x_0 + t eps, with an x_0-predicting denoiser."""
+
+    sample_steps: int = 2
+    context_noise: float = 0.03  # noise level of context frames at inference (trained to expect it)
+    train_context_noise_max: float = 0.15  # context frames get t ~ U(0, max) while training
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    action_dropout: float = 0.1  # fraction of frames whose action is replaced by the null action
+    chunk_prob: float = 0.3  # fraction of windows with several target frames at one noise level
+    independent_prob: float = 0.1  # fraction of windows with independent per-target noise levels
+    guidance: float = 1.0  # classifier-free guidance on the action (1 = off)
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/crafter"
+    split_prefix: str = "train_"
+    window: int = 8  # frames per training window
+    max_episodes: int = 0  # 0 = all
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    steps: int = 20000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    log_every: int = 50
+    ckpt_every: int = 500
+    out: str = "runs/crafter"
+    threads: int = 0  # torch CPU threads (0 = torch default)
+    self_forcing_prob: float = 0.0  # fraction of batches whose context is the model's own rollout
+    self_forcing_frames: int = 2
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(typ, value, where)
+    origin = getattr(typ, "__origin__", None)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item,) = typ.__args__
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true/false, got {value!r}")
+    if typ in (int, str) and (not isinstance(value, typ) or isinstance(value, bool)):
+        raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; "
+                          f"{where} takes: {', '.join(sorted(names))}")
+    return cls(**{k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`train.lr=1e-3 model.channels=[32,64]`: values parsed as YAML."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+    data = apply_overrides(data, overrides or [])
+    return from_dict(Config, data)
+
+
+def config_from_json(text: str) -> Config:
+    return from_dict(Config, json.loads(text))

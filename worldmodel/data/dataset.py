@@ -1,0 +1,70 @@
+"""Random training windows from episodes held in memory as uint8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldmodel.actions import ActionSpace
+from worldmodel.data.episode import EpisodeError, list_episodes, load_episode
+
+
+def to_float(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 (..., h, w, 3) -> float (..., 3, h, w) in [-1, 1]."""
+    x = torch.as_tensor(frames)
+    return x.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, h, w) in [-1, 1] -> uint8 (..., h, w, 3)."""
+    return frames.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+
+
+class WindowDataset:
+    """Windows of `window` consecutive frames with the actions that produced them.
+
+    Frames from every episode are concatenated in one uint8 array; windows never cross episodes.
+    `sample(batch, rng)` returns frames (b, n, h, w, 3) uint8 and actions (b, n) with actions[:, i]
+    the action that produced frame i (actions[:, 0] is the one before the window, or 0).
+    """
+
+    def __init__(self, root: str | Path, window: int, space: ActionSpace, prefix: str = "",
+                 max_episodes: int = 0, frame_size: int | None = None):
+        paths = [p for p in list_episodes(root) if p.name.startswith(prefix)]
+        if max_episodes:
+            paths = paths[:max_episodes]
+        if not paths:
+            raise EpisodeError(f"no episodes named {prefix}* under {root}")
+        frames, acts, starts = [], [], []
+        total = 0
+        for p in paths:
+            ep = load_episode(p)
+            if ep.meta.get("action_space") != space.name:
+                raise EpisodeError(f"{p} uses action space {ep.meta.get('action_space')!r}, "
+                                   f"the model expects {space.name!r}")
+            if frame_size and ep.frames.shape[1:3] != (frame_size, frame_size):
+                raise EpisodeError(f"{p} has frames {ep.frames.shape[1:3]}, expected {frame_size}")
+            if len(ep.frames) < window:
+                continue
+            frames.append(ep.frames)
+            # a[i] = action that produced frame i; frame 0 of an episode has none (0, dropped).
+            acts.append(np.concatenate([[0], space.validate(ep.actions)]))
+            starts.extend(range(total, total + len(ep.frames) - window + 1))
+            total += len(ep.frames)
+        if not starts:
+            raise EpisodeError(f"no episode under {root} has {window} frames")
+        self.frames = np.concatenate(frames)
+        self.actions = np.concatenate(acts)
+        self.starts = np.asarray(starts)
+        self.window = window
+        self.num_episodes = len(frames)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def sample(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        s = self.starts[rng.integers(0, len(self.starts), batch)]
+        idx = s[:, None] + np.arange(self.window)[None]
+        return self.frames[idx], self.actions[idx]

@@ -1,0 +1,208 @@
+"""The one on-disk episode format, shared by collected data, recordings, replay and evaluation.
+
+An episode is a folder:
+
+    meta.json       game, action space, seed, fps, frame size, free-form settings
+    frames.u8       raw uint8 frames, (T, H, W, 3) row-major, appended one at a time (lossless)
+    actions.jsonl   one JSON object per step: {"t", "action", "reward", "done"}; line t is the
+                    action taken on frame t that produced frame t + 1
+    video.mp4       optional, viewable copy (lossy; never read back for evaluation)
+
+Frames and actions are appended and flushed as they come, so a process killed mid-episode leaves
+a readable prefix: the loader keeps whole frames only and trims to the shorter of the two logs.
+meta.json is written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+FRAMES_FILE = "frames.u8"
+ACTIONS_FILE = "actions.jsonl"
+META_FILE = "meta.json"
+VIDEO_FILE = "video.mp4"
+
+
+class EpisodeError(ValueError):
+    """An episode folder that cannot be read as the project's episode format."""
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class Episode:
+    """A loaded episode: `frames` (T+1, H, W, 3) uint8 and `actions` (T,) int64 (or (T, D) float)."""
+
+    frames: np.ndarray
+    actions: np.ndarray
+    meta: dict[str, Any]
+    rewards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    dones: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+class EpisodeWriter:
+    """Appends frames and actions to an episode folder as they are produced, crash-safe.
+
+    Usage: `w = EpisodeWriter(dir, meta); w.add_frame(obs0); w.add_step(act, obs1, rew, done); ...;
+    w.close()`. Every call flushes to the OS, and `fsync_every` frames are forced to disk, so a
+    `kill -9` loses at most that many frames. `video=True` also writes a viewable `video.mp4`.
+    """
+
+    def __init__(self, path: str | Path, meta: dict[str, Any], video: bool = False,
+                 fsync_every: int = 15, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and any(self.path.iterdir()) and not overwrite:
+            raise EpisodeError(f"episode folder {self.path} exists and is not empty")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.meta = dict(meta, format_version=FORMAT_VERSION)
+        self.meta.setdefault("complete", False)
+        write_json_atomic(self.path / META_FILE, self.meta)
+        self._frames = open(self.path / FRAMES_FILE, "wb")
+        self._actions = open(self.path / ACTIONS_FILE, "w")
+        self._video_wanted = video
+        self._video = None
+        self._fsync_every = max(1, fsync_every)
+        self.num_frames = 0
+        self.num_steps = 0
+        self._shape: tuple[int, ...] | None = None
+
+    def add_frame(self, frame: np.ndarray) -> None:
+        frame = np.ascontiguousarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise EpisodeError(f"frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
+        if self._shape is None:
+            self._shape = frame.shape
+            if "frame_size" not in self.meta:
+                self.meta["frame_size"] = [frame.shape[0], frame.shape[1]]
+                write_json_atomic(self.path / META_FILE, self.meta)
+        elif frame.shape != self._shape:
+            raise EpisodeError(f"frame shape changed from {self._shape} to {frame.shape}")
+        self._frames.write(frame.tobytes())
+        self._frames.flush()
+        if self._video_wanted:
+            self._write_video(frame)
+        self.num_frames += 1
+        if self.num_frames % self._fsync_every == 0:
+            self.sync()
+
+    def add_step(self, action: int | list[float], frame: np.ndarray, reward: float = 0.0,
+                 done: bool = False) -> None:
+        """Log the action taken on the last frame, then the frame it produced."""
+        if self.num_frames == 0:
+            raise EpisodeError("add_frame(first_frame) must come before add_step")
+        act = action if isinstance(action, (int, list)) else np.asarray(action).tolist()
+        line = {"t": self.num_steps, "action": act, "reward": float(reward), "done": bool(done)}
+        self._actions.write(json.dumps(line) + "\n")
+        self._actions.flush()
+        self.num_steps += 1
+        self.add_frame(frame)
+
+    def _write_video(self, frame: np.ndarray) -> None:
+        import cv2
+
+        if self._video is None:
+            fps = float(self.meta.get("fps", 15))
+            h, w = frame.shape[:2]
+            scale = max(1, 256 // max(h, w))
+            self._video_scale = scale
+            self._video = cv2.VideoWriter(str(self.path / VIDEO_FILE),
+                                          cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                          (w * scale, h * scale))
+        big = np.repeat(np.repeat(frame, self._video_scale, 0), self._video_scale, 1)
+        self._video.write(big[:, :, ::-1])
+
+    def sync(self) -> None:
+        os.fsync(self._frames.fileno())
+        os.fsync(self._actions.fileno())
+
+    def close(self, **extra_meta: Any) -> None:
+        if self._frames.closed:
+            return
+        self.sync()
+        self._frames.close()
+        self._actions.close()
+        if self._video is not None:
+            self._video.release()
+        self.meta.update(extra_meta, complete=True, num_steps=self.num_steps)
+        write_json_atomic(self.path / META_FILE, self.meta)
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load_episode(path: str | Path, mmap: bool = False) -> Episode:
+    """Read an episode folder; a truncated (killed) episode loads as its longest whole prefix."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        raise EpisodeError(f"{path} is not an episode: no {META_FILE}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise EpisodeError(f"{meta_path} is not valid JSON: {e}") from e
+    if "frame_size" not in meta:
+        raise EpisodeError(f"{meta_path} has no frame_size (no frame was ever written)")
+    h, w = meta["frame_size"]
+    frame_bytes = h * w * 3
+    frames_path = path / FRAMES_FILE
+    n_frames = frames_path.stat().st_size // frame_bytes if frames_path.exists() else 0
+    steps = []
+    if (path / ACTIONS_FILE).exists():
+        with open(path / ACTIONS_FILE) as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break  # a line cut short by a crash
+                try:
+                    steps.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+    n_steps = min(len(steps), max(n_frames - 1, 0))
+    n_frames = n_steps + 1 if n_frames > 0 else 0
+    if n_frames == 0:
+        raise EpisodeError(f"{path} holds no complete frame")
+    if mmap:
+        frames = np.memmap(frames_path, np.uint8, "r", shape=(n_frames, h, w, 3))
+    else:
+        frames = np.fromfile(frames_path, np.uint8, count=n_frames * frame_bytes)
+        frames = frames.reshape(n_frames, h, w, 3)
+    steps = steps[:n_steps]
+    acts = [s["action"] for s in steps]
+    actions = np.asarray(acts, dtype=np.float32 if acts and isinstance(acts[0], list) else np.int64)
+    if not acts:
+        actions = np.zeros(0, np.int64)
+    rewards = np.asarray([s.get("reward", 0.0) for s in steps], np.float32)
+    dones = np.asarray([s.get("done", False) for s in steps], bool)
+    return Episode(frames, actions, meta, rewards, dones, path)
+
+
+def list_episodes(root: str | Path) -> list[Path]:
+    """Episode folders under `root` (itself, or any depth below), sorted."""
+    root = Path(root)
+    if (root / META_FILE).is_file():
+        return [root]
+    found = sorted(p.parent for p in root.rglob(META_FILE))
+    if not found:
+        raise EpisodeError(f"no episodes (folders with {META_FILE}) under {root}")
+    return found

@@ -1,0 +1,140 @@
+"""Rectified flow with an x_0-predicting denoiser: noising, the training loss, a few-step sampler.
+
+    x_t = (1 - t) x_0 + t eps,     t in [0, 1]  (t = 1 is pure noise)
+
+Training is teacher-forced like inference: a window's frames first go through the network as
+*context* (lightly noised, keys/values written to a cache with gradients), then as *targets* at
+sampled noise levels, each target attending to the context frames before its chunk. Chunks of
+several targets at one shared level train the masked-conditional chunk schedule; chunks of one
+train one-frame-per-step generation. Loss is MSE on x_0 over targets only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.config import DiffusionConfig
+from worldmodel.dynamics import Denoiser, KVCache
+
+
+def add_noise(x0: Tensor, t: Tensor, eps: Tensor | None = None) -> Tensor:
+    """x0 (b, n, c, h, w), t (b, n) -> x_t."""
+    eps = torch.randn_like(x0) if eps is None else eps
+    tt = t[..., None, None, None].to(x0.dtype)
+    return (1 - tt) * x0 + tt * eps
+
+
+def sample_levels(shape: tuple[int, ...], cfg: DiffusionConfig, gen: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """Logit-normal noise levels, with 10% drawn uniformly so every level is seen."""
+    z = torch.randn(shape, generator=gen, device=device) * cfg.logit_std + cfg.logit_mean
+    t = torch.sigmoid(z)
+    u = torch.rand(shape, generator=gen, device=device)
+    mix = torch.rand(shape, generator=gen, device=device) < 0.1
+    return torch.where(mix, u, t).clamp(1e-3, 1.0)
+
+
+def chunk_starts(n: int, rng: np.random.Generator, max_chunk: int = 4) -> np.ndarray:
+    """Random partition of positions 1..n-1 into chunks; returns each position's chunk start."""
+    starts = np.zeros(n, np.int64)
+    i = 1
+    while i < n:
+        size = int(rng.integers(2, max_chunk + 1))
+        starts[i:i + size] = i
+        i += size
+    return starts
+
+
+@dataclass
+class TrainBatch:
+    frames: Tensor  # (b, n, 3, h, w) in [-1, 1]
+    actions: Tensor  # (b, n, A): action that produced each frame (row 0 unused)
+
+
+def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
+                  rng: np.random.Generator, gen: torch.Generator | None = None) -> tuple[Tensor, dict]:
+    """Teacher-forced masked-conditional diffusion loss on targets 1..n-1 of each window."""
+    x0, act = batch.frames, batch.actions
+    b, n = x0.shape[:2]
+    dev = x0.device
+    drop = torch.rand(b, n, generator=gen, device=dev) < cfg.action_dropout
+    drop[:, 0] = True  # the action before the window is not given
+
+    # Context stream: every frame lightly noised, written to a cache (with gradients).
+    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
+    ctx = add_noise(x0, t_ctx)
+    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
+    has_prev[:, 0] = False
+    ctx_prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
+    t_ctx_prev = torch.cat([torch.ones_like(t_ctx[:, :1]), t_ctx[:, :-1]], 1)
+    cache = KVCache(max_len=n)
+    model(ctx, ctx_prev, t_ctx, t_ctx_prev, has_prev, act, drop, cache=cache, commit=True)
+
+    # Target stream: positions 1..n-1, grouped into chunks (one frame each, or several).
+    mode = rng.random()
+    chunked = mode < cfg.chunk_prob + cfg.independent_prob
+    starts = chunk_starts(n, rng) if chunked else np.arange(n)
+    tgt = slice(1, n)
+    starts_t = torch.as_tensor(starts[1:], device=dev)
+    t_tgt = sample_levels((b, n), cfg, gen, dev)
+    if mode < cfg.chunk_prob:
+        # A chunk shares one level (the schedule at inference denoises a chunk together);
+        # otherwise levels are independent per frame (diffusion forcing).
+        t_tgt = t_tgt.gather(1, torch.as_tensor(starts, device=dev)[None].expand(b, -1))
+    xt = add_noise(x0, t_tgt)
+    # prev of a target: the context frame before it if it opens a chunk, else the noisy target.
+    opens = torch.as_tensor(starts == np.arange(n), device=dev)[None, :, None, None, None]
+    prev = torch.where(opens, ctx_prev, torch.cat([xt[:, :1], xt[:, :-1]], 1))
+    t_prev = torch.where(opens[:, :, 0, 0, 0], t_ctx_prev, torch.cat([t_tgt[:, :1], t_tgt[:, :-1]], 1))
+    # The residual is anchored on the clean frame before each target's chunk.
+    anchor = x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
+    cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
+    pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
+                 act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor)
+    err = (pred.float() - x0[:, tgt].float()).pow(2).mean(dim=(2, 3, 4))
+    loss = err.mean()
+    with torch.no_grad():
+        copy_err = (x0[:, tgt] - x0[:, :-1]).float().pow(2).mean()
+    return loss, {"loss": loss.detach(), "copy_mse": copy_err}
+
+
+def sample_schedule(steps: int) -> list[float]:
+    """Noise levels visited by the sampler, from pure noise down; the last prediction is kept."""
+    return [1.0 - i / steps for i in range(steps)]
+
+
+@torch.no_grad()
+def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx: Tensor,
+                  anchor: Tensor, has_prev: Tensor, actions: Tensor, act_drop: Tensor,
+                  cfg: DiffusionConfig, noise: Tensor) -> Tensor:
+    """Generate `n` frames after the cached context, jointly (a chunk; n = 1 for one per step).
+
+    prev_ctx (b, 1, 3, h, w) is the last context frame as it was written to the cache (at level
+    t_prev_ctx (b, 1)), `anchor` (b, 1, 3, h, w) the same frame clean; actions (b, n, A);
+    noise (b, n, 3, h, w) the starting noise.
+    Returns x_0 (b, n, 3, h, w) in [-1, 1].
+    """
+    b, n = noise.shape[:2]
+    x = noise
+    levels = sample_schedule(cfg.sample_steps)
+    hp = torch.cat([has_prev[:, :1], torch.ones(b, n - 1, dtype=torch.bool, device=x.device)], 1)
+    x0 = x
+    for i, lv in enumerate(levels):
+        t = torch.full((b, n), lv, device=x.device)
+        prev = torch.cat([prev_ctx, x[:, :-1]], 1)
+        t_prev = torch.cat([t_prev_ctx, t[:, :-1]], 1)
+        x0 = model(x, prev, t, t_prev, hp, actions, act_drop, cache=cache, anchor=anchor)
+        if cfg.guidance != 1.0:
+            x0_u = model(x, prev, t, t_prev, hp, actions, torch.ones_like(act_drop), cache=cache,
+                         anchor=anchor)
+            x0 = x0_u + cfg.guidance * (x0 - x0_u)
+        x0 = x0.clamp(-1, 1)
+        nxt = levels[i + 1] if i + 1 < len(levels) else 0.0
+        if nxt > 0:
+            eps = (x - (1 - lv) * x0) / lv
+            x = (1 - nxt) * x0 + nxt * eps
+    return x0

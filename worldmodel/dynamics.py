@@ -1,0 +1,291 @@
+"""The denoiser: a per-frame 2D UNet, causal across frames through temporal attention.
+
+Each frame is denoised by a small UNet that sees its noisy self and, stacked on the input
+channels, the frame before it (so copying and shifting what is on screen is a local operation).
+Longer context reaches it through temporal attention blocks in the encoder and middle, where every
+spatial position attends causally over the frames before it. Each frame carries its own noise
+level (and its previous frame's), and its own action, so one network serves teacher-free training,
+masked-conditional chunks and one-frame-per-step rollouts.
+
+The network predicts x_0 as `anchor + residual`, where the anchor is the last *clean* frame before
+the frame's chunk (the model's own output at inference): a static view is the zero residual, and
+the noise that augments the context inputs never reaches the output through the skip.
+
+Shapes: frames are `(b, t, 3, h, w)` floats in [-1, 1]; levels `(b, t)` in [0, 1]; actions
+`(b, t, action_dim)`. Temporal layers are `...temporal.qkv` / `...temporal.out` (LoRA targets).
+Because temporal attention sits only in the encoder and middle, writing a finished frame into the
+KV cache (`commit`) runs only that half of the network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldmodel.actions import get_action_space
+from worldmodel.config import ModelConfig
+
+
+def fourier_features(t: Tensor, dim: int) -> Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, device=t.device) / half)
+    ang = (t.float()[..., None] * 1000.0) * freqs
+    return torch.cat([ang.sin(), ang.cos()], -1)
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def group_norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, c // 4), c)
+
+
+class ResBlock(nn.Module):
+    """Conv residual block with per-frame scale/shift from the conditioning embedding (AdaGN)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.mod = zero_(nn.Linear(emb_dim, 2 * c_out))
+        self.norm2 = group_norm(c_out)
+        self.conv2 = zero_(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.mod(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+@dataclass
+class LayerCache:
+    k: Tensor | None = None  # (b*h*w, heads, n, dh)
+    v: Tensor | None = None
+
+
+@dataclass
+class KVCache:
+    """Inference state of the temporal layers: keys/values of committed frames, oldest first.
+
+    `positions` are the absolute frame indices held (a sliding window of at most `max_len`);
+    `pos` is the index the next frame gets. Allocated empty, reset explicitly. A frame attends to
+    at most `window` frames before it (default `max_len`; a larger cache with the same window
+    recomputes exactly what a sliding cache computes, which the tests use).
+    """
+
+    max_len: int
+    window: int = 0
+    layers: dict[str, LayerCache] = field(default_factory=dict)
+    positions: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    pos: int = 0
+
+    def __post_init__(self) -> None:
+        self.window = self.window or self.max_len
+
+    def reset(self) -> None:
+        self.layers.clear()
+        self.positions = torch.zeros(0, dtype=torch.long)
+        self.pos = 0
+
+    def layer(self, name: str) -> LayerCache:
+        return self.layers.setdefault(name, LayerCache())
+
+    def select(self, index: Tensor, batch: int) -> None:
+        """Keep only the worlds `index` of a batch of `batch` (for batched sessions)."""
+        for lc in self.layers.values():
+            if lc.k is not None:
+                lc.k = lc.k.unflatten(0, (batch, -1))[index].flatten(0, 1)
+                lc.v = lc.v.unflatten(0, (batch, -1))[index].flatten(0, 1)
+
+
+def attention_mask(q_pos: Tensor, chunk_start: Tensor, k_pos: Tensor, n_cached: int,
+                   window: int) -> Tensor:
+    """Which keys each query may see: cached frames before its chunk, and its chunk up to itself,
+    no further back than `window` frames (what a sliding KV cache of `window` frames holds).
+
+    `q_pos`, `chunk_start`: (n,) for the frames in this call; `k_pos`: (n_cached + n,) positions of
+    the cached keys followed by this call's frames. Returns (n, n_cached + n) bool.
+    """
+    kp = k_pos[None, :]
+    recent = (q_pos[:, None] - kp) <= window
+    in_cache = torch.arange(k_pos.numel(), device=k_pos.device)[None, :] < n_cached
+    from_cache = in_cache & (kp < chunk_start[:, None])
+    in_chunk = ~in_cache & (kp >= chunk_start[:, None]) & (kp <= q_pos[:, None])
+    return (from_cache | in_chunk) & recent
+
+
+class TemporalAttention(nn.Module):
+    """Attention over frames at each spatial position, with a learned relative-time bias."""
+
+    def __init__(self, channels: int, heads: int, max_frames: int):
+        super().__init__()
+        assert channels % heads == 0
+        self.heads = heads
+        self.max_frames = max_frames
+        self.norm = nn.LayerNorm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = zero_(nn.Linear(channels, channels))
+        self.rel_bias = nn.Parameter(torch.zeros(heads, max_frames))
+
+    def forward(self, x: Tensor, b: int, q_pos: Tensor, chunk_start: Tensor,
+                cache: LayerCache | None, cached_pos: Tensor, commit: bool, window: int) -> Tensor:
+        bt, c, h, w = x.shape
+        t = bt // b
+        tokens = x.view(b, t, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, t, c)
+        q, k, v = self.qkv(self.norm(tokens)).chunk(3, dim=-1)
+        dh = c // self.heads
+        q, k, v = (z.reshape(b * h * w, t, self.heads, dh).transpose(1, 2) for z in (q, k, v))
+        n_cached = cached_pos.numel()
+        if n_cached:
+            k_all = torch.cat([cache.k, k], dim=2)
+            v_all = torch.cat([cache.v, v], dim=2)
+        else:
+            k_all, v_all = k, v
+        if commit:
+            cache.k, cache.v = k_all, v_all
+        k_pos = torch.cat([cached_pos, q_pos])
+        dist = q_pos[:, None] - k_pos[None, :]
+        bias = self.rel_bias[:, dist.clamp(0, self.max_frames - 1)]  # (heads, t, n)
+        allowed = attention_mask(q_pos, chunk_start, k_pos, n_cached, window)
+        bias = bias.masked_fill(~allowed, float("-inf")).to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=bias[None])
+        y = y.transpose(1, 2).reshape(b * h * w, t, c)
+        y = self.out(y).view(b, h * w, t, c).permute(0, 2, 3, 1).reshape(bt, c, h, w)
+        return x + y
+
+
+class TemporalBlock(nn.Module):
+    """A ResBlock followed by temporal attention; named `temporal` for LoRA targeting."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, heads: int, max_frames: int,
+                 temporal: bool):
+        super().__init__()
+        self.res = ResBlock(c_in, c_out, emb_dim)
+        self.temporal = TemporalAttention(c_out, heads, max_frames) if temporal else None
+
+
+class Denoiser(nn.Module):
+    """x_0-predicting denoiser over a window of frames (see module docstring)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        space = get_action_space(cfg.action_space)
+        self.action_dim = space.dim
+        p = cfg.stem_patch
+        ch = cfg.channels
+        e = cfg.emb_dim
+        self.noise_emb = nn.Sequential(nn.Linear(2 * 64, e), nn.SiLU(), nn.Linear(e, e))
+        self.action_emb = nn.Linear(self.action_dim, e)
+        self.null_action = nn.Parameter(torch.zeros(e))
+        self.cond = nn.Sequential(nn.SiLU(), nn.Linear(e, e))
+        self.stem = nn.Conv2d(6 * p * p + 1, ch[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        c_prev = ch[0]
+        for i, c in enumerate(ch):
+            blocks = nn.ModuleList()
+            for _ in range(cfg.blocks_per_level):
+                blocks.append(TemporalBlock(c_prev, c, e, cfg.attn_heads, cfg.max_frames,
+                                            i in cfg.temporal_levels))
+                c_prev = c
+            self.down.append(blocks)
+            self.downsample.append(nn.Conv2d(c, ch[i + 1], 3, stride=2, padding=1)
+                                   if i + 1 < len(ch) else nn.Identity())
+            c_prev = ch[i + 1] if i + 1 < len(ch) else c
+        self.mid = TemporalBlock(ch[-1], ch[-1], e, cfg.attn_heads, cfg.max_frames, True)
+        self.mid2 = ResBlock(ch[-1], ch[-1], e)
+        self.up = nn.ModuleList()
+        self.upsample = nn.ModuleList()
+        for i in reversed(range(len(ch))):
+            blocks = nn.ModuleList()
+            for j in range(cfg.blocks_per_level):
+                blocks.append(ResBlock(c_prev + ch[i], ch[i], e))
+                c_prev = ch[i]
+            self.up.append(blocks)
+            self.upsample.append(nn.ConvTranspose2d(ch[i], ch[i - 1], 2, stride=2)
+                                 if i > 0 else nn.Identity())
+            c_prev = ch[i - 1] if i > 0 else ch[i]
+        self.head_norm = group_norm(ch[0])
+        self.head = zero_(nn.Conv2d(ch[0], 3 * p * p, 3, padding=1))
+
+    def temporal_layers(self) -> list[tuple[str, TemporalAttention]]:
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, TemporalAttention)]
+
+    def embed(self, t: Tensor, t_prev: Tensor, act: Tensor, act_drop: Tensor) -> Tensor:
+        """(b, t) levels, (b, t, A) actions, (b, t) bool drop -> (b*t, emb_dim)."""
+        noise = self.noise_emb(torch.cat([fourier_features(t, 64), fourier_features(t_prev, 64)], -1))
+        a = self.action_emb(act.to(noise.dtype))
+        a = torch.where(act_drop[..., None], self.null_action.to(a.dtype).expand_as(a), a)
+        return self.cond(noise + a).flatten(0, 1)
+
+    def forward(self, x: Tensor, prev: Tensor, t: Tensor, t_prev: Tensor, has_prev: Tensor,
+                act: Tensor, act_drop: Tensor, cache: KVCache | None = None,
+                chunk_start: Tensor | None = None, commit: bool = False,
+                anchor: Tensor | None = None) -> Tensor | None:
+        """Predict clean frames x_0 `(b, n, 3, h, w)` for `n` frames that follow the cached ones.
+
+        `prev[:, i]` is the frame before `x[:, i]` at level `t_prev[:, i]`; `has_prev` is False
+        where there is none. `anchor[:, i]` is the clean frame the residual is added to (default
+        `prev`; (b, 1, ...) broadcasts). The frames take positions `cache.pos + i`; frame i attends to cached
+        frames before `chunk_start[i]` and to this call's frames from `chunk_start[i]` up to
+        itself (default: all cached frames, causal within the call). `commit=True` appends this
+        call's keys/values to the cache, trims it to `cache.max_len` frames, stops after the last
+        temporal layer and returns None (finished frames are written as context this way).
+        """
+        b, n, c, hh, ww = x.shape
+        assert c == 3 and prev.shape == x.shape, (x.shape, prev.shape)
+        assert t.shape == (b, n) and act.shape[:2] == (b, n), (t.shape, act.shape)
+        if cache is None:
+            assert not commit, "commit needs a cache"
+            cache = KVCache(max_len=n)
+        q_pos = torch.arange(cache.pos, cache.pos + n, device=x.device)
+        if chunk_start is None:
+            chunk_start = torch.full((n,), cache.pos, device=x.device, dtype=torch.long)
+        cached_pos = cache.positions.to(x.device)
+        emb = self.embed(t, t_prev, act, act_drop)
+        hp = has_prev.to(x.dtype)[..., None, None, None]
+        inp = torch.cat([x, prev * hp], 2).flatten(0, 1)
+        p = self.cfg.stem_patch
+        inp = F.pixel_unshuffle(inp, p) if p > 1 else inp
+        flag = hp.flatten(0, 1).expand(-1, 1, *inp.shape[-2:])
+        h = self.stem(torch.cat([inp, flag], 1))
+        skips = []
+        for i, (blocks, down) in enumerate(zip(self.down, self.downsample)):
+            for j, blk in enumerate(blocks):
+                h = blk.res(h, emb)
+                if blk.temporal is not None:
+                    h = blk.temporal(h, b, q_pos, chunk_start, cache.layer(f"down{i}.{j}"),
+                                     cached_pos, commit, cache.window)
+                skips.append(h)
+            h = down(h)
+        h = self.mid.res(h, emb)
+        h = self.mid.temporal(h, b, q_pos, chunk_start, cache.layer("mid"), cached_pos, commit,
+                              cache.window)
+        if commit:
+            cache.positions = torch.cat([cached_pos, q_pos])
+            cache.pos += n
+            if cache.positions.numel() > cache.max_len:
+                keep = cache.max_len
+                cache.positions = cache.positions[-keep:]
+                for lc in cache.layers.values():
+                    lc.k, lc.v = lc.k[:, :, -keep:], lc.v[:, :, -keep:]
+            return None
+        h = self.mid2(h, emb)
+        for blocks, up in zip(self.up, self.upsample):
+            for blk in blocks:
+                h = blk(torch.cat([h, skips.pop()], 1), emb)
+            h = up(h)
+        out = self.head(F.silu(self.head_norm(h)))
+        out = F.pixel_shuffle(out, p) if p > 1 else out
+        anchor = prev if anchor is None else anchor
+        return anchor * hp + out.view(b, n, 3, hh, ww)

@@ -1,0 +1,117 @@
+"""Autoregressive generation over a sliding context window with a KV cache.
+
+A `Rollout` holds the inference state of B worlds: the KV cache of the last `context` frames and
+the last frame as it was written (lightly noised, at `DiffusionConfig.context_noise`). Each new
+frame costs `sample_steps` denoising passes over its own pixels, plus one half-network pass that
+writes the finished frame into the cache (Self-Forcing's "re-run at the context level").
+
+Schedules: `step(actions)` generates one frame per call (interactive); `chunk(actions)` generates
+f_g frames jointly after the f_p context frames in the cache (masked-conditional chunks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import Tensor
+
+from worldmodel.actions import ActionSpace, get_action_space
+from worldmodel.config import Config
+from worldmodel.diffusion import add_noise, denoise_chunk
+from worldmodel.dynamics import Denoiser, KVCache
+
+
+def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; plain fp32 elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Rollout:
+    """Inference state for B worlds; see module docstring. Frames are float (b, n, 3, h, w)."""
+
+    def __init__(self, model: Denoiser, cfg: Config, context: int | None = None,
+                 seed: int = 0, bf16: bool = True):
+        self.model = model
+        self.cfg = cfg
+        self.dcfg = cfg.diffusion
+        self.space: ActionSpace = get_action_space(cfg.model.action_space)
+        self.context = context or cfg.data.window - 1
+        self.device = next(model.parameters()).device
+        self.bf16 = bf16
+        self.gen = torch.Generator(self.device).manual_seed(seed)
+        self.cache = KVCache(max_len=self.context)
+        self.last: Tensor | None = None  # last frame as written to the cache (noised)
+        self.last_clean: Tensor | None = None  # the same frame, clean (the residual's anchor)
+        self.batch = 0
+
+    def _noise(self, shape: tuple[int, ...]) -> Tensor:
+        return torch.randn(shape, generator=self.gen, device=self.device)
+
+    def encode_actions(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, n) ints (or (b, n, A) vectors); negative ints mean "no action" (null)."""
+        actions = torch.as_tensor(actions, device=self.device)
+        if self.space.kind == "discrete":
+            drop = actions < 0
+            return self.space.encode(actions.clamp(min=0)), drop
+        return self.space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool,
+                                                      device=self.device)
+
+    @torch.inference_mode()
+    def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
+        """Start B worlds from real context frames (b, n, 3, h, w) and the actions that produced
+        them (b, n; actions[:, 0] is ignored). Only the last `context` frames are kept."""
+        frames = frames.to(self.device)[:, -self.context:]
+        b, n = frames.shape[:2]
+        if actions is None:
+            actions = torch.full((b, n), -1, dtype=torch.long)
+        actions = torch.as_tensor(actions)[:, -n:].clone()
+        if actions.dtype == torch.long:
+            actions[:, 0] = -1
+        self.batch = b
+        self.cache.reset()
+        self._commit(frames, actions, first=True)
+
+    def _commit(self, frames: Tensor, actions: Tensor, first: bool = False) -> None:
+        b, n = frames.shape[:2]
+        sigma = self.dcfg.context_noise
+        t = torch.full((b, n), sigma, device=self.device)
+        ctx = add_noise(frames, t, self._noise(frames.shape))
+        if first:
+            prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
+            has_prev = torch.ones(b, n, dtype=torch.bool, device=self.device)
+            has_prev[:, 0] = False
+        else:
+            prev = torch.cat([self.last, ctx[:, :-1]], 1)
+            has_prev = torch.ones(b, n, dtype=torch.bool, device=self.device)
+        act, drop = self.encode_actions(actions)
+        with autocast_for(self.device, self.bf16):
+            self.model(ctx, prev, t, t, has_prev, act, drop, cache=self.cache, commit=True)
+        self.last = ctx[:, -1:]
+        self.last_clean = frames[:, -1:]
+
+    @torch.inference_mode()
+    def chunk(self, actions: Tensor) -> Tensor:
+        """Generate len(actions[0]) frames jointly; actions (b, n). Returns (b, n, 3, h, w)."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before generating")
+        actions = torch.as_tensor(actions)
+        b, n = actions.shape[:2]
+        if b != self.batch:
+            raise ValueError(f"got actions for {b} worlds, the rollout holds {self.batch}")
+        h = self.last.shape[-1]
+        act, drop = self.encode_actions(actions)
+        t_last = torch.full((b, 1), self.dcfg.context_noise, device=self.device)
+        has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
+        with autocast_for(self.device, self.bf16):
+            frames = denoise_chunk(self.model, self.cache, self.last, t_last, self.last_clean,
+                                   has_prev, act, drop, self.dcfg,
+                                   self._noise((b, n, 3, h, h))).float()
+        self._commit(frames, actions)
+        return frames
+
+    def step(self, actions: Tensor) -> Tensor:
+        """One frame per world: actions (b,) -> frames (b, 3, h, w)."""
+        return self.chunk(torch.as_tensor(actions).reshape(-1, 1))[:, 0]

@@ -1,0 +1,191 @@
+"""Train the world model: `python -m worldmodel.train --config configs/crafter.yaml key=value ...`
+
+Seeded, with a progress bar, EMA weights, bf16 autocast (CUDA always; CPU with train.amp), atomic
+checkpoints every `train.ckpt_every` steps into `train.out` (EMA weights + config: a loadable
+checkpoint; optimizer and raw weights apart, for `--resume`), and a training curve in
+`train_log.jsonl`. Many GPUs (or CPU processes): `torchrun --nproc_per_node N -m worldmodel.train`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from worldmodel.actions import get_action_space
+from worldmodel.checkpoint import (TRAIN_STATE, load_checkpoint, load_train_state, save_checkpoint,
+                                   save_train_state)
+from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
+from worldmodel.data.dataset import WindowDataset, to_float
+from worldmodel.diffusion import TrainBatch, training_loss
+from worldmodel.dynamics import Denoiser
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class DiffusionLoss(nn.Module):
+    """The denoiser plus its loss in one forward, so DDP sees one forward per backward."""
+
+    def __init__(self, model: Denoiser, cfg: DiffusionConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+
+    def forward(self, frames: torch.Tensor, actions: torch.Tensor, rng: np.random.Generator,
+                gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+        return training_loss(self.model, TrainBatch(frames, actions), self.cfg, rng, gen)
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # warm start
+        for k, v in model.state_dict().items():
+            self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1 - d)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    warm = cfg.train.warmup_steps
+    return cfg.train.lr * min(1.0, (step + 1) / max(1, warm))
+
+
+def train(cfg: Config, device: torch.device, resume: bool = False, init: str | None = None,
+          amp: bool = True, quiet: bool = False) -> dict:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = 0, 1
+    if distributed:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed + rank)
+    rng = np.random.default_rng(tc.seed + 1000 * rank)
+    gen = torch.Generator(device).manual_seed(tc.seed + 7 + rank)
+    out = Path(tc.out)
+    space = get_action_space(cfg.model.action_space)
+    data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
+                         cfg.data.max_episodes, cfg.model.frame_size)
+
+    model = Denoiser(cfg.model).to(device)
+    if init:
+        init_model, _ = load_checkpoint(init, device)
+        model.load_state_dict(init_model.state_dict())
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ema = EMA(model, tc.ema_decay)
+    step = 0
+    curve_path = out / "train_log.jsonl"
+    if resume and (out / TRAIN_STATE).is_file():
+        raw, opt_state, info = load_train_state(out)
+        model.load_state_dict(raw)
+        opt.load_state_dict(opt_state)
+        ema_model, _ = load_checkpoint(out, device)
+        ema.shadow = {k: v.float().clone() for k, v in ema_model.state_dict().items()}
+        step = int(info["step"])
+        rng = np.random.default_rng([tc.seed + 1000 * rank, step])
+        gen.manual_seed(tc.seed + 7 + rank + 100003 * step)
+    loss_mod: nn.Module = DiffusionLoss(model, cfg.diffusion)
+    if distributed:
+        loss_mod = nn.parallel.DistributedDataParallel(
+            loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    use_amp = device.type == "cuda" or amp
+    amp_ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+    per_rank = max(1, tc.batch_size // world)
+    bar = tqdm(total=tc.steps, initial=step, desc="train", disable=rank != 0 or quiet,
+               dynamic_ncols=True)
+    t0 = time.time()
+    frames_seen = 0
+    stats: dict[str, float] = {}
+    running: dict[str, float] = {}
+    while step < tc.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        frames_u8, acts = data.sample(per_rank, rng)
+        frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
+        actions = space.encode(torch.from_numpy(acts)).to(device)
+        with amp_ctx:
+            loss, info = loss_mod(frames, actions, rng, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        ema.update(model, step)
+        step += 1
+        frames_seen += frames.shape[0] * frames.shape[1] * world
+        for k, v in info.items():
+            running[k] = running.get(k, 0.0) + float(v)
+        running["grad_norm"] = running.get("grad_norm", 0.0) + float(gnorm)
+        bar.update(1)
+        if step % tc.log_every == 0 or step == tc.steps:
+            stats = {k: v / tc.log_every for k, v in running.items()}
+            running = {}
+            el = time.time() - t0
+            stats.update(step=step, lr=lr_at(step, cfg), frames_per_s=frames_seen / el, time=time.time())
+            if "copy_mse" in stats and stats["loss"] > 0:
+                stats["psnr_gain_over_copy_db"] = 10 * math.log10(stats["copy_mse"] / stats["loss"])
+            if rank == 0:
+                bar.set_postfix(loss=f"{stats['loss']:.4f}", fps=f"{stats['frames_per_s']:.0f}")
+                with open(curve_path, "a") as f:
+                    f.write(json.dumps(stats) + "\n")
+        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps):
+            save(out, model, ema, opt, cfg, step)
+    bar.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return stats
+
+
+def save(out: Path, model: Denoiser, ema: EMA, opt: torch.optim.Optimizer, cfg: Config, step: int) -> None:
+    ema_model = Denoiser(cfg.model)
+    ema.copy_to(ema_model)
+    save_checkpoint(out, ema_model, cfg, metrics={"train_step": step})
+    save_train_state(out, opt, {k: v.float() for k, v in model.state_dict().items()},
+                     {"step": step})
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--resume", action="store_true", help="continue from train.out if it has state")
+    p.add_argument("--init", help="start from this checkpoint's weights")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--no-amp", action="store_true", help="fp32 on CPU (bf16 autocast is default)")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=1e-3")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    stats = train(cfg, pick_device(args.device), args.resume, args.init, amp=not args.no_amp)
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()
