@@ -65,7 +65,7 @@ def collect_episode(game, out: Path, seed: int, length: int, policy: str = "expl
                     trip: int = 24, video: bool = False) -> int:
     obs = game.reset(seed)
     meta = {"game": game.name, "action_space": game.action_space.name, "seed": seed,
-            "fps": game.fps, "policy": policy, "length": length}
+            "fps": game.fps, "policy": policy, "length": length, "start_pos": list(game.player_pos)}
     acts = (exploration_policy(seed, length) if policy == "explore"
             else revisit_policy(seed, length, trip))
     acts = itertools.islice(acts, length)
@@ -74,7 +74,7 @@ def collect_episode(game, out: Path, seed: int, length: int, policy: str = "expl
         writer.add_frame(obs)
         for a in acts:
             res = game.step(a)
-            writer.add_step(a, res.obs, res.reward, res.done)
+            writer.add_step(a, res.obs, res.reward, res.done, pos=list(game.player_pos))
             if res.done:
                 break
         return writer.num_steps

@@ -4,8 +4,9 @@ An episode is a folder:
 
     meta.json       game, action space, seed, fps, frame size, free-form settings
     frames.u8       raw uint8 frames, (T, H, W, 3) row-major, appended one at a time (lossless)
-    actions.jsonl   one JSON object per step: {"t", "action", "reward", "done"}; line t is the
-                    action taken on frame t that produced frame t + 1
+    actions.jsonl   one JSON object per step: {"t", "action", "reward", "done"} and optional extras
+                    (e.g. "pos", the player's position after the step); line t is the action
+                    taken on frame t that produced frame t + 1
     video.mp4       optional, viewable copy (lossy; never read back for evaluation)
 
 Frames and actions are appended and flushed as they come, so a process killed mid-episode leaves
@@ -54,6 +55,7 @@ class Episode:
     rewards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     dones: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     path: Path | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the raw actions.jsonl records
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -105,12 +107,13 @@ class EpisodeWriter:
             self.sync()
 
     def add_step(self, action: int | list[float], frame: np.ndarray, reward: float = 0.0,
-                 done: bool = False) -> None:
+                 done: bool = False, **extra: Any) -> None:
         """Log the action taken on the last frame, then the frame it produced."""
         if self.num_frames == 0:
             raise EpisodeError("add_frame(first_frame) must come before add_step")
         act = action if isinstance(action, (int, list)) else np.asarray(action).tolist()
-        line = {"t": self.num_steps, "action": act, "reward": float(reward), "done": bool(done)}
+        line = {"t": self.num_steps, "action": act, "reward": float(reward), "done": bool(done),
+                **extra}
         self._actions.write(json.dumps(line) + "\n")
         self._actions.flush()
         self.num_steps += 1
@@ -194,7 +197,7 @@ def load_episode(path: str | Path, mmap: bool = False) -> Episode:
         actions = np.zeros(0, np.int64)
     rewards = np.asarray([s.get("reward", 0.0) for s in steps], np.float32)
     dones = np.asarray([s.get("done", False) for s in steps], bool)
-    return Episode(frames, actions, meta, rewards, dones, path)
+    return Episode(frames, actions, meta, rewards, dones, path, steps)
 
 
 def list_episodes(root: str | Path) -> list[Path]:

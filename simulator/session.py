@@ -1,0 +1,164 @@
+"""`WorldSession`: the headless heart. Owns the model, the rollout state of B worlds, and timing.
+
+    sess = WorldSession.load()                    # the shipped default model
+    frame = sess.reset(seed=3)                    # real context frames from the real game
+    frame = sess.step("move_left")               # (64, 64, 3) uint8, imagined
+    frames = sess.rollout(context, actions)       # batched: (B, T, 64, 64, 3)
+
+Frames at this boundary are uint8 (h, w, 3), as games and recordings hold them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from worldmodel.actions import ActionError, get_action_space
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.config import Config
+from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.dynamics import Denoiser
+from worldmodel.rollout import Rollout
+from worldmodel.train import pick_device
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter"
+
+
+def real_context(game_name: str, seed: int, frames: int, actions: Sequence[int] | None = None,
+                 size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Play the real game from `seed` for `frames - 1` steps: (frames, h, w, 3) uint8 and the
+    (frames,) actions that produced them (actions[0] = -1: none)."""
+    from simulator.games import make_game
+
+    game = make_game(game_name, size=size)
+    obs = [game.reset(seed)]
+    acts = [-1]
+    todo = list(actions) if actions is not None else [0] * (frames - 1)
+    for a in todo[: frames - 1]:
+        obs.append(game.step(a).obs)
+        acts.append(int(a))
+    return np.stack(obs), np.asarray(acts)
+
+
+class WorldSession:
+    """B independent imagined worlds driven by actions; see module docstring."""
+
+    def __init__(self, model: Denoiser, cfg: Config, batch: int = 1, seed: int = 0,
+                 sample_steps: int | None = None, context: int | None = None,
+                 game: str = "crafter", checkpoint: str | Path | None = None):
+        self.model = model.eval()
+        self.cfg = cfg
+        if sample_steps is not None:
+            cfg.diffusion.sample_steps = sample_steps
+        self.space = get_action_space(cfg.model.action_space)
+        self.game = game
+        self.batch = batch
+        self.seed = seed
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        self.rollout_state = Rollout(model, cfg, context=context, seed=seed)
+        self.device = self.rollout_state.device
+        self.frame_size = cfg.model.frame_size
+        self.steps = 0
+        self.last_step_ms = 0.0
+        self.frame: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str | None = None,
+             **kwargs) -> "WorldSession":
+        path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        model, cfg = load_checkpoint(path, pick_device(device))
+        return cls(model, cfg, checkpoint=path, **kwargs)
+
+    @property
+    def context_len(self) -> int:
+        return self.rollout_state.context
+
+    def action_index(self, action: int | str) -> int:
+        return self.space.index(action)
+
+    def reset(self, seed: int | None = None, context: np.ndarray | None = None,
+              actions: np.ndarray | None = None) -> np.ndarray:
+        """Start from real frames: `context` (n, h, w, 3) or (B, n, h, w, 3) uint8 with the
+        actions that produced them, or else `context_len` frames of the real game from `seed`.
+        Returns the last context frame(s)."""
+        if context is None:
+            seed = self.seed if seed is None else seed
+            pairs = [real_context(self.game, seed + i, self.context_len, size=self.frame_size)
+                     for i in range(self.batch)]
+            context = np.stack([p[0] for p in pairs])
+            actions = np.stack([p[1] for p in pairs])
+        context = np.asarray(context)
+        if context.ndim == 4:
+            context = np.broadcast_to(context[None], (self.batch, *context.shape))
+            if actions is not None:
+                actions = np.broadcast_to(np.asarray(actions)[None], (self.batch, len(actions)))
+        if context.ndim != 5 or context.shape[0] != self.batch or context.shape[-1] != 3:
+            raise ValueError(f"context must be (n, h, w, 3) or ({self.batch}, n, h, w, 3) uint8, "
+                             f"got {context.shape}")
+        if context.shape[2:4] != (self.frame_size, self.frame_size):
+            raise ValueError(f"context frames are {context.shape[2:4]}, the model takes "
+                             f"{self.frame_size}x{self.frame_size}")
+        acts = None
+        if actions is not None:
+            acts = np.asarray(actions, np.int64).copy()
+            valid = acts >= 0
+            self.space.validate(acts[valid])
+            acts = torch.from_numpy(acts)
+        self.rollout_state.reset(to_float(torch.from_numpy(np.ascontiguousarray(context))), acts)
+        self.steps = 0
+        self.frame = context[:, -1].copy()
+        return self.frame[0] if self.batch == 1 else self.frame
+
+    def _actions_tensor(self, actions) -> torch.Tensor:
+        if isinstance(actions, (int, str, np.integer)):
+            actions = [actions]
+        idx = [self.space.index(a) if isinstance(a, str) else a for a in np.asarray(actions, object).ravel()]
+        arr = np.asarray(idx)
+        try:
+            arr = self.space.validate(arr)
+        except ActionError:
+            raise
+        if arr.shape[0] != self.batch:
+            raise ActionError(f"need {self.batch} actions (one per world), got {arr.shape[0]}")
+        return torch.from_numpy(arr)
+
+    def step(self, actions: int | str | Sequence[int]) -> np.ndarray:
+        """Advance every world one frame; returns (h, w, 3) uint8 for one world, else (B, h, w, 3)."""
+        act = self._actions_tensor(actions)
+        t0 = time.perf_counter()
+        frames = self.rollout_state.step(act)
+        out = to_uint8(frames).cpu().numpy()
+        self.last_step_ms = (time.perf_counter() - t0) * 1000
+        self.steps += 1
+        self.frame = out
+        return out[0] if self.batch == 1 else out
+
+    def rollout(self, actions: np.ndarray, context: np.ndarray | None = None,
+                context_actions: np.ndarray | None = None, seed: int | None = None,
+                chunk: int = 1) -> np.ndarray:
+        """Imagine B trajectories: actions (B, T) -> frames (B, T, h, w, 3) uint8. Starts from
+        `context` (or the real game at `seed`) when given, else continues the current worlds.
+        `chunk` > 1 generates that many frames jointly per model call."""
+        actions = np.asarray(actions)
+        if actions.ndim == 1:
+            actions = actions[None]
+        if context is not None or seed is not None:
+            self.reset(seed=seed, context=context, actions=context_actions)
+        elif self.frame is None:
+            raise RuntimeError("rollout needs context or seed on a session that was never reset")
+        if actions.shape[0] != self.batch:
+            raise ActionError(f"actions are for {actions.shape[0]} worlds, the session has {self.batch}")
+        acts = torch.from_numpy(self.space.validate(actions))
+        out = []
+        for s in range(0, acts.shape[1], chunk):
+            frames = self.rollout_state.chunk(acts[:, s:s + chunk])
+            out.append(to_uint8(frames).cpu().numpy())
+        result = np.concatenate(out, 1)
+        self.steps += result.shape[1]
+        self.frame = result[:, -1]
+        return result
