@@ -90,7 +90,14 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list, got {value!r}")
         (item,) = typ.__args__
         return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
         return float(value)
     if typ is bool and not isinstance(value, bool):
         raise ConfigError(f"{where} must be true/false, got {value!r}")
