@@ -1,0 +1,474 @@
+"""Evaluate a checkpoint against held-out real episodes:
+
+    python -m worldmodel.evaluate --checkpoint runs/crafter --data data/crafter --out runs/eval
+
+1. Open-loop prediction. Each sample takes `context` real frames (the model's context window)
+   and the real actions that produced them, then rolls out `max(horizons)` frames with the real
+   actions that followed. Generated and real frames are compared at every step (PSNR, SSIM on
+   uint8, see metrics.py) and reported at each horizon next to a baseline that repeats the last
+   context frame. Steps are grouped into "moving" (the player stands elsewhere than at the last
+   context frame, from "pos" in actions.jsonl) and "static". Episodes without "pos" fall back to
+   an image test: the view moved if the real frame differs from the last context frame by more
+   than `MOVED_MAD` in mean absolute difference (calibrated on held-out Crafter, where it agrees
+   with "pos" on ~85% of steps).
+2. Long rollout (`--long` frames, sticky random movement-biased actions, no game needed): per
+   frame sharpness (mean gradient, Laplacian variance), colour histogram distance to real frames
+   and frame-to-frame change, against the same statistics of real held-out frames (5th-95th
+   percentile band), to show whether it stays game-like or collapses into blur or noise.
+
+Outputs in --out: report.json, metrics.png, strip.png, long_strip.png, drift.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from worldmodel import metrics
+from worldmodel.actions import DiscreteActionSpace, get_action_space
+from worldmodel.checkpoint import METRICS, load_checkpoint
+from worldmodel.config import Config, to_dict
+from worldmodel.data import Episode, list_episodes, load_episode
+from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.data.episode import EpisodeError, write_json_atomic
+from worldmodel.dynamics import Denoiser
+from worldmodel.rollout import Rollout
+from worldmodel.train import pick_device
+
+MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
+GROUPS = ("all", "moving", "static")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+def player_positions(ep: Episode) -> np.ndarray | None:
+    """(T+1, d) position at every frame (start_pos, then "pos" after each step), or None."""
+    start = ep.meta.get("start_pos")
+    if start is None or any("pos" not in s for s in ep.steps):
+        return None
+    return np.asarray([start] + [s["pos"] for s in ep.steps])
+
+
+def frame_actions(ep: Episode, first: int, n: int) -> np.ndarray:
+    """Actions that produced frames first..first+n-1 (-1 for frame 0, which has none)."""
+    idx = np.arange(first, first + n) - 1
+    acts = np.full(n, -1, np.int64)
+    acts[idx >= 0] = ep.actions[idx[idx >= 0]]
+    return acts
+
+
+def pick_starts(lengths: list[int], n: int, context: int, horizon: int,
+                seed: int) -> list[tuple[int, int]]:
+    """(episode, s) pairs, s the last context frame: round-robin over episodes in a seeded order,
+    random starts without replacement (short episodes drop out when used up); repeats only once
+    every valid start is taken."""
+    rng = np.random.default_rng(seed)
+    valid = {e: rng.permutation(np.arange(context - 1, L - horizon))
+             for e, L in enumerate(lengths) if L - horizon > context - 1}
+    if not valid:
+        raise EpisodeError(f"no episode has {context} context + {horizon} future frames")
+    order = rng.permutation(sorted(valid)).tolist()
+    rounds = max(len(v) for v in valid.values())
+    pool = [(e, int(valid[e][r])) for r in range(rounds) for e in order if r < len(valid[e])]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def exploration_actions(space: DiscreteActionSpace, seed: int, length: int) -> np.ndarray:
+    """Sticky random actions biased to movement (the idea of simulator.collect's policy, without
+    its scripted trips): moves share 76%, "do" 4%, the rest 20%; each repeats ~3 times."""
+    rng = np.random.default_rng(seed)
+    moves = [i for i, a in enumerate(space.actions) if a.startswith("move_")]
+    probs = np.full(space.n, 0.2 / max(1, space.n - len(moves)))
+    if moves:
+        probs[moves] = 0.8 * 0.95 / len(moves)
+    if "do" in space.actions:
+        probs[space.actions.index("do")] += 0.8 * 0.05
+    probs /= probs.sum()
+    out: list[int] = []
+    while len(out) < length:
+        out += [int(rng.choice(space.n, p=probs))] * int(rng.geometric(0.3))
+    return np.asarray(out[:length], np.int64)
+
+
+# ---- open-loop prediction -----------------------------------------------------------------------
+
+@dataclass
+class OpenLoop:
+    """Per-sample, per-step results (n_samples, horizon)."""
+
+    model_mse: np.ndarray
+    model_ssim: np.ndarray
+    baseline_mse: np.ndarray
+    baseline_ssim: np.ndarray
+    moving: np.ndarray
+    strip_real: np.ndarray  # (k, 1 + horizon, h, w, 3): last context frame, then the future
+    strip_gen: np.ndarray   # (k, horizon, h, w, 3)
+
+
+def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.ndarray,
+             actions: np.ndarray, seed: int, on_step=None) -> np.ndarray:
+    """Roll B worlds open loop: uint8 context (b, n, h, w, 3) + its actions (b, n), then
+    `actions` (b, T) -> generated uint8 frames (b, T, h, w, 3)."""
+    ro = Rollout(model, cfg, seed=seed)
+    ro.reset(to_float(torch.from_numpy(np.ascontiguousarray(context))), torch.from_numpy(ctx_actions))
+    out = np.empty((*actions.shape, *context.shape[2:]), np.uint8)
+    for k in range(actions.shape[1]):
+        out[:, k] = to_uint8(ro.step(torch.from_numpy(actions[:, k]))).cpu().numpy()
+        if on_step is not None:
+            on_step(len(actions))
+    return out
+
+
+def open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], starts: list[tuple[int, int]],
+              context: int, horizon: int, batch: int, seed: int, strip_samples: int = 4) -> OpenLoop:
+    positions = [player_positions(ep) for ep in episodes]
+    n = len(starts)
+    res = {k: np.zeros((n, horizon)) for k in ("model_mse", "model_ssim", "baseline_mse", "baseline_ssim")}
+    moving = np.zeros((n, horizon), bool)
+    strip_real, strip_gen = [], []
+    bar = tqdm(total=n * horizon, desc="open loop", unit="frame", dynamic_ncols=True)
+    for b0 in range(0, n, batch):
+        chunk = starts[b0:b0 + batch]
+        ctx = np.stack([episodes[e].frames[s - context + 1:s + 1] for e, s in chunk])
+        ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context) for e, s in chunk])
+        real = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in chunk])
+        acts = np.stack([frame_actions(episodes[e], s + 1, horizon) for e, s in chunk])
+        gen = generate(model, cfg, ctx, ctx_act, acts, seed + b0, bar.update)
+        last = np.broadcast_to(ctx[:, -1:], real.shape)
+        sl = slice(b0, b0 + len(chunk))
+        res["model_mse"][sl] = metrics.mse(gen, real)
+        res["model_ssim"][sl] = metrics.ssim(gen, real)
+        res["baseline_mse"][sl] = metrics.mse(last, real)
+        res["baseline_ssim"][sl] = metrics.ssim(last, real)
+        for i, (e, s) in enumerate(chunk):
+            pos = positions[e]
+            if pos is not None:
+                moving[b0 + i] = (pos[s + 1:s + 1 + horizon] != pos[s]).any(-1)
+            else:
+                moving[b0 + i] = metrics.frame_change(real[i], last[i]) > MOVED_MAD
+        keep = max(0, strip_samples - b0)
+        strip_real += list(np.concatenate([ctx[:keep, -1:], real[:keep]], 1))
+        strip_gen += list(gen[:keep])
+    bar.close()
+    return OpenLoop(**res, moving=moving, strip_real=np.asarray(strip_real),
+                    strip_gen=np.asarray(strip_gen))
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if x.size else None
+
+
+def summarize(ol: OpenLoop, horizons: list[int]) -> dict[str, Any]:
+    """Per horizon and group: n, and for model and baseline mean PSNR (per frame, capped at
+    metrics.PSNR_CAP), PSNR of the mean MSE, SSIM, and the fraction of exact frames."""
+    out: dict[str, Any] = {}
+    for g in GROUPS:
+        out[g] = {}
+        for h in horizons:
+            col = h - 1
+            mask = {"all": np.ones(len(ol.moving), bool), "moving": ol.moving[:, col],
+                    "static": ~ol.moving[:, col]}[g]
+            row: dict[str, Any] = {"n": int(mask.sum())}
+            for who in ("model", "baseline"):
+                err = getattr(ol, f"{who}_mse")[mask, col]
+                row[who] = {
+                    "psnr": _mean(metrics.psnr_from_mse(err)),
+                    "psnr_of_mean_mse": float(metrics.psnr_from_mse(err.mean())) if err.size else None,
+                    "ssim": _mean(getattr(ol, f"{who}_ssim")[mask, col]),
+                    "exact_fraction": _mean(err == 0),
+                }
+            out[g][str(h)] = row
+    return out
+
+
+def curves(ol: OpenLoop) -> dict[str, list[float | None]]:
+    """Mean per step 1..horizon, for plots: {model,baseline}_{psnr,ssim}_{all,moving}."""
+    out = {}
+    for who in ("model", "baseline"):
+        for m in ("psnr", "ssim"):
+            vals = (metrics.psnr_from_mse(getattr(ol, f"{who}_mse")) if m == "psnr"
+                    else getattr(ol, f"{who}_ssim"))
+            for g, mask in (("all", np.ones_like(ol.moving)), ("moving", ol.moving)):
+                n = mask.sum(0)
+                mean = np.where(n > 0, (vals * mask).sum(0) / np.maximum(n, 1), np.nan)
+                out[f"{who}_{m}_{g}"] = [None if math.isnan(v) else float(v) for v in mean]
+    return out
+
+
+# ---- long rollout -------------------------------------------------------------------------------
+
+def reference_stats(episodes: list[Episode], max_frames: int = 4000,
+                    seed: int = 0) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Colour histogram of real frames, and the band of each drift statistic over real frames."""
+    rng = np.random.default_rng(seed)
+    pairs = [(e, i) for e, ep in enumerate(episodes) for i in range(1, len(ep.frames))]
+    if len(pairs) > max_frames:
+        pairs = [pairs[j] for j in np.sort(rng.choice(len(pairs), max_frames, replace=False))]
+    cur = np.stack([episodes[e].frames[i] for e, i in pairs])
+    prev = np.stack([episodes[e].frames[i - 1] for e, i in pairs])
+    ref_hist = metrics.color_histogram(cur).mean(0)
+    stats = metrics.drift_stats(cur, prev, ref_hist)
+    band = {k: {"p5": float(np.percentile(v, 5)), "median": float(np.median(v)),
+                "p95": float(np.percentile(v, 95)), "mean": float(v.mean())}
+            for k, v in stats.items()}
+    return ref_hist, band
+
+
+def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
+                 worlds: int, seed: int, ref_hist: np.ndarray, every: int) -> dict[str, Any]:
+    """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
+    per-frame drift statistics (worlds, length) and frames every `every` steps."""
+    space = get_action_space(cfg.model.action_space)
+    if not isinstance(space, DiscreteActionSpace):
+        raise ValueError(f"the long rollout's policy needs a discrete action space, not {space.name}")
+    rng = np.random.default_rng(seed + 1)
+    eligible = rng.permutation([e for e, ep in enumerate(episodes) if len(ep.frames) >= context])
+    if not len(eligible):
+        raise EpisodeError(f"no episode has {context} context frames")
+    eps = [int(eligible[w % len(eligible)]) for w in range(worlds)]
+    starts = [int(rng.integers(context - 1, len(episodes[e].frames))) for e in eps]
+    ctx = np.stack([episodes[e].frames[s - context + 1:s + 1] for e, s in zip(eps, starts)])
+    ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context)
+                        for e, s in zip(eps, starts)])
+    acts = np.stack([exploration_actions(space, seed + w, length) for w in range(worlds)])
+    ro = Rollout(model, cfg, seed=seed + 2)
+    ro.reset(to_float(torch.from_numpy(ctx)), torch.from_numpy(ctx_act))
+    stats = {k: np.zeros((worlds, length)) for k in metrics.DRIFT_STATS}
+    prev = ctx[:, -1]
+    snaps = [prev]
+    for t in tqdm(range(length), desc="long rollout", unit="frame", dynamic_ncols=True):
+        cur = to_uint8(ro.step(torch.from_numpy(acts[:, t]))).cpu().numpy()
+        for k, v in metrics.drift_stats(cur, prev, ref_hist).items():
+            stats[k][:, t] = v
+        if (t + 1) % every == 0:
+            snaps.append(cur)
+        prev = cur
+    return {"stats": stats, "snapshots": np.stack(snaps, 1), "episodes": [episodes[e].path.name for e in eps],
+            "starts": starts}
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_metrics(cv: dict[str, list], horizons: list[int], n: int, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    steps = np.arange(1, len(cv["model_psnr_all"]) + 1)
+    for ax, m in zip(axes, ("psnr", "ssim")):
+        for who, color in (("baseline", "tab:gray"), ("model", "tab:blue")):
+            for g, style in (("all", "-"), ("moving", "--")):
+                y = np.array([np.nan if v is None else v for v in cv[f"{who}_{m}_{g}"]])
+                ax.plot(steps, y, style, color=color, label=f"{who} ({g})")
+                ax.plot(horizons, y[np.asarray(horizons) - 1], "o", color=color, ms=4)
+        ax.set_xscale("log")
+        ax.set_xlabel("horizon (frames after the context)")
+        ax.set_ylabel("PSNR (dB)" if m == "psnr" else "SSIM")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Open-loop prediction vs real, {n} samples (baseline: repeat last context frame)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _grid(images: list[list[np.ndarray | None]], row_labels: list[str], col_labels: list[str],
+          path: Path, title: str, scale: int = 2) -> None:
+    plt = _plt()
+    rows, cols = len(images), len(images[0])
+    size = images[0][-1].shape[0] * scale / 100 + 0.1
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 1.2, rows * size + 0.6), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = images[r][c]
+            if img is None:
+                ax.set_frame_on(False)
+            else:
+                ax.imshow(np.repeat(np.repeat(img, scale, 0), scale, 1), interpolation="nearest")
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_strip(ol: OpenLoop, horizons: list[int], path: Path) -> None:
+    rows, labels = [], []
+    for i in range(len(ol.strip_gen)):
+        rows.append([ol.strip_real[i][0]] + [ol.strip_real[i][h] for h in horizons])
+        rows.append([None] + [ol.strip_gen[i][h - 1] for h in horizons])
+        labels += [f"#{i} real", f"#{i} model"]
+    if rows:
+        _grid(rows, labels, ["last context"] + [f"+{h}" for h in horizons], path,
+              "Open loop with the real actions: real (top) vs generated (bottom)")
+
+
+def plot_long_strip(snaps: np.ndarray, every: int, path: Path) -> None:
+    rows = [list(w) for w in snaps]
+    cols = ["context"] + [f"t={every * (i + 1)}" for i in range(snaps.shape[1] - 1)]
+    _grid(rows, [f"world {w}" for w in range(len(rows))], cols, path,
+          "Long rollout, sticky random movement-biased actions")
+
+
+def plot_drift(stats: dict[str, np.ndarray], band: dict[str, dict[str, float]], path: Path) -> None:
+    plt = _plt()
+    names = {"gradient": "mean gradient (sharpness)", "laplacian_var": "Laplacian variance",
+             "hist_distance": "colour histogram distance to real", "frame_change": "frame-to-frame change"}
+    fig, axes = plt.subplots(len(stats), 1, figsize=(10, 2.3 * len(stats)), sharex=True)
+    for ax, (k, v) in zip(np.atleast_1d(axes), stats.items()):
+        t = np.arange(1, v.shape[1] + 1)
+        m = v.mean(0)
+        win = np.ones(max(1, min(25, len(m) // 20)))
+        smooth = np.convolve(m, win, mode="same") / np.convolve(np.ones_like(m), win, mode="same")
+        ax.axhspan(band[k]["p5"], band[k]["p95"], color="tab:green", alpha=0.15, label="real p5-p95")
+        ax.axhline(band[k]["median"], color="tab:green", ls="--", lw=1, label="real median")
+        ax.plot(t, m, color="tab:blue", alpha=0.3, lw=0.7)
+        ax.plot(t, smooth, color="tab:blue", lw=1.5, label=f"generated (mean of {len(v)})")
+        ax.set_ylabel(names[k], fontsize=8)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper right")
+    np.atleast_1d(axes)[-1].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(summary: dict[str, Any], horizons: list[int]) -> str:
+    lines = [f"{'horizon':>7} {'group':<7} {'n':>5}  {'PSNR model':>10} {'base':>6}  "
+             f"{'SSIM model':>10} {'base':>6}"]
+    for h in horizons:
+        for g in ("all", "moving"):
+            r = summary[g][str(h)]
+            lines.append(f"{h:>7} {g:<7} {r['n']:>5}  {_fmt(r['model']['psnr'], '10.2f')} "
+                         f"{_fmt(r['baseline']['psnr'], '6.2f')}  {_fmt(r['model']['ssim'], '10.3f')} "
+                         f"{_fmt(r['baseline']['ssim'], '6.3f')}")
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.time()
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    model, cfg = load_checkpoint(args.checkpoint, device)
+    context = Rollout(model, cfg).context
+    horizons = sorted(set(args.horizons))
+    if not horizons or horizons[0] < 1:
+        raise ValueError(f"horizons must be positive, got {args.horizons}")
+    horizon = horizons[-1]
+    paths = [p for p in list_episodes(args.data) if p.name.startswith(args.prefix)]
+    if not paths:
+        raise EpisodeError(f"no episodes named {args.prefix}* under {args.data}")
+    episodes = [load_episode(p) for p in paths]
+    for ep in episodes:
+        if ep.meta.get("action_space") != cfg.model.action_space:
+            raise EpisodeError(f"{ep.path} uses action space {ep.meta.get('action_space')!r}, "
+                               f"the model expects {cfg.model.action_space!r}")
+        if ep.frames.shape[1:3] != (cfg.model.frame_size,) * 2:
+            raise EpisodeError(f"{ep.path} has {ep.frames.shape[1:3]} frames, the model takes "
+                               f"{cfg.model.frame_size}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    starts = pick_starts([len(ep.frames) for ep in episodes], args.samples, context, horizon, args.seed)
+    t1 = time.time()
+    ol = open_loop(model, cfg, episodes, starts, context, horizon, args.batch, args.seed)
+    open_loop_s = time.time() - t1
+    summary = summarize(ol, horizons)
+    cv = curves(ol)
+    plot_metrics(cv, horizons, len(starts), out / "metrics.png")
+    plot_strip(ol, horizons, out / "strip.png")
+
+    ckpt_metrics = Path(args.checkpoint) / METRICS
+    report: dict[str, Any] = {
+        "checkpoint": str(Path(args.checkpoint).resolve()),
+        "checkpoint_metrics": json.loads(ckpt_metrics.read_text()) if ckpt_metrics.is_file() else None,
+        "data": str(Path(args.data).resolve()), "prefix": args.prefix, "episodes": len(episodes),
+        "samples": len(starts), "episodes_sampled": len({e for e, _ in starts}),
+        "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),
+        "moving_test": ("pos" if all(player_positions(ep) is not None for ep in episodes)
+                        else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
+        "psnr_cap_db": metrics.PSNR_CAP, "config": to_dict(cfg), "results": summary, "curves": cv,
+        "time": {"open_loop_s": open_loop_s,
+                 "open_loop_frames_per_s": len(starts) * horizon / max(open_loop_s, 1e-9)},
+    }
+    if args.long > 0:
+        every = args.long_every or max(1, args.long // 10)
+        ref_hist, band = reference_stats(episodes, seed=args.seed)
+        t2 = time.time()
+        lr = long_rollout(model, cfg, episodes, context, args.long, args.long_worlds, args.seed,
+                          ref_hist, every)
+        report["long"] = {"frames": args.long, "worlds": args.long_worlds, "every": every,
+                          "episodes": lr["episodes"], "starts": lr["starts"],
+                          "reference": band, **metrics.drift_summary(lr["stats"], band),
+                          "time_s": time.time() - t2}
+        plot_drift(lr["stats"], band, out / "drift.png")
+        plot_long_strip(lr["snapshots"], every, out / "long_strip.png")
+    report["time"]["total_s"] = time.time() - t0
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    p.add_argument("--data", required=True, help="folder of episodes")
+    p.add_argument("--prefix", default="heldout_", help="episode folder name prefix")
+    p.add_argument("--samples", type=int, default=256, help="open-loop samples")
+    p.add_argument("--horizons", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--batch", type=int, default=16, help="worlds rolled out together")
+    p.add_argument("--long", type=int, default=2000, help="long-rollout frames (0 = skip)")
+    p.add_argument("--long-worlds", type=int, default=4, help="worlds in the long rollout")
+    p.add_argument("--long-every", type=int, default=0, help="frames between long-strip images "
+                   "(0 = a tenth of --long)")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    report = evaluate(args)
+    print(f"\n{report['samples']} samples from {report['episodes_sampled']} episodes, "
+          f"{report['context_frames']} context frames, moving test: {report['moving_test']}")
+    print(format_table(report["results"], report["horizons"]))
+    if "long" in report:
+        lg = report["long"]
+        print(f"long rollout: {lg['frames']} frames x {lg['worlds']} worlds: {lg['verdict']}")
+        for k in metrics.DRIFT_STATS:
+            ref = lg["reference"][k]
+            print(f"  {k:<14} final quarter median {lg[k]['final_quarter_median']:8.3f}   "
+                  f"real p5-p95 {ref['p5']:.3f}-{ref['p95']:.3f}   in band {lg[k]['in_band_fraction']:.0%}")
+    print(f"wrote {args.out}/report.json ({report['time']['total_s']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()
