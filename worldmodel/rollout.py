@@ -79,16 +79,18 @@ class Rollout:
         sigma = self.dcfg.context_noise
         t = torch.full((b, n), sigma, device=self.device)
         ctx = add_noise(frames, t, self._noise(frames.shape))
+        t_prev = t.clone()
         if first:
             prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
             has_prev = torch.ones(b, n, dtype=torch.bool, device=self.device)
             has_prev[:, 0] = False
+            t_prev[:, 0] = 1.0  # no frame before: pure noise, as training_loss conditions it
         else:
             prev = torch.cat([self.last, ctx[:, :-1]], 1)
             has_prev = torch.ones(b, n, dtype=torch.bool, device=self.device)
         act, drop = self.encode_actions(actions)
         with autocast_for(self.device, self.bf16):
-            self.model(ctx, prev, t, t, has_prev, act, drop, cache=self.cache, commit=True)
+            self.model(ctx, prev, t, t_prev, has_prev, act, drop, cache=self.cache, commit=True)
         self.last = ctx[:, -1:]
         self.last_clean = frames[:, -1:]
 

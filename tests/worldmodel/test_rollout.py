@@ -98,8 +98,9 @@ def uncached_reference(model: Denoiser, cfg, frames: torch.Tensor, actions: torc
     """Generate like `Rollout`, but for every new chunk rebuild the KV cache from scratch:
     commit the *whole* history (each frame's noised context version, drawn as the rollout drew
     it) in one call into a cache that never slides, whose attention `window` equals the
-    rollout's context. `plan`: (b, n) actions per chunk; `noise`: the rollout's draws in order
-    (reset context noise, then per chunk: sampling noise, context noise)."""
+    rollout's context. Context frames are conditioned as training_loss conditions its context
+    stream. `plan`: (b, n) actions per chunk; `noise`: the rollout's draws in order (reset
+    context noise, then per chunk: sampling noise, context noise)."""
     space = get_action_space(cfg.model.action_space)
     sigma = cfg.diffusion.context_noise
     b = frames.shape[0]
@@ -117,7 +118,9 @@ def uncached_reference(model: Denoiser, cfg, frames: torch.Tensor, actions: torc
         has_prev = torch.ones(b, n, dtype=torch.bool)
         has_prev[:, 0] = False
         t = torch.full((b, n), sigma)
-        model(xc, prev, t, t, has_prev, space.encode(xa.clamp(min=0)), xa < 0, cache=cache,
+        t_prev = t.clone()
+        t_prev[:, 0] = 1.0  # as training_loss conditions a frame with no frame before it
+        model(xc, prev, t, t_prev, has_prev, space.encode(xa.clamp(min=0)), xa < 0, cache=cache,
               commit=True)
         assert cache.positions.numel() == n  # nothing was dropped
         new = denoise_chunk(model, cache, xc[:, -1:], torch.full((b, 1), sigma), x0[:, -1:],
