@@ -4,6 +4,9 @@
     frame = sess.reset(seed=3)                    # real context frames from the real game
     frame = sess.step("move_left")               # (64, 64, 3) uint8, imagined
     frames = sess.rollout(context, actions)       # batched: (B, T, 64, 64, 3)
+    sess.set_memory(True)                         # episodic memory: a LoRA fast-learned as you play
+    sess.save_memory("mem/"); sess.load_memory("mem/")   # peft adapter format; resume a world
+    sess.close()                                  # stops the memory's worker thread
 
 Frames at this boundary are uint8 (h, w, 3), as games and recordings hold them.
 """
@@ -17,6 +20,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from memory.config import MemoryConfig
+from memory.episodic import EpisodicMemory
 from worldmodel.actions import ActionError, get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config
@@ -50,7 +55,8 @@ class WorldSession:
 
     def __init__(self, model: Denoiser, cfg: Config, batch: int = 1, seed: int = 0,
                  sample_steps: int | None = None, context: int | None = None,
-                 game: str = "crafter", checkpoint: str | Path | None = None):
+                 game: str = "crafter", checkpoint: str | Path | None = None,
+                 memory: MemoryConfig | bool | None = None):
         self.model = model.eval()
         self.cfg = cfg
         if sample_steps is not None:
@@ -66,6 +72,14 @@ class WorldSession:
         self.steps = 0
         self.last_step_ms = 0.0
         self.frame: np.ndarray | None = None
+        # Episodic memory: built on first use (two model copies and a thread), then switched.
+        if isinstance(memory, MemoryConfig):
+            self.memory_config = memory
+        else:
+            self.memory_config = MemoryConfig(enabled=bool(memory))
+        self._memory: EpisodicMemory | None = None
+        if self.memory_config.enabled:
+            self.set_memory(True)
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | None = None,
@@ -73,6 +87,48 @@ class WorldSession:
         path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         model, cfg = load_checkpoint(path, pick_device(device))
         return cls(model, cfg, checkpoint=path, **kwargs)
+
+    # -- episodic memory ---------------------------------------------------------------------
+    @property
+    def memory(self) -> EpisodicMemory:
+        """The session's memory (one world only); created on first access, off until enabled."""
+        if self._memory is None:
+            self._memory = EpisodicMemory(self.model, self.cfg, self.memory_config, threaded=True,
+                                          batch=self.batch, base_name=self.checkpoint,
+                                          enabled=False)
+        return self._memory
+
+    @property
+    def memory_enabled(self) -> bool:
+        return self._memory is not None and self._memory.enabled
+
+    def set_memory(self, on: bool) -> None:
+        """Memory on: frames are learned from in the background and generation uses the
+        adapter. Off: the base model alone (what was learned is kept for when it comes back on)."""
+        if not on and self._memory is None:
+            return
+        self.memory.set_enabled(on)
+        self.rollout_state.model = self.memory.model if on else self.model
+
+    def save_memory(self, path: str | Path) -> Path:
+        """Write the current memory (peft adapter format) into folder `path`."""
+        return self.memory.save(path)
+
+    def load_memory(self, path: str | Path) -> dict[str, str]:
+        """Resume a saved memory (it applies from the next frame, when memory is on)."""
+        return self.memory.load(path)
+
+    def close(self) -> None:
+        """Stop background work (the memory's worker thread). The session can still step."""
+        if self._memory is not None:
+            self.set_memory(False)
+            self._memory.close()
+
+    def __enter__(self) -> "WorldSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def context_len(self) -> int:
@@ -109,7 +165,11 @@ class WorldSession:
             valid = acts >= 0
             self.space.validate(acts[valid])
             acts = torch.from_numpy(acts)
-        self.rollout_state.reset(to_float(torch.from_numpy(np.ascontiguousarray(context))), acts)
+        ctx = to_float(torch.from_numpy(np.array(context)))  # a writable copy
+        self.rollout_state.reset(ctx, acts)
+        if self._memory is not None:  # a new episode: the memory starts empty, from this context
+            self._memory.reset(ctx[:, -self.context_len:],
+                               None if acts is None else acts[:, -self.context_len:])
         self.steps = 0
         self.frame = context[:, -1].copy()
         return self.frame[0] if self.batch == 1 else self.frame
@@ -131,7 +191,12 @@ class WorldSession:
         """Advance every world one frame; returns (h, w, 3) uint8 for one world, else (B, h, w, 3)."""
         act = self._actions_tensor(actions)
         t0 = time.perf_counter()
+        mem = self._memory if self.memory_enabled else None
+        if mem is not None:
+            mem.before_step()
         frames = self.rollout_state.step(act)
+        if mem is not None:
+            mem.observe(frames[:, None], act[:, None])
         out = to_uint8(frames).cpu().numpy()
         self.last_step_ms = (time.perf_counter() - t0) * 1000
         self.steps += 1
@@ -155,8 +220,13 @@ class WorldSession:
             raise ActionError(f"actions are for {actions.shape[0]} worlds, the session has {self.batch}")
         acts = torch.from_numpy(self.space.validate(actions))
         out = []
+        mem = self._memory if self.memory_enabled else None
         for s in range(0, acts.shape[1], chunk):
+            if mem is not None:
+                mem.before_step()
             frames = self.rollout_state.chunk(acts[:, s:s + chunk])
+            if mem is not None:
+                mem.observe(frames, acts[:, s:s + chunk])
             out.append(to_uint8(frames).cpu().numpy())
         result = np.concatenate(out, 1)
         self.steps += result.shape[1]

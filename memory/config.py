@@ -1,0 +1,94 @@
+"""`MemoryConfig`: the temporal LoRA and its fast learner, as a typed dataclass.
+
+It lives in the `memory:` section of a YAML config (or takes its defaults). `worldmodel.config`
+rejects unknown sections, so `load_configs` splits a file into the world model's `Config` and the
+`MemoryConfig`; `memory.key=value` overrides work like the world model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from worldmodel.config import Config, ConfigError, apply_overrides, from_dict
+
+LOSS_FORMS = ("trajectory", "next_frame")
+LEVEL_MODES = ("sampler", "train")
+
+
+@dataclass
+class MemoryConfig:
+    """Episodic memory: a LoRA on the denoiser's temporal layers, fast-learned while playing."""
+
+    enabled: bool = False  # a session starts with memory on
+    # The adapter. Patterns are peft `target_modules` suffixes ("temporal.qkv" matches
+    # "down.1.0.temporal.qkv"); alpha / rank scales the update.
+    target_modules: list[str] = field(default_factory=lambda: ["temporal.qkv", "temporal.out"])
+    rank: int = 32
+    alpha: float = 32.0
+    # The fast learner (SlowFast-VGen: Adam, one step per chunk, rank 32).
+    lr: float = 1e-3
+    steps_per_update: int = 1
+    window: int = 8  # frames per update: the previous context plus the newest frames
+    loss: str = "trajectory"  # "trajectory": whole window one noised chunk, no actions;
+    #                           "next_frame": each frame from the clean ones before it + action
+    levels: str = "sampler"  # noise levels trained: the sampler's own ("sampler") or training's
+    reverse_prob: float = 0.5  # trajectory form: also learn the window played backwards
+    grad_clip: float = 1.0
+    seed: int = 0
+    # Off the frame loop: a worker thread, fed through a fixed ring of recent frames.
+    update_every: int = 1  # frames between updates (K); the worker skips ahead when behind
+    buffer_frames: int = 16  # ring capacity; the oldest frame is dropped
+    worker_threads: int = 1  # torch threads the worker may use (0: leave as is)
+    worker_nice: int = 10  # the worker thread's scheduling niceness (Linux; 0: leave as is)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSS_FORMS:
+            raise ConfigError(f"memory.loss must be one of {LOSS_FORMS}, got {self.loss!r}")
+        if self.levels not in LEVEL_MODES:
+            raise ConfigError(f"memory.levels must be one of {LEVEL_MODES}, got {self.levels!r}")
+        if self.rank < 1 or self.window < 2 or self.update_every < 1 or self.steps_per_update < 1:
+            raise ConfigError("memory.rank, steps_per_update, update_every must be >= 1 and "
+                              "memory.window >= 2")
+        if self.buffer_frames < self.window:
+            raise ConfigError(f"memory.buffer_frames ({self.buffer_frames}) must hold a window "
+                              f"({self.window})")
+        if not self.target_modules:
+            raise ConfigError("memory.target_modules is empty")
+
+
+def _read_yaml(path: str | Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return data
+
+
+def memory_config_from_dict(data: dict[str, Any] | None) -> MemoryConfig:
+    return from_dict(MemoryConfig, data or {}, "memory")
+
+
+def load_configs(path: str | Path | None = None,
+                 overrides: list[str] | None = None) -> tuple[Config, MemoryConfig]:
+    """A YAML file (and `a.b=value` overrides) -> (world model Config, MemoryConfig)."""
+    data = apply_overrides(_read_yaml(path), overrides or [])
+    mem = data.pop("memory", None)
+    if mem is not None and not isinstance(mem, dict):
+        raise ConfigError(f"memory must be a mapping, got {mem!r}")
+    return from_dict(Config, data), memory_config_from_dict(mem)
+
+
+def load_memory_config(path: str | Path | None = None,
+                       overrides: list[str] | None = None) -> MemoryConfig:
+    """The `memory:` section of a YAML file (defaults when absent); overrides `memory.k=v` or `k=v`."""
+    data = {"memory": _read_yaml(path).get("memory") or {}}
+    ovr = [o if o.startswith("memory.") else f"memory.{o}" for o in overrides or []]
+    return memory_config_from_dict(apply_overrides(data, ovr)["memory"])

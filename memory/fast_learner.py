@@ -1,0 +1,141 @@
+"""The fast learner: a few Adam steps on a LoRA copy of the denoiser, from frames just generated.
+
+Two forms of the loss on a window of recent frames `(b, n, 3, h, w)`:
+
+* `trajectory` (SlowFast-VGen's action-agnostic, whole-trajectory form): frame 0 is clean
+  context; frames 1..n-1 (the previous context and the chunk just generated) are one chunk, noised
+  at one level and denoised together with every action dropped. With `reverse_prob` the window is
+  also learned played backwards, so what scrolled off one edge on the way out is what the LoRA
+  predicts scrolling in on the way back.
+* `next_frame` (input -> output): every frame is predicted from the clean frames before it and
+  its action, exactly the one-frame-per-step schedule of play (teacher forced).
+
+Noise levels are either the sampler's own (`levels: sampler`, where a few-step sampler spends
+all of its passes) or the training distribution's. Only the adapter has gradients; the frozen
+base weights never change. The learner is synchronous; `worker.MemoryWorker` runs it off the
+frame loop.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor
+
+from memory.config import MemoryConfig
+from memory.lora import add_lora, lora_tensors, reset_lora
+from worldmodel.actions import get_action_space
+from worldmodel.config import DiffusionConfig
+from worldmodel.diffusion import add_noise, sample_levels, sample_schedule
+from worldmodel.dynamics import Denoiser, KVCache
+
+
+def draw_levels(shape: tuple[int, ...], dcfg: DiffusionConfig, mode: str,
+                gen: torch.Generator) -> Tensor:
+    if mode == "sampler":
+        levels = torch.tensor(sample_schedule(dcfg.sample_steps))
+        return levels[torch.randint(len(levels), shape, generator=gen)]
+    return sample_levels(shape, dcfg, gen)
+
+
+def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
+                dcfg: DiffusionConfig, mcfg: MemoryConfig, gen: torch.Generator) -> Tensor:
+    """Diffusion loss (MSE on x_0) of a window; frames (b, n, 3, h, w) in [-1, 1], act (b, n, A)
+    encoded actions (act[:, i] produced frame i), act_drop (b, n) bool."""
+    b, n = frames.shape[:2]
+    assert frames.ndim == 5 and n >= 2 and act.shape[:2] == (b, n), (frames.shape, act.shape)
+    trajectory = mcfg.loss == "trajectory"
+    if trajectory:
+        if mcfg.reverse_prob > 0 and torch.rand((), generator=gen) < mcfg.reverse_prob:
+            frames = frames.flip(1)
+        act_drop = torch.ones_like(act_drop)
+    n_ctx = 1 if trajectory else n
+    dev = frames.device
+    # Context: lightly noised as at inference, written to a cache (no gradient is needed
+    # through it for frame 0, but the next_frame form's targets read it all).
+    t_ctx = torch.full((b, n_ctx), dcfg.context_noise, device=dev)
+    ctx_eps = torch.randn(frames[:, :n_ctx].shape, generator=gen).to(dev)
+    ctx = add_noise(frames[:, :n_ctx], t_ctx, ctx_eps)
+    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
+    has_prev[:, 0] = False
+    ctx_prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
+    cache = KVCache(max_len=n)
+    model(ctx, ctx_prev, t_ctx, t_ctx, has_prev[:, :n_ctx], act[:, :n_ctx], act_drop[:, :n_ctx],
+          cache=cache, commit=True)
+    x0 = frames[:, 1:]
+    eps = torch.randn(x0.shape, generator=gen).to(dev)
+    if trajectory:
+        # One chunk at one level, anchored on the clean frame before it (the masked-conditional
+        # chunk schedule, with the whole trajectory as the chunk).
+        t = draw_levels((b, 1), dcfg, mcfg.levels, gen).to(dev).expand(b, n - 1)
+        xt = add_noise(x0, t, eps)
+        prev = torch.cat([ctx[:, -1:], xt[:, :-1]], 1)
+        t_prev = torch.cat([t_ctx[:, -1:], t[:, :-1]], 1)
+        anchor = frames[:, :1]
+        chunk_start = None  # all targets attend to the cached frame 0 and causally to each other
+    else:
+        t = draw_levels((b, n - 1), dcfg, mcfg.levels, gen).to(dev)
+        xt = add_noise(x0, t, eps)
+        prev, t_prev, anchor = ctx[:, :-1], t_ctx[:, :-1], frames[:, :-1]
+        chunk_start = torch.arange(1, n, device=dev)  # each frame is its own chunk after the clean ones
+        cache.pos = 1
+    pred = model(xt, prev, t, t_prev, has_prev[:, 1:], act[:, 1:], act_drop[:, 1:], cache=cache,
+                 chunk_start=chunk_start, anchor=anchor)
+    return (pred.float() - x0.float()).pow(2).mean()
+
+
+class FastLearner:
+    """Owns a LoRA copy of the denoiser and its Adam state; `update(frames, actions)` trains it.
+
+    Memory is fixed after construction: the adapter, Adam's two moments, nothing that grows.
+    """
+
+    def __init__(self, base: Denoiser, dcfg: DiffusionConfig, mcfg: MemoryConfig,
+                 action_space: str):
+        self.dcfg = dcfg
+        self.mcfg = mcfg
+        self.space = get_action_space(action_space)
+        self.model = add_lora(copy.deepcopy(base).float().eval(), mcfg)
+        self.params = lora_tensors(self.model)
+        self.gen = torch.Generator().manual_seed(mcfg.seed + 1)
+        self.opt = torch.optim.Adam(self.params.values(), lr=mcfg.lr)
+        self.updates = 0
+        self.last_loss = float("nan")
+
+    def encode(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, n) ints, negative = none -> ((b, n, A) vectors, (b, n) drop flags)."""
+        actions = torch.as_tensor(actions)
+        if self.space.kind == "discrete":
+            drop = actions < 0
+            return self.space.encode(actions.clamp(min=0)), drop
+        return self.space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool)
+
+    def loss(self, frames: Tensor, actions: Tensor) -> Tensor:
+        dev = next(self.model.parameters()).device
+        act, drop = self.encode(actions)
+        return memory_loss(self.model, frames.to(dev, torch.float32), act.to(dev), drop.to(dev),
+                           self.dcfg, self.mcfg, self.gen)
+
+    def update(self, frames: Tensor, actions: Tensor) -> float:
+        """`steps_per_update` Adam steps on a window: frames (b, n, 3, h, w), actions (b, n)."""
+        with torch.enable_grad():
+            for _ in range(self.mcfg.steps_per_update):
+                loss = self.loss(frames, actions)
+                self.opt.zero_grad(set_to_none=False)
+                loss.backward()
+                if self.mcfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params.values(), self.mcfg.grad_clip)
+                self.opt.step()
+        self.updates += 1
+        self.last_loss = float(loss.detach())
+        return self.last_loss
+
+    def reset(self) -> None:
+        """Back to a fresh adapter (B = 0) and fresh Adam moments."""
+        reset_lora(self.model, self.mcfg.seed)
+        self.opt.state.clear()
+        for p in self.params.values():
+            p.grad = None
+        self.updates = 0
+        self.last_loss = float("nan")

@@ -1,0 +1,97 @@
+"""Memory in the headless session (simulator/session.py): the switch, per-episode reset, save/load,
+and a clean close."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from memory.config import MemoryConfig
+from memory.lora import lora_tensors
+from simulator.session import WorldSession
+from test_episodic import TIMEOUT, adapter_is_zero, wait_for
+
+ACTIONS = [1, 1, 2, 3, 4, 0, 2, 2]
+
+
+def context(cfg, n: int = 3, seed: int = 0) -> np.ndarray:
+    s = cfg.model.frame_size
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, s // 4, s // 4, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
+
+
+def session(cfg, model, **mem) -> WorldSession:
+    mcfg = MemoryConfig(**{"rank": 4, "lr": 1e-2, "window": 4, "buffer_frames": 8,
+                           "worker_nice": 0, **mem})
+    return WorldSession(model, cfg, batch=1, seed=0, memory=mcfg)
+
+
+def test_switch_and_state(tiny_cfg, perturbed_model):
+    sess = WorldSession(perturbed_model(tiny_cfg), tiny_cfg, batch=1)
+    assert not sess.memory_enabled and sess._memory is None  # nothing built until asked
+    sess.set_memory(False)
+    assert sess._memory is None
+    sess.reset(context=context(tiny_cfg))
+    sess.set_memory(True)
+    assert sess.memory_enabled and sess.memory.enabled
+    assert sess.rollout_state.model is sess.memory.model
+    sess.set_memory(False)
+    assert not sess.memory_enabled and sess.rollout_state.model is sess.model
+    sess.close()
+    with pytest.raises(ValueError, match="one world"):
+        WorldSession(perturbed_model(tiny_cfg), tiny_cfg, batch=2).set_memory(True)
+
+
+def test_memory_on_without_updates_is_the_base_model(tiny_cfg, perturbed_model):
+    """The wiring (swap, observe, model switch) changes nothing until the learner publishes."""
+    model = perturbed_model(tiny_cfg)
+    plain = WorldSession(model, tiny_cfg, batch=1, seed=0)
+    mem = session(tiny_cfg, model, enabled=True, update_every=10**6)
+    try:
+        for s in (plain, mem):
+            s.reset(context=context(tiny_cfg), actions=np.array([-1, 1, 1]))
+        a = np.stack([plain.step(x) for x in ACTIONS])
+        b = np.stack([mem.step(x) for x in ACTIONS])
+        np.testing.assert_array_equal(a, b)
+    finally:
+        mem.close()
+
+
+def test_play_learns_resets_per_episode_and_saves(tiny_cfg, perturbed_model, tmp_path):
+    model = perturbed_model(tiny_cfg)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    sess = session(tiny_cfg, model, enabled=True)
+    try:
+        sess.reset(context=context(tiny_cfg), actions=np.array([-1, 1, 1]))
+        for x in ACTIONS:
+            sess.step(x)
+        sess.rollout(np.array([ACTIONS]), chunk=2)
+        assert wait_for(lambda: sess.memory.worker.updates >= 2)
+        sess.step(0)  # swaps the newest adapter in
+        assert not adapter_is_zero(sess.memory)
+        saved = {k: v.clone() for k, v in lora_tensors(sess.memory.model).items()}
+        sess.save_memory(tmp_path / "world")
+        sess.set_memory(False)
+        sess.reset(context=context(tiny_cfg, seed=1))  # a new episode forgets
+        assert adapter_is_zero(sess.memory)
+        sess.load_memory(tmp_path / "world")  # ... unless a saved world is resumed
+        for k, v in lora_tensors(sess.memory.model).items():
+            assert torch.equal(v, saved[k]), k
+    finally:
+        sess.close()
+    assert not sess.memory.worker.running and not sess.memory_enabled
+    sess.step(1)  # a closed session still plays, without memory
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, reference[k]), f"base weight {k} changed"
+
+
+def test_close_stops_the_worker_promptly(tiny_cfg, perturbed_model):
+    sess = session(tiny_cfg, perturbed_model(tiny_cfg), enabled=True)
+    sess.reset(context=context(tiny_cfg))
+    for x in ACTIONS:
+        sess.step(x)
+    assert wait_for(lambda: sess.memory.worker.updates >= 1)
+    with sess:
+        pass  # __exit__ closes
+    assert wait_for(lambda: not sess.memory.worker.running, TIMEOUT)
