@@ -1,0 +1,231 @@
+"""Play a neural world model in a window, record scripted rollouts, or replay recordings.
+
+  python run_sim.py [options]                  play: every frame after the real start is imagined
+  python run_sim.py record --actions FILE --out DIR [--frames N] ...   headless scripted rollout
+  python run_sim.py replay DIR                 play a recording back
+
+Keys while playing (Crafter, as in crafter's own run_gui): WASD/arrows move, space = do (interact),
+tab = sleep, r/t/f/p = place stone/table/furnace/plant, 1-6 = make wood/stone/iron pickaxe,
+wood/stone/iron sword. A held key repeats once per frame; no key = noop.
+Controls: h help overlay, enter (or Pause) pause, n or . one frame while paused,
+backspace reset to a new start (next seed / next episode of --start), o or F12 screenshot,
+c start/stop recording, m episodic memory on/off (models that have it), esc or closing quits.
+
+Exit codes: 0 done, 1 error (bad checkpoint, episode or actions file), 2 no display.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sys
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="model folder (model.safetensors + config.json); default: the shipped "
+                        "model in assets/crafter")
+    p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (default: cuda if "
+                                                  "available)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="denoising steps per frame (overrides the checkpoint's sample_steps)")
+    p.add_argument("--start", default=None, metavar="EPISODE_DIR",
+                   help="start from the first frames of a recorded episode (or a folder of "
+                        "them, cycled by reset) instead of a fresh seed of the real game")
+    p.add_argument("--memory", action="store_true",
+                   help="episodic memory on from the start (toggle with m while playing)")
+
+
+def play_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sim.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(sp.format_help() for sp in (record_parser(), replay_parser())))
+    _common(p)
+    p.add_argument("--seed", type=int, default=None,
+                   help="real-game seed of the start frames (default: a random one, printed)")
+    p.add_argument("--fps", type=float, default=None,
+                   help="target frames per second (default: the game's, 10 for Crafter; 0 = as "
+                        "fast as the model runs)")
+    p.add_argument("--scale", type=int, default=8, help="display scale (8: 64x64 -> 512x512)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="run the real game with the same actions next to the model")
+    p.add_argument("--record", default=None, metavar="DIR",
+                   help="record from the first frame into episode folder DIR (if taken: DIR-2, ...)")
+    p.add_argument("--recordings", default="recordings",
+                   help="where recordings started with the c key go (default: recordings/)")
+    p.add_argument("--screenshots", default="screenshots", help="where screenshots go")
+    p.add_argument("--stats", action="store_true",
+                   help="print frame timings (fps, model ms, window overhead ms) when closing")
+    p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames")
+    return p
+
+
+def record_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sim.py record",
+        description="Headless scripted rollout into an episode folder (frames.u8, actions.jsonl, "
+                    "meta.json, video.mp4). ACTIONS FILE: a JSON list of action names or indices, "
+                    "or one action (name or index) per line; # starts a comment.")
+    _common(p)
+    p.add_argument("--actions", required=True, metavar="FILE", help="the scripted actions")
+    p.add_argument("--out", required=True, metavar="DIR", help="episode folder to write (new or empty)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to imagine (default: one per action; more cycles the actions)")
+    p.add_argument("--seed", type=int, default=0, help="real-game seed of the start frames")
+    p.add_argument("--chunk", type=int, default=1, help="frames generated jointly per model call")
+    p.add_argument("--fps", type=int, default=10, help="frame rate written to meta.json and the video")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def replay_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="run_sim.py replay",
+        description="Play an episode folder back: space/p pause, n or . step, left/right scrub, "
+                    "home/end jump, o screenshot, esc quit.")
+    p.add_argument("episode", metavar="DIR", help="episode folder (meta.json, frames.u8, ...)")
+    p.add_argument("--fps", type=float, default=None, help="playback fps (default: the episode's)")
+    p.add_argument("--scale", type=int, default=8)
+    p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames")
+    return p
+
+
+def fail(msg: str, code: int = 1) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return code
+
+
+def checkpoint_path(arg: str | None) -> Path:
+    from simulator.session import DEFAULT_CHECKPOINT
+
+    path = Path(arg) if arg else DEFAULT_CHECKPOINT
+    if not (path / "config.json").is_file():
+        hint = (" (the shipped default model is not there yet: train one with "
+                "`python -m worldmodel.train` and pass --checkpoint runs/crafter)") if arg is None else ""
+        raise FileNotFoundError(f"no model checkpoint at {path}{hint}")
+    return path
+
+
+def load_session(args: argparse.Namespace, seed: int):
+    from simulator.session import WorldSession
+
+    session = WorldSession.load(checkpoint_path(args.checkpoint), device=args.device,
+                                sample_steps=args.steps, seed=seed)
+    if args.memory:
+        if not hasattr(session, "set_memory"):
+            raise ValueError("this build has no episodic memory (WorldSession.set_memory)")
+        session.set_memory(True)
+    return session
+
+
+def close_session(session) -> None:
+    close = getattr(session, "close", None)  # stops the memory's worker thread, if any
+    if close is not None:
+        close()
+
+
+def play(args: argparse.Namespace) -> int:
+    try:
+        from simulator.window import NoDisplayError, PlayApp, Window, format_summary
+    except ImportError as e:
+        return fail(f"the window needs pygame ({e}); `python run_sim.py record` works without it")
+    try:  # before loading anything heavy: no display is the fastest answer
+        window = Window("neural game simulator")
+    except NoDisplayError as e:
+        print(e, file=sys.stderr)
+        return 2
+    from simulator.recorder import Start
+
+    session = None
+    try:
+        ckpt = checkpoint_path(args.checkpoint)
+        window.title += f" - {ckpt.name}"
+        seed = args.seed if args.seed is not None else random.randrange(10**9)
+        start = Start.from_args(seed, args.start)
+        if args.start is None:
+            print(f"starting from seed {seed} of the real game")
+        session = load_session(args, seed)
+        fps = args.fps
+        if fps is None:
+            from simulator.games import GAMES
+            fps = GAMES[session.game].fps
+        app = PlayApp(session, start, window, fps=fps, scale=args.scale,
+                      side_by_side=args.side_by_side, record=args.record,
+                      recordings=args.recordings, screenshots=args.screenshots,
+                      settings={"checkpoint": str(ckpt)})
+        app.run(max_frames=args.max_frames)
+    finally:
+        if session is not None:
+            close_session(session)
+        window.close()
+    if args.stats:
+        print(format_summary(app.stats.summary()))
+    return 0
+
+
+def record(args: argparse.Namespace) -> int:
+    from simulator.recorder import Start, load_actions, record_rollout
+    from worldmodel.actions import get_action_space
+
+    ckpt = checkpoint_path(args.checkpoint)
+    from worldmodel.checkpoint import load_config_from_checkpoint
+
+    space = get_action_space(load_config_from_checkpoint(ckpt).model.action_space)
+    actions = load_actions(args.actions, space)
+    frames = args.frames if args.frames is not None else len(actions)
+    if frames < 1 or args.chunk < 1:
+        return fail("--frames and --chunk must be at least 1")
+    session = load_session(args, args.seed)
+    start = Start.from_args(args.seed, args.start)
+    meta = {"checkpoint": str(ckpt), "actions_file": str(args.actions),
+            "settings": {"frames": frames, "chunk": args.chunk, "device": str(session.device),
+                         "sample_steps": session.cfg.diffusion.sample_steps}}
+    meta["settings"]["memory"] = getattr(session, "memory_enabled", None)
+    try:
+        out = record_rollout(session, start, actions, args.out, frames, chunk=args.chunk,
+                             fps=args.fps, meta=meta, progress=not args.no_progress)
+    finally:
+        close_session(session)
+    print(f"wrote {frames} imagined frames to {out}")
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    from worldmodel.data.episode import load_episode
+
+    episode = load_episode(args.episode)
+    from simulator.window import NoDisplayError, Window
+    from simulator.replay import ReplayApp
+
+    try:
+        window = Window(f"replay - {args.episode}")
+    except NoDisplayError as e:
+        print(e, file=sys.stderr)
+        return 2
+    ReplayApp(episode, window, fps=args.fps, scale=args.scale).run(args.max_frames)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = {"record": (record_parser, record), "replay": (replay_parser, replay)}
+    make, run = commands.get(argv[0], (play_parser, play)) if argv else (play_parser, play)
+    args = make().parse_args(argv[1:] if make is not play_parser else argv)
+    from worldmodel.actions import ActionError
+    from worldmodel.checkpoint import CheckpointError
+    from worldmodel.data.episode import EpisodeError
+
+    try:
+        return run(args)
+    except (FileNotFoundError, CheckpointError, EpisodeError, ActionError, ValueError) as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds like Ctrl-C, so an open recording is finalized
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())

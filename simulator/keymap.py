@@ -1,0 +1,132 @@
+"""Keys -> actions, as data. No pygame here: keys are pygame's key *names* (`pygame.key.name`),
+which window.py reads off each event, so the mapping and the held-key logic test without a display.
+
+Crafter follows crafter's own `run_gui.py`: WASD moves, space is "do", tab sleeps, R/T/F/P place
+stone/table/furnace/plant, 1-6 make pickaxes and swords; the arrows move too. Because P and R are
+taken by the game, the simulator's own controls sit on keys the game does not use (CONTROLS).
+"""
+
+from __future__ import annotations
+
+from worldmodel.actions import ActionError, DiscreteActionSpace, get_action_space
+
+CRAFTER_KEYS: dict[str, str] = {
+    "a": "move_left", "left": "move_left",
+    "d": "move_right", "right": "move_right",
+    "w": "move_up", "up": "move_up",
+    "s": "move_down", "down": "move_down",
+    "space": "do",
+    "tab": "sleep",
+    "r": "place_stone", "t": "place_table", "f": "place_furnace", "p": "place_plant",
+    "1": "make_wood_pickaxe", "2": "make_stone_pickaxe", "3": "make_iron_pickaxe",
+    "4": "make_wood_sword", "5": "make_stone_sword", "6": "make_iron_sword",
+}
+
+KEYMAPS: dict[str, dict[str, str]] = {"crafter": CRAFTER_KEYS}
+
+# Simulator controls while playing: command -> keys. None of these is a game key.
+CONTROLS: dict[str, tuple[str, ...]] = {
+    "quit": ("escape",),
+    "help": ("h",),
+    "pause": ("return", "break"),  # pygame names the Pause key "break"
+    "step": ("n", "."),  # one frame while paused
+    "reset": ("backspace",),  # a new start: the next seed, or the next episode of --start
+    "screenshot": ("f12", "o"),
+    "record": ("c",),
+    "memory": ("m",),
+}
+
+# Controls in replay, where no key drives the game.
+REPLAY_CONTROLS: dict[str, tuple[str, ...]] = {
+    "quit": ("escape", "q"),
+    "help": ("h",),
+    "pause": ("space", "p", "return", "break"),
+    "step": ("n", "."),
+    "back": ("left", ","),  # held: scrubs one frame per tick
+    "forward": ("right",),
+    "first": ("home",),
+    "last": ("end",),
+    "screenshot": ("f12", "o"),
+}
+
+CONTROL_HELP = {
+    "quit": "quit", "help": "this help", "pause": "pause / resume",
+    "step": "one frame (while paused)", "reset": "new start (next seed / episode)",
+    "screenshot": "screenshot (PNG)", "record": "start / stop recording",
+    "memory": "episodic memory on / off", "back": "scrub back (hold)",
+    "forward": "scrub forward (hold)", "first": "first frame", "last": "last frame",
+}
+KEY_LABELS = {"return": "enter", "break": "pause", "escape": "esc", ".": "period", ",": "comma"}
+
+
+def keymap_for(space_name: str) -> dict[str, str]:
+    """The key-name -> action-name map of an action space; errors name the spaces that have one."""
+    if space_name not in KEYMAPS:
+        raise ActionError(f"no keymap for action space {space_name!r}; the window can play "
+                          f"{sorted(KEYMAPS)}")
+    keys = KEYMAPS[space_name]
+    space = get_action_space(space_name)
+    assert isinstance(space, DiscreteActionSpace)
+    for action in keys.values():
+        space.index(action)  # a typo in a keymap is an error at once, not a dead key
+    overlap = set(keys) & {k for ks in CONTROLS.values() for k in ks}
+    assert not overlap, f"keys both game and control: {overlap}"
+    return keys
+
+
+def control_lookup(controls: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """key name -> command."""
+    return {key: cmd for cmd, keys in controls.items() for key in keys}
+
+
+def help_lines(keys: dict[str, str], controls: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """The help overlay as (keys, what) rows: one per action, a blank row, one per control."""
+    def label(ks: list[str] | tuple[str, ...]) -> str:
+        return " / ".join(KEY_LABELS.get(k, k) for k in ks)
+
+    by_action: dict[str, list[str]] = {}
+    for key, action in keys.items():
+        by_action.setdefault(action, []).append(key)
+    rows = [(label(ks), action) for action, ks in by_action.items()]
+    if rows:
+        rows.append(("", ""))
+    return rows + [(label(ks), CONTROL_HELP.get(cmd, cmd)) for cmd, ks in controls.items()]
+
+
+class HeldKeys:
+    """Which action to apply this frame, from key-down/up events.
+
+    A key pressed during the frame wins (so a tap shorter than a frame is not lost); otherwise the
+    most recently pressed key still held; otherwise noop. Held keys repeat once per frame.
+    """
+
+    def __init__(self, keys: dict[str, str], noop: str = "noop"):
+        self.keys = keys
+        self.noop = noop
+        self.held: list[str] = []  # in press order
+        self.tapped: str | None = None
+
+    def down(self, key: str) -> bool:
+        """Returns whether the key is a game key."""
+        if key not in self.keys:
+            return False
+        if key in self.held:
+            self.held.remove(key)
+        self.held.append(key)
+        self.tapped = key
+        return True
+
+    def up(self, key: str) -> None:
+        if key in self.held:
+            self.held.remove(key)
+
+    def clear(self) -> None:
+        """Forget everything held (the window lost focus, so key-ups may never come)."""
+        self.held.clear()
+        self.tapped = None
+
+    def action(self) -> str:
+        """The action for this frame; consumes the tap."""
+        key = self.tapped or (self.held[-1] if self.held else None)
+        self.tapped = None
+        return self.keys[key] if key else self.noop

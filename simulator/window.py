@@ -1,0 +1,423 @@
+"""The pygame frontend: the only module that imports pygame.
+
+- `Window`: opens the window (or says clearly that there is no display), turns pygame events into
+  key *names* (see keymap.py), draws scaled frames side by side, the HUD and the help overlay.
+- `PlayApp`: a person plays the model. Each `tick()` polls input, applies one action (noop when no
+  key is held) with `session.step`, and shows the new frame at once: the action read at frame k
+  produces frame k+1, displayed in the same tick (one frame of latency). `run()` paces ticks to
+  the target fps; tests call `tick()` directly, with no clock.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+import pygame  # noqa: E402
+
+from simulator.keymap import CONTROLS, HeldKeys, control_lookup, help_lines, keymap_for  # noqa: E402
+from simulator.recorder import Recorder, Start, fresh_path, timestamped  # noqa: E402
+
+WHITE, GREY, RED, YELLOW = (235, 235, 235), (150, 150, 150), (255, 80, 80), (255, 220, 90)
+GAP = 4  # pixels between side-by-side panes
+LINE = 18  # HUD line height
+
+NO_DISPLAY = ("cannot open a window: no display ({why}).\n"
+              "To make a recording without a window use:\n"
+              "  python run_sim.py record --actions ACTIONS_FILE --out DIR [--frames N]\n"
+              "or run under a virtual display (xvfb-run python run_sim.py ...).")
+
+
+Line = list[tuple[str, tuple]]  # a HUD line: (text, color) segments
+
+
+class NoDisplayError(RuntimeError):
+    """pygame cannot open a real window here."""
+
+
+@dataclass
+class KeyEvent:
+    kind: str  # "down", "up", "quit" (window closed), "blur" (focus lost)
+    key: str = ""
+
+
+class Window:
+    """See module docstring. `frames` are (h, w, 3) uint8 panes, drawn left to right."""
+
+    def __init__(self, title: str = "neural game simulator"):
+        try:
+            pygame.display.init()
+        except pygame.error as e:
+            raise NoDisplayError(NO_DISPLAY.format(why=e)) from None
+        driver = pygame.display.get_driver()
+        # pygame falls back to an invisible driver when no display is reachable; only accept
+        # one that was asked for by name (tests and scripts set SDL_VIDEODRIVER=dummy).
+        if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+            pygame.display.quit()
+            why = "DISPLAY is not set" if not os.environ.get("DISPLAY") else f"SDL chose {driver!r}"
+            raise NoDisplayError(NO_DISPLAY.format(why=why))
+        pygame.font.init()
+        self.font = pygame.font.Font(None, 20)  # pygame's bundled font: no system fonts needed
+        self.title = title
+        self.screen: pygame.Surface | None = None
+        self._text_cache: dict[tuple[str, tuple], pygame.Surface] = {}
+
+    def open(self, frame_hw: tuple[int, int], panes: int, scale: int, hud_lines: int) -> None:
+        self.scale = scale
+        self.pane = (frame_hw[1] * scale, frame_hw[0] * scale)
+        self.panes = panes
+        width = panes * self.pane[0] + (panes - 1) * GAP
+        height = self.pane[1] + 6 + hud_lines * LINE
+        self.screen = pygame.display.set_mode((width, height))
+        pygame.display.set_caption(self.title)
+
+    def poll(self) -> list[KeyEvent]:
+        out = []
+        for e in pygame.event.get():
+            if e.type == pygame.QUIT:
+                out.append(KeyEvent("quit"))
+            elif e.type in (pygame.KEYDOWN, pygame.KEYUP):
+                out.append(KeyEvent("down" if e.type == pygame.KEYDOWN else "up",
+                                    pygame.key.name(e.key)))
+            elif e.type == pygame.WINDOWFOCUSLOST:
+                out.append(KeyEvent("blur"))
+        return out
+
+    def _text(self, text: str, color: tuple) -> pygame.Surface:
+        key = (text, color)
+        surf = self._text_cache.get(key)
+        if surf is None:
+            if len(self._text_cache) > 256:
+                self._text_cache.clear()
+            surf = self._text_cache[key] = self.font.render(text, True, color)
+        return surf
+
+    def draw(self, frames: list[np.ndarray | None], hud: list[Line],
+             overlay: list[tuple[str, str]] | None = None, labels: list[str] | None = None) -> None:
+        """Panes left to right, then a row of `labels` under them (if any), then the HUD."""
+        screen = self.screen
+        screen.fill((20, 20, 20))
+        for i, frame in enumerate(frames):
+            x = i * (self.pane[0] + GAP)
+            if frame is None:
+                continue
+            h, w = frame.shape[:2]
+            src = pygame.image.frombuffer(np.ascontiguousarray(frame).tobytes(), (w, h), "RGB")
+            pygame.transform.scale(src.convert(screen), self.pane,
+                                   screen.subsurface((x, 0, *self.pane)))
+        y = self.pane[1] + 4
+        if labels:
+            for i, label in enumerate(labels):
+                screen.blit(self._text(label, GREY), (6 + i * (self.pane[0] + GAP), y))
+            y += LINE
+        for line in hud:
+            x = 6
+            for text, color in line:
+                surf = self._text(text, color)
+                screen.blit(surf, (x, y))
+                x += surf.get_width()
+            y += LINE
+        if overlay:
+            self._overlay(overlay)
+        pygame.display.flip()
+
+    def _overlay(self, rows: list[tuple[str, str]]) -> None:
+        w, h = self.screen.get_width(), self.pane[1]
+        shade = pygame.Surface((w, h), pygame.SRCALPHA)
+        shade.fill((0, 0, 0, 200))
+        self.screen.blit(shade, (0, 0))
+        per_col = max(1, (h - 16) // 16)
+        col_w = w // ((len(rows) + per_col - 1) // per_col)
+        key_w = max(self.font.size(keys)[0] for keys, _ in rows) + 12
+        for i, (keys, what) in enumerate(rows):
+            x, y = 8 + (i // per_col) * col_w, 8 + (i % per_col) * 16
+            self.screen.blit(self._text(keys, YELLOW), (x, y))
+            self.screen.blit(self._text(what, WHITE), (x + min(key_w, col_w // 2), y))
+
+    def screenshot(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pygame.image.save(self.screen, str(path))
+        return path
+
+    def close(self) -> None:
+        pygame.display.quit()
+
+
+class Pacer:
+    """Sleeps so ticks start `1/fps` apart; never tries to catch up after a slow frame."""
+
+    def __init__(self, fps: float):
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.next: float | None = None
+
+    def wait(self) -> None:
+        if not self.period:
+            return
+        now = time.perf_counter()
+        self.next = (self.next or now) + self.period
+        if self.next < now:
+            self.next = now
+        else:
+            time.sleep(self.next - now)
+
+
+class FrameStats:
+    """Per-frame timings: measured fps (over the last second or so) and the window's own cost."""
+
+    def __init__(self, last: int = 20):
+        self.starts: deque[float] = deque(maxlen=last)  # the fps shown: over the last frames
+        self.model_ms: list[float] = []
+        self.window_ms: list[float] = []  # events + draw: what the window adds to each frame
+        self.record_ms: list[float] = []
+        self.intervals: list[float] = []
+
+    def add(self, start: float, model_ms: float | None, window_ms: float, record_ms: float) -> None:
+        if self.starts:
+            self.intervals.append(start - self.starts[-1])
+        self.starts.append(start)
+        if model_ms is not None:
+            self.model_ms.append(model_ms)
+        self.window_ms.append(window_ms)
+        self.record_ms.append(record_ms)
+
+    @property
+    def fps(self) -> float:
+        if len(self.starts) < 2:
+            return 0.0
+        return (len(self.starts) - 1) / max(self.starts[-1] - self.starts[0], 1e-9)
+
+    @staticmethod
+    def recent(xs: list[float], n: int = 20) -> float:
+        return float(np.mean(xs[-n:])) if xs else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        def stats(xs: list[float]) -> dict[str, float]:
+            return {"mean": float(np.mean(xs)), "p50": float(np.median(xs)),
+                    "p95": float(np.percentile(xs, 95))} if xs else {}
+        fps = 1.0 / float(np.mean(self.intervals)) if self.intervals else 0.0
+        return {"frames": len(self.window_ms), "fps": fps, "model_ms": stats(self.model_ms),
+                "window_ms": stats(self.window_ms), "record_ms": stats(self.record_ms)}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    def one(name: str) -> str:
+        d = s[name]
+        return f"{name} mean {d['mean']:.2f} p50 {d['p50']:.2f} p95 {d['p95']:.2f}" if d else f"{name} -"
+    model_fps = 1000 / s["model_ms"]["mean"] if s["model_ms"] else 0.0
+    return (f"{s['frames']} frames, measured {s['fps']:.1f} fps (model alone: {model_fps:.1f} fps)\n"
+            f"  {one('model_ms')}\n  {one('window_ms')}  (events + draw)\n  {one('record_ms')}")
+
+
+class PlayApp:
+    """A person plays the model; see module docstring."""
+
+    def __init__(self, session, start: Start, window: Window, fps: float = 10, scale: int = 8,
+                 side_by_side: bool = False, record: str | Path | None = None,
+                 recordings: str | Path = "recordings", screenshots: str | Path = "screenshots",
+                 settings: dict[str, Any] | None = None):
+        from simulator.games import GAMES
+
+        self.session = session
+        self.start = start
+        self.window = window
+        self.fps = fps
+        self.side_by_side = side_by_side
+        self.keys = keymap_for(session.space.name)
+        self.held = HeldKeys(self.keys)
+        self.controls = control_lookup(CONTROLS)
+        self.help = help_lines(self.keys, CONTROLS)
+        self.recorder = Recorder(int(fps) if fps > 0 else GAMES[session.game].fps)
+        self.recordings = Path(recordings)
+        self.screenshots = Path(screenshots)
+        self.settings = dict(settings or {}, fps=fps, scale=scale, side_by_side=side_by_side,
+                             sample_steps=session.cfg.diffusion.sample_steps,
+                             device=str(session.device))
+        self.stats = FrameStats()
+        self.running = True
+        self.paused = False
+        self.show_help = False
+        self.step_once = False
+        self.frames = 0  # ticks so far
+        self.last_action = "-"
+        self.message: tuple[str, tuple, float] | None = None
+        self.real = None
+        self.real_frame: np.ndarray | None = None
+        self.real_done = False
+        self.record_base: Path | None = None
+        self.reset(new=False)
+        window.open(self.frame.shape[:2], 2 if side_by_side else 1, scale,
+                    hud_lines=4 if side_by_side else 3)
+        if record is not None:
+            self.start_recording(Path(record))
+
+    # --- state changes -------------------------------------------------------------------------
+
+    def reset(self, new: bool = True) -> None:
+        """Back to real context frames: a new start (next seed / episode) when `new`."""
+        was_recording = self.recorder.active
+        self.recorder.stop()
+        if new:
+            self.start.next()
+        self.frame = self.start.apply(self.session)
+        if self.side_by_side:
+            self.real, self.real_frame = self.start.real_game(self.session)
+            self.real_done = False
+        self.last_action = "-"
+        if was_recording:  # a reset breaks the episode: continue in a new one
+            self.start_recording(self.record_base)
+
+    def start_recording(self, base: Path | None = None) -> bool:
+        path = fresh_path(base) if base is not None else timestamped(self.recordings)
+        self.record_base = base
+        mem = getattr(self.session, "memory_enabled", None)
+        meta = {"game": self.session.game, "action_space": self.session.space.name,
+                "checkpoint": self.session.checkpoint, **self.start.describe(),
+                "settings": dict(self.settings, memory=mem),
+                "context_frames": self.session.context_len, "start_step": self.session.steps}
+        return self.recorder.start(path, self.frame, meta)
+
+    def toggle_memory(self) -> None:
+        set_memory = getattr(self.session, "set_memory", None)
+        if set_memory is None:
+            self.say("this model has no episodic memory")
+            return
+        try:
+            set_memory(not self.session.memory_enabled)
+        except (ValueError, RuntimeError) as e:
+            self.say(f"memory: {e}", RED, 6.0)
+            print(f"error: memory: {e}", file=sys.stderr)
+
+    def screenshot(self) -> None:
+        name = f"shot-{time.strftime('%Y%m%d-%H%M%S')}-step{self.session.steps}.png"
+        try:
+            path = self.window.screenshot(fresh_path(self.screenshots / name))
+        except (OSError, pygame.error) as e:
+            self.say(f"screenshot failed: {e}", RED)
+            print(f"error: screenshot failed: {e}", file=sys.stderr)
+            return
+        print(f"screenshot saved to {path}")
+        self.say(f"saved {path}")
+
+    def say(self, text: str, color: tuple = WHITE, seconds: float = 3.0) -> None:
+        self.message = (text, color, time.monotonic() + seconds)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def handle(self, ev: KeyEvent) -> None:
+        if ev.kind == "quit":
+            self.running = False
+        elif ev.kind == "blur":
+            self.held.clear()
+        elif ev.kind == "up":
+            self.held.up(ev.key)
+        elif ev.kind == "down" and not self.held.down(ev.key):
+            cmd = self.controls.get(ev.key)
+            if cmd == "quit":
+                self.running = False
+            elif cmd == "help":
+                self.show_help = not self.show_help
+            elif cmd == "pause":
+                self.paused = not self.paused
+            elif cmd == "step":
+                self.step_once = self.paused
+            elif cmd == "reset":
+                self.reset(new=True)
+            elif cmd == "screenshot":
+                self.screenshot()
+            elif cmd == "record":
+                if self.recorder.active:
+                    self.recorder.stop()
+                else:
+                    self.start_recording()
+            elif cmd == "memory":
+                self.toggle_memory()
+
+    def advance(self, action: str) -> tuple[float, float]:
+        """Apply one action to the model (and the real game); returns (model ms, record ms)."""
+        a = self.session.action_index(action)
+        self.frame = self.session.step(a)
+        model_ms = self.session.last_step_ms
+        if self.real is not None and not self.real_done:
+            res = self.real.step(a)
+            self.real_frame, self.real_done = res.obs, res.done
+        t = time.perf_counter()
+        if self.recorder.active and not self.recorder.add_step(a, self.frame):
+            self.say(self.recorder.error or "recording stopped", RED, 10.0)
+        self.last_action = action
+        return model_ms, (time.perf_counter() - t) * 1000
+
+    def tick(self) -> bool:
+        """One frame: poll input, step the model once (unless paused), draw. False once closed."""
+        t0 = time.perf_counter()
+        for ev in self.window.poll():
+            self.handle(ev)
+        action = self.held.action()
+        t1 = time.perf_counter()
+        model_ms = record_ms = None
+        if self.running and (not self.paused or self.step_once):
+            self.step_once = False
+            model_ms, record_ms = self.advance(action)
+        t2 = time.perf_counter()
+        if self.running:
+            frames, labels = [self.frame], None
+            if self.side_by_side:
+                frames.append(self.real_frame)
+                labels = ["model (imagined)",
+                          "real game (over)" if self.real_done else "real game, same actions"]
+            self.window.draw(frames, self.hud(), self.help if self.show_help else None, labels)
+        window_ms = ((t1 - t0) + (time.perf_counter() - t2)) * 1000
+        self.stats.add(t0, model_ms, window_ms, record_ms or 0.0)
+        self.frames += 1
+        return self.running
+
+    def run(self, max_frames: int | None = None) -> None:
+        """Tick at the target fps until the window is closed (or `max_frames`), then close."""
+        pacer = Pacer(self.fps)
+        try:
+            while self.running and (max_frames is None or self.frames < max_frames):
+                self.tick()
+                pacer.wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Finalize any recording and close the window (the session belongs to the caller)."""
+        self.running = False
+        self.recorder.stop()
+        self.window.close()
+
+    # --- HUD -----------------------------------------------------------------------------------
+
+    def hud(self) -> list[Line]:
+        st = self.stats
+        target = f"{self.fps:g}" if self.fps > 0 else "max"
+        mem = getattr(self.session, "memory_enabled", None)
+        mem = "n/a" if mem is None else ("on" if mem else "off")
+        lines: list[Line] = []
+        lines.append([(f"fps {st.fps:4.1f}/{target}   model {st.recent(st.model_ms):5.1f} ms/frame"
+                       f"   window {st.recent(st.window_ms):4.2f} ms/frame", WHITE)])
+        line = [(f"step {self.session.steps}   action {self.last_action}   memory {mem}", WHITE)]
+        if self.paused:
+            line.append(("   PAUSED (n: step)", YELLOW))
+        if self.recorder.active:
+            line.append((f"   REC {self.recorder.seconds:.1f} s", RED))
+        lines.append(line)
+        if self.message and time.monotonic() < self.message[2]:
+            lines.append([self.message[:2]])
+        elif self.recorder.active:
+            lines.append([(f"recording to {self.recorder.path}", RED)])
+        elif self.recorder.error:
+            lines.append([(f"not recording: {self.recorder.error}", RED)])
+        else:
+            lines.append([("h: help   c: record   o: screenshot   backspace: new start   "
+                           "esc: quit", GREY)])
+        return lines

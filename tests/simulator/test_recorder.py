@@ -1,0 +1,188 @@
+"""Recording from the window and from files: what was pressed and shown is what loads back;
+a failing disk stops the recording, never the game."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["SDL_VIDEODRIVER"] = "dummy"
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import pygame  # noqa: E402
+
+from simulator.recorder import Recorder, Start, fresh_path, load_actions  # noqa: E402
+from simulator.session import WorldSession  # noqa: E402
+from simulator.window import PlayApp, Window  # noqa: E402
+from worldmodel.actions import CRAFTER_ACTIONS, ActionError, get_action_space  # noqa: E402
+from worldmodel.config import load_config  # noqa: E402
+from worldmodel.data.episode import EpisodeWriter, load_episode  # noqa: E402
+from worldmodel.dynamics import Denoiser  # noqa: E402
+
+torch.set_num_threads(1)
+SIZE = 16
+SPACE = get_action_space("crafter")
+
+
+def tiny_session() -> WorldSession:
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={SIZE}"])
+    torch.manual_seed(0)
+    model = Denoiser(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return WorldSession(model, cfg, checkpoint="tiny")
+
+
+def start_episode(path: Path) -> Path:
+    frames = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    with EpisodeWriter(path, {"game": "crafter", "action_space": "crafter", "seed": 0}) as w:
+        w.add_frame(frames[0])
+        for f in frames[1:]:
+            w.add_step(0, f)
+    return path
+
+
+def key(name: str, down: bool = True) -> None:
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN if down else pygame.KEYUP,
+                                         key=pygame.key.key_code(name)))
+
+
+def make_app(tmp_path: Path, **kw) -> PlayApp:
+    start = Start(episodes=[start_episode(tmp_path / "start")])
+    app = PlayApp(tiny_session(), start, Window(), fps=10, scale=2, recordings=tmp_path / "rec",
+                  screenshots=tmp_path / "shots", **kw)
+    pygame.event.clear()
+    return app
+
+
+def shown(app) -> np.ndarray:
+    pix = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+    return pix[: SIZE * 2: 2, : SIZE * 2: 2].copy()
+
+
+def test_recording_holds_the_keys_pressed_and_the_frames_shown(tmp_path):
+    app = make_app(tmp_path)
+    try:
+        displayed = [app.frame.copy()]  # on screen when recording starts
+        key("c")
+        pressed = []
+        for name in ["a", "a", None, "space", "2", "p", None, "right"]:
+            if name:
+                key(name)
+            app.tick()
+            if name:
+                key(name, down=False)
+            displayed.append(shown(app))
+            pressed.append(CRAFTER_ACTIONS.index(app.keys[name]) if name else 0)
+        assert app.recorder.active
+        key("c")  # stop
+        app.tick()
+        assert not app.recorder.active
+    finally:
+        app.close()
+    (path,) = (tmp_path / "rec").iterdir()
+    ep = load_episode(path)
+    assert ep.actions.tolist() == pressed
+    np.testing.assert_array_equal(ep.frames, np.stack(displayed))
+    assert ep.meta["complete"] and ep.meta["source"] == "model" and ep.meta["checkpoint"] == "tiny"
+    assert ep.meta["fps"] == 10 and ep.meta["settings"]["scale"] == 2
+    assert (path / "video.mp4").stat().st_size > 0
+
+
+def test_record_flag_records_from_the_start_and_reset_continues_in_a_new_episode(tmp_path):
+    app = make_app(tmp_path, record=tmp_path / "mine")
+    try:
+        for _ in range(3):
+            app.tick()
+        key("backspace")
+        app.tick()
+        app.tick()
+        assert app.recorder.path == tmp_path / "mine-2"
+    finally:
+        app.close()  # closing finalizes
+    first, second = load_episode(tmp_path / "mine"), load_episode(tmp_path / "mine-2")
+    assert len(first) == 3 and first.meta["complete"]
+    assert len(second) == 2 and second.meta["complete"]  # the reset's tick steps too
+
+
+def test_unwritable_folder_is_reported_and_the_game_goes_on(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    app = make_app(tmp_path, record=tmp_path / "file" / "rec")
+    try:
+        assert not app.recorder.active and "cannot record" in app.recorder.error
+        app.tick()
+        app.tick()
+        assert app.session.steps == 2
+        hud = " ".join(t for line in app.hud() for t, _ in line)
+        assert "not recording" in hud or "cannot record" in hud
+    finally:
+        app.close()
+
+
+def test_full_disk_mid_recording_stops_recording_not_playing(tmp_path, capsys):
+    app = make_app(tmp_path)
+    try:
+        key("c")
+        app.tick()
+        app.tick()
+        writer = app.recorder.writer
+        writer._frames.close()
+        writer._frames = open("/dev/full", "wb", buffering=0)  # every write: ENOSPC
+        app.tick()
+        assert not app.recorder.active and "No space left" in app.recorder.error
+        app.tick()
+        assert app.session.steps == 4
+    finally:
+        app.close()
+    assert "still playing" in capsys.readouterr().err
+    (path,) = (tmp_path / "rec").iterdir()
+    assert len(load_episode(path)) == 2  # what was written before the failure loads
+
+
+def test_fresh_path(tmp_path):
+    assert fresh_path(tmp_path / "a") == tmp_path / "a"
+    (tmp_path / "a").mkdir()
+    assert fresh_path(tmp_path / "a") == tmp_path / "a"  # empty folder: reuse
+    (tmp_path / "a" / "x").touch()
+    assert fresh_path(tmp_path / "a") == tmp_path / "a-2"
+
+
+def test_recorder_start_stop_outside_the_window(tmp_path):
+    rec = Recorder(fps=5, video=False, log=lambda m: None)
+    frame = np.zeros((SIZE, SIZE, 3), np.uint8)
+    assert rec.start(tmp_path / "r", frame, {"seed": 1})
+    assert rec.add_step(3, frame + 1)
+    assert rec.stop() == tmp_path / "r"
+    ep = load_episode(tmp_path / "r")
+    assert ep.actions.tolist() == [3] and ep.meta["fps"] == 5 and ep.meta["source"] == "model"
+    assert not rec.add_step(1, frame)  # not recording: a no-op
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('[1, "move_right", 0]', [1, 2, 0]),
+    ("move_left\n# a comment\n\n5  # do\nnoop\n", [1, 5, 0]),
+    ("3\n4\n", [3, 4]),
+])
+def test_load_actions_formats(tmp_path, text, expected):
+    (tmp_path / "acts").write_text(text)
+    assert load_actions(tmp_path / "acts", SPACE) == expected
+
+
+@pytest.mark.parametrize("text,match", [
+    ("move_left\njump\n", "line 2: unknown action 'jump'; valid names: noop, move_left"),
+    ('["fly"]', "unknown action 'fly'"),
+    ("17\n", "out of range"),
+    ("# nothing\n", "holds no actions"),
+    ('[1.5]', "not an action name or index"),
+])
+def test_load_actions_errors(tmp_path, text, match):
+    (tmp_path / "acts").write_text(text)
+    with pytest.raises(ActionError, match=match):
+        load_actions(tmp_path / "acts", SPACE)

@@ -1,0 +1,192 @@
+"""The command line: headless record, a record killed mid-way, replay, no display, help."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["SDL_VIDEODRIVER"] = "dummy"
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import pygame  # noqa: E402
+
+import run_sim  # noqa: E402
+from simulator.replay import ReplayApp  # noqa: E402
+from simulator.window import Window  # noqa: E402
+from worldmodel.actions import CRAFTER_ACTIONS  # noqa: E402
+from worldmodel.checkpoint import save_checkpoint  # noqa: E402
+from worldmodel.config import load_config  # noqa: E402
+from worldmodel.data.episode import EpisodeError, EpisodeWriter, load_episode  # noqa: E402
+from worldmodel.dynamics import Denoiser  # noqa: E402
+
+torch.set_num_threads(1)
+SIZE = 16
+ACTIONS = ["move_left", "move_left", "do", "noop", "move_up"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny checkpoint, a synthetic start episode and an actions file."""
+    root = tmp_path_factory.mktemp("cli")
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={SIZE}"])
+    torch.manual_seed(0)
+    model = Denoiser(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_checkpoint(root / "ckpt", model, cfg)
+    frames = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    with EpisodeWriter(root / "start", {"game": "crafter", "action_space": "crafter", "seed": 0}) as w:
+        w.add_frame(frames[0])
+        for f in frames[1:]:
+            w.add_step(3, f)
+    (root / "actions.txt").write_text("\n".join(ACTIONS) + "\n")
+    return {"ckpt": root / "ckpt", "start": root / "start", "actions": root / "actions.txt",
+            "root": root}
+
+
+def cli_env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+def test_headless_record_writes_a_loadable_episode_of_n_frames(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = run_sim.main(["record", "--checkpoint", str(files["ckpt"]), "--actions",
+                       str(files["actions"]), "--out", str(out), "--frames", "12",
+                       "--start", str(files["start"]), "--chunk", "2"])
+    assert rc == 0
+    assert "record" in capsys.readouterr().err  # the progress bar
+    ep = load_episode(out)
+    assert len(ep) == 12 and len(ep.frames) == 13
+    cycled = [CRAFTER_ACTIONS.index(a) for a in ACTIONS] * 3
+    assert ep.actions.tolist() == cycled[:12]
+    context_len = 3  # configs/tiny.yaml: data.window 4 -> 3 context frames
+    np.testing.assert_array_equal(ep.frames[0], load_episode(files["start"]).frames[context_len - 1])
+    assert ep.meta["complete"] and ep.meta["source"] == "model"
+    assert ep.meta["settings"]["chunk"] == 2 and ep.meta["checkpoint"] == str(files["ckpt"])
+    assert (out / "video.mp4").stat().st_size > 0
+
+
+def test_unknown_action_name_lists_valid_names(files, tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('["move_left", "jump"]')
+    rc = run_sim.main(["record", "--checkpoint", str(files["ckpt"]), "--actions",
+                       str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "unknown action 'jump'" in err and "make_iron_sword" in err
+
+
+def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    import simulator.session
+
+    monkeypatch.setattr(simulator.session, "DEFAULT_CHECKPOINT", tmp_path / "nothing")
+    assert run_sim.main([]) == 1
+    err = capsys.readouterr().err
+    assert "no model checkpoint" in err and "--checkpoint" in err
+
+
+def test_killed_recording_loads_back_and_replays(files, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "run_sim.py", "record", "--checkpoint", str(files["ckpt"]), "--actions",
+         str(files["actions"]), "--out", str(out), "--frames", "100000", "--start",
+         str(files["start"]), "--no-progress"],
+        cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        n = 0
+        while n < 8 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                n = len(load_episode(out).frames)
+            except (EpisodeError, FileNotFoundError):
+                pass
+        assert n >= 8, proc.stderr.read().decode() if proc.poll() is not None else "too slow"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    ep = load_episode(out)
+    assert len(ep.frames) >= 8 and not ep.meta["complete"]
+    cycled = np.resize([CRAFTER_ACTIONS.index(a) for a in ACTIONS], len(ep))
+    assert ep.actions.tolist() == cycled.tolist()
+
+    # replay reads it: play, pause, scrub, jump
+    app = ReplayApp(ep, Window(), fps=0, scale=2)
+    pygame.event.clear()
+
+    def shown() -> np.ndarray:
+        pix = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+        return pix[: SIZE * 2: 2, : SIZE * 2: 2]
+
+    def key(name: str, down: bool = True) -> None:
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN if down else pygame.KEYUP,
+                                             key=pygame.key.key_code(name)))
+
+    try:
+        app.tick()
+        app.tick()
+        assert app.t == 2 and app.playing
+        np.testing.assert_array_equal(shown(), ep.frames[2])
+        assert app.action_name(2) == f"{ACTIONS[1]} ({CRAFTER_ACTIONS.index(ACTIONS[1])})"
+        key("space")
+        app.tick()
+        app.tick()
+        assert app.t == 2 and not app.playing
+        key("right")
+        key("right", down=False)
+        app.tick()
+        assert app.t == 3
+        key("left")
+        key("left", down=False)
+        key("left")
+        key("left", down=False)
+        app.tick()
+        assert app.t == 1
+        key("end")
+        app.tick()
+        assert app.t == app.last == len(ep.frames) - 1
+        np.testing.assert_array_equal(shown(), ep.frames[-1])
+        key("home")
+        key("n")
+        app.tick()
+        assert app.t == 1
+        hud = " ".join(t for line in app.hud() for t, _ in line)
+        assert "frame 1/" in hud and ACTIONS[0] in hud and "incomplete" in hud
+        key("escape")
+        assert app.tick() is False
+    finally:
+        app.window.close()
+    assert run_sim.main(["replay", str(out), "--max-frames", "3", "--fps", "0"]) == 0
+
+
+def test_no_display_prints_a_message_and_exits_2(files):
+    env = cli_env()
+    for var in ("DISPLAY", "SDL_VIDEODRIVER", "WAYLAND_DISPLAY"):
+        env.pop(var, None)
+    res = subprocess.run([sys.executable, "run_sim.py", "--checkpoint", str(files["ckpt"])],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert "no display" in res.stderr and "run_sim.py record" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_help_documents_play_record_and_replay(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_sim.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--checkpoint", "--start", "--side-by-side", "--record", "--scale", "--fps",
+                "--seed", "--steps", "--device", "--stats", "run_sim.py record", "--actions",
+                "--chunk", "run_sim.py replay"):
+        assert opt in out, opt

@@ -1,0 +1,264 @@
+"""The play window, driven headless: SDL's dummy driver, posted key events, `app.tick()` per frame."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ["SDL_VIDEODRIVER"] = "dummy"
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import pygame  # noqa: E402
+
+from simulator.keymap import CONTROLS, CRAFTER_KEYS, HeldKeys, keymap_for  # noqa: E402
+from simulator.recorder import Start  # noqa: E402
+from simulator.session import WorldSession  # noqa: E402
+from simulator.window import PlayApp, Window  # noqa: E402
+from worldmodel.actions import CRAFTER_ACTIONS, ActionError  # noqa: E402
+from worldmodel.config import load_config  # noqa: E402
+from worldmodel.data.episode import EpisodeWriter  # noqa: E402
+from worldmodel.dynamics import Denoiser  # noqa: E402
+
+torch.set_num_threads(1)
+SIZE = 16
+SCALE = 4
+
+
+def tiny_session(size: int = SIZE) -> WorldSession:
+    """configs/tiny.yaml with seeded weight noise, so imagined frames change from step to step."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={size}"])
+    torch.manual_seed(0)
+    model = Denoiser(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return WorldSession(model, cfg, checkpoint="tiny")
+
+
+def start_episode(path: Path, seed: int = 0, steps: int = 5) -> Path:
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, (steps + 1, SIZE, SIZE, 3), dtype=np.uint8)
+    with EpisodeWriter(path, {"game": "crafter", "action_space": "crafter", "seed": seed}) as w:
+        w.add_frame(frames[0])
+        for t in range(steps):
+            w.add_step(int(rng.integers(17)), frames[t + 1])
+    return path
+
+
+def key(name: str, down: bool = True) -> None:
+    pygame.event.post(pygame.event.Event(pygame.KEYDOWN if down else pygame.KEYUP,
+                                         key=pygame.key.key_code(name)))
+
+
+def shown(app, pane: int = 0) -> np.ndarray:
+    """The frame in pane `pane` as the screen shows it, scaled back down."""
+    h, w = app.frame.shape[:2]
+    pix = pygame.surfarray.array3d(pygame.display.get_surface()).transpose(1, 0, 2)
+    x0 = pane * (w * SCALE + 4)
+    return pix[: h * SCALE: SCALE, x0: x0 + w * SCALE: SCALE]
+
+
+def make_app(tmp_path: Path, session: WorldSession | None = None, start: Start | None = None,
+             **kw) -> PlayApp:
+    session = session or tiny_session()
+    if start is None:
+        start = Start(episodes=[start_episode(tmp_path / "ep0", 0), start_episode(tmp_path / "ep1", 1)])
+    app = PlayApp(session, start, Window(), fps=0, scale=SCALE, recordings=tmp_path / "rec",
+                  screenshots=tmp_path / "shots", **kw)
+    pygame.event.clear()
+    return app
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = make_app(tmp_path)
+    yield app
+    app.close()
+
+
+def spy_actions(app) -> list[int]:
+    """Record the actions the session receives."""
+    seen: list[int] = []
+    step = app.session.step
+
+    def spy(a):
+        seen.append(int(a))
+        return step(a)
+
+    app.session.step = spy
+    return seen
+
+
+def test_held_keys_tap_wins_hold_repeats_noop_otherwise():
+    held = HeldKeys({"a": "move_left", "d": "move_right"})
+    assert held.action() == "noop"
+    held.down("a")
+    assert held.action() == "move_left"
+    assert held.action() == "move_left"  # held: repeats every frame
+    held.down("d")
+    assert held.action() == "move_right"  # the most recent held key
+    held.up("d")
+    assert held.action() == "move_left"
+    held.up("a")
+    held.down("d")
+    held.up("d")  # a tap within one frame still counts once
+    assert held.action() == "move_right"
+    assert held.action() == "noop"
+    assert held.down("h") is False
+
+
+def test_crafter_keymap_follows_run_gui_and_avoids_controls():
+    keys = keymap_for("crafter")
+    assert {keys[k] for k in "wasd"} == {"move_up", "move_left", "move_down", "move_right"}
+    assert keys["space"] == "do" and keys["tab"] == "sleep"
+    assert [keys[k] for k in "rtfp"] == ["place_stone", "place_table", "place_furnace", "place_plant"]
+    assert set(CRAFTER_KEYS.values()) == set(CRAFTER_ACTIONS) - {"noop"}  # every action has a key
+    assert not set(keys) & {k for ks in CONTROLS.values() for k in ks}
+    with pytest.raises(ActionError, match="no keymap"):
+        keymap_for("minecraft")
+
+
+def test_key_produces_mapped_action_and_frame_is_shown(app):
+    seen = spy_actions(app)
+    key("a")
+    app.tick()
+    assert seen == [CRAFTER_ACTIONS.index("move_left")] and app.last_action == "move_left"
+    np.testing.assert_array_equal(shown(app), app.frame)  # displayed in the same tick
+    app.tick()  # still held
+    key("a", down=False)
+    key("space")
+    app.tick()
+    key("space", down=False)
+    app.tick()
+    assert [CRAFTER_ACTIONS[a] for a in seen] == ["move_left", "move_left", "do", "noop"]
+    assert app.session.steps == 4
+    np.testing.assert_array_equal(shown(app), app.frame)
+    assert app.stats.window_ms and app.stats.model_ms and max(app.stats.window_ms) < 1000
+
+
+def test_pause_single_step_and_reset(app, tmp_path):
+    key("return")
+    app.tick()
+    assert app.paused and app.session.steps == 0
+    frame = app.frame.copy()
+    for _ in range(3):
+        app.tick()
+    assert app.session.steps == 0 and np.array_equal(app.frame, frame)
+    key("d")
+    key("n")
+    app.tick()
+    assert app.session.steps == 1 and app.last_action == "move_right"
+    key(".")
+    app.tick()
+    assert app.session.steps == 2
+    key("return")
+    app.tick()
+    assert not app.paused and app.session.steps == 3
+    key("backspace")  # a new start: the next episode of --start
+    app.tick()
+    assert app.start.index == 1 and app.session.steps == 1
+    key("backspace")
+    key("return")
+    app.tick()
+    assert app.start.index == 0 and app.session.steps == 0
+    from worldmodel.data.episode import load_episode
+
+    context = load_episode(tmp_path / "ep0").frames[: app.session.context_len]
+    np.testing.assert_array_equal(app.frame, context[-1])  # back on real frames
+
+
+def hud_text(app) -> str:
+    return " ".join(text for line in app.hud() for text, _ in line)
+
+
+def test_help_screenshot_and_quit(app, tmp_path):
+    key("h")
+    app.tick()
+    assert app.show_help
+    key("o")
+    app.tick()
+    shots = list((tmp_path / "shots").glob("*.png"))
+    size = pygame.display.get_surface().get_size()
+    assert len(shots) == 1 and pygame.image.load(str(shots[0])).get_size() == size
+    hud = hud_text(app)
+    assert "fps" in hud and "model" in hud and "window" in hud and "step 2" in hud
+    pygame.event.post(pygame.event.Event(pygame.QUIT))
+    assert app.tick() is False and not app.running
+
+
+def test_memory_key_toggles_the_session_memory(app, monkeypatch):
+    state = {"on": False}  # the session's (optional) memory API, faked
+    monkeypatch.setattr(type(app.session), "memory_enabled", property(lambda s: state["on"]),
+                        raising=False)
+    monkeypatch.setattr(app.session, "set_memory", lambda on: state.update(on=on), raising=False)
+    key("m")
+    app.tick()
+    assert state["on"] and "memory on" in hud_text(app)
+    key("m")
+    app.tick()
+    assert not state["on"] and "memory off" in hud_text(app)
+
+
+
+class NoMemory:
+    """A session without the memory API."""
+
+    def __init__(self, session: WorldSession):
+        self._session = session
+
+    def __getattr__(self, name: str):
+        if name in ("set_memory", "memory_enabled"):
+            raise AttributeError(name)
+        return getattr(self._session, name)
+
+
+def test_memory_na_without_the_memory_api(tmp_path):
+    app = make_app(tmp_path, NoMemory(tiny_session()))
+    try:
+        key("m")
+        app.tick()  # the key says there is no memory; the game goes on
+        assert "memory n/a" in hud_text(app) and app.session.steps == 1
+    finally:
+        app.close()
+
+
+@pytest.mark.skipif(not hasattr(WorldSession, "set_memory"), reason="no episodic memory yet")
+def test_memory_key_with_the_real_memory(app):
+    try:
+        key("m")
+        app.tick()
+        assert app.session.memory_enabled and "memory on" in hud_text(app)
+        app.tick()
+        key("m")
+        app.tick()
+        assert not app.session.memory_enabled and app.session.steps == 3
+    finally:
+        app.session.close()
+
+
+def test_run_max_frames_closes(tmp_path):
+    app = make_app(tmp_path)
+    app.run(max_frames=5)
+    assert app.frames == 5 and app.session.steps == 5 and not app.running
+    assert app.stats.summary()["window_ms"]["mean"] > 0
+
+
+def test_side_by_side_runs_the_real_game_with_the_same_actions(tmp_path):
+    session = tiny_session(size=32)  # the smallest size Crafter renders at
+    app = make_app(tmp_path, session, Start(seed=4), side_by_side=True)
+    try:
+        np.testing.assert_array_equal(app.real_frame, app.frame)  # same real start
+        key("s")
+        app.tick()
+        app.tick()
+        assert app.real._env._step == session.context_len - 1 + 2
+        np.testing.assert_array_equal(shown(app, 1), app.real_frame)
+        np.testing.assert_array_equal(shown(app, 0), app.frame)
+    finally:
+        app.close()
