@@ -1,0 +1,249 @@
+"""The world model as a Gymnasium environment, one world or a batch of them.
+
+    env = WorldModelEnv.load()                     # shipped model + shipped reward head
+    obs, info = env.reset(seed=3)                  # real Crafter frames as context
+    obs, rew, terminated, truncated, info = env.step(env.action_space.sample())
+
+    envs = WorldModelVectorEnv.load(num_envs=32)   # one batched WorldSession, one forward pass
+    obs, infos = envs.reset(seed=0)                # (32, 64, 64, 3) uint8
+
+Observations are the imagined frames, uint8 (64, 64, 3); actions Discrete(17) (Crafter's).
+Reward and termination come from `worldmodel.reward_head` run on (previous frame, frame): a small
+CNN trained on the real game's reward and death signals. Episodes are truncated after
+`max_episode_steps` imagined steps (long rollouts drift). `reset(seed)` plays the real game from
+`seed` for the context frames and reseeds the sampler's noise, so a seeded episode is exactly
+reproducible (Gymnasium's `check_env` asserts it).
+
+The vector env autoresets in SAME_STEP mode: a world that ends returns its first frame of the next
+episode at once, with the last frame in `infos["final_obs"]`. Because one batched session holds
+every world, a reset re-writes all worlds' context from their last frames (uint8, fresh context
+noise): the worlds that go on see their own last frames again, as at any reset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from simulator.session import ROOT, WorldSession, real_context
+from worldmodel.reward_head import RewardHead, load_reward_head
+
+DEFAULT_REWARD_HEAD = ROOT / "assets" / "crafter_reward"
+ENV_ID = "WorldModelCrafter-v0"
+
+HeadArg = RewardHead | str | Path | None
+# seed -> (frames (n, h, w, 3) uint8, the actions that produced them (n,), -1 for none)
+ContextFn = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def _head(head: HeadArg) -> RewardHead | None:
+    if head is None or isinstance(head, RewardHead):
+        return head
+    return load_reward_head(head)
+
+
+def _reseed_noise(session: WorldSession, seed: int) -> None:
+    # WorldSession.reset does not reseed the sampler's noise; an episode must be reproducible
+    # from its seed, so do it here until the session grows a `noise_seed` argument.
+    session.rollout_state.gen.manual_seed(int(seed))
+
+
+def game_context(session: WorldSession) -> ContextFn:
+    """Context from the real game: what `WorldSession.reset(seed=...)` plays, for one world."""
+    return lambda seed: real_context(session.game, seed, session.context_len, size=session.frame_size)
+
+
+def _spaces(session: WorldSession) -> tuple[spaces.Box, spaces.Discrete]:
+    s = session.frame_size
+    if session.space.kind != "discrete":
+        raise ValueError(f"the Gymnasium env needs a discrete action space, got {session.space.name}")
+    return (spaces.Box(0, 255, (s, s, 3), np.uint8), spaces.Discrete(session.space.n))
+
+
+class WorldModelEnv(gym.Env):
+    """One imagined world; see module docstring."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, session: WorldSession, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
+                 max_episode_steps: int = 500, done_threshold: float = 0.5,
+                 render_mode: str | None = None, context_fn: ContextFn | None = None):
+        if session.batch != 1:
+            raise ValueError(f"WorldModelEnv drives one world; got a session of batch "
+                             f"{session.batch} (use WorldModelVectorEnv)")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.session = session
+        self.reward_head = _head(reward_head)
+        self.context_fn = context_fn or game_context(session)
+        self.max_episode_steps = max_episode_steps
+        self.done_threshold = done_threshold
+        self.render_mode = render_mode
+        self.observation_space, self.action_space = _spaces(session)
+        self._frame: np.ndarray | None = None
+        self._t = 0
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
+             device: str | None = None, **kwargs: Any) -> "WorldModelEnv":
+        return cls(WorldSession.load(checkpoint, device=device, batch=1), reward_head, **kwargs)
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """options: {"context": (n, h, w, 3) uint8, "actions": (n,) ints} to start from given
+        frames instead of the real game at `seed`."""
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"context", "actions"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; known: context, actions")
+        game_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
+        _reseed_noise(self.session, int(self.np_random.integers(2**62)))
+        if "context" in options:
+            context, acts = np.asarray(options["context"], np.uint8), options.get("actions")
+        else:
+            context, acts = self.context_fn(game_seed)
+        context = np.asarray(context, np.uint8)[None]
+        acts = None if acts is None else np.asarray(acts, np.int64)[None]
+        frame = self.session.reset(context=context, actions=acts)
+        self._frame = np.array(frame, np.uint8)
+        self._t = 0
+        return self._frame.copy(), {"game_seed": game_seed}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._frame is None:
+            raise RuntimeError("call reset() before step()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        frame = self.session.step(int(action))
+        rew, done_prob = 0.0, 0.0
+        if self.reward_head is not None:
+            r, p = self.reward_head.predict(self._frame, frame)
+            rew, done_prob = float(r), float(p)
+        self._frame = frame
+        self._t += 1
+        terminated = done_prob > self.done_threshold
+        truncated = self._t >= self.max_episode_steps and not terminated
+        # (no timings in info: Gymnasium checks that a seeded step's info is reproducible)
+        return frame.copy(), rew, terminated, truncated, {"done_prob": done_prob}
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array" and self._frame is not None:
+            return self._frame.copy()
+        return None
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """`num_envs` imagined worlds stepped in one batched forward pass; see module docstring."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10,
+                "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, session: WorldSession, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
+                 max_episode_steps: int = 500, done_threshold: float = 0.5,
+                 render_mode: str | None = None, context_fn: ContextFn | None = None):
+        self.session = session
+        self.reward_head = _head(reward_head)
+        self.context_fn = context_fn or game_context(session)
+        self.num_envs = session.batch
+        self.max_episode_steps = max_episode_steps
+        self.done_threshold = done_threshold
+        self.render_mode = render_mode
+        self.single_observation_space, self.single_action_space = _spaces(session)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        n = session.context_len
+        s = session.frame_size
+        self._hist = np.zeros((self.num_envs, n, s, s, 3), np.uint8)  # last n frames per world
+        self._hist_act = np.full((self.num_envs, n), -1, np.int64)  # the actions that made them
+        self._t = np.zeros(self.num_envs, np.int64)
+        self._ready = False
+
+    @classmethod
+    def load(cls, num_envs: int, checkpoint: str | Path | None = None,
+             reward_head: HeadArg = DEFAULT_REWARD_HEAD, device: str | None = None,
+             **kwargs: Any) -> "WorldModelVectorEnv":
+        return cls(WorldSession.load(checkpoint, device=device, batch=num_envs), reward_head,
+                   **kwargs)
+
+    def _context(self, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        frames, acts = self.context_fn(seed)
+        if frames.shape != self._hist.shape[1:] or np.shape(acts) != self._hist_act.shape[1:]:
+            raise ValueError(f"context_fn({seed}) gave frames {frames.shape} and actions "
+                             f"{np.shape(acts)}; the vector env keeps {self._hist.shape[1:]}")
+        return frames, acts
+
+    def reset(self, *, seed: int | list[int] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """seed: an int (worlds get seed, seed+1, ...) or one seed per world."""
+        if options:
+            raise ValueError(f"WorldModelVectorEnv.reset takes no options, got {sorted(options)}")
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != self.num_envs:
+                raise ValueError(f"need {self.num_envs} seeds, got {len(seed)}")
+            game_seeds = [int(s) for s in seed]
+            super().reset(seed=game_seeds[0])
+        else:
+            super().reset(seed=seed)
+            if seed is None:
+                game_seeds = [int(s) for s in self.np_random.integers(2**31 - 1, size=self.num_envs)]
+            else:
+                game_seeds = [int(seed) + i for i in range(self.num_envs)]
+        _reseed_noise(self.session, int(self.np_random.integers(2**62)))
+        for i, s in enumerate(game_seeds):
+            self._hist[i], self._hist_act[i] = self._context(s)
+        self.session.reset(context=self._hist, actions=self._hist_act)
+        self._t[:] = 0
+        self._ready = True
+        return self._hist[:, -1].copy(), {"game_seed": np.asarray(game_seeds)}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        if not self._ready:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
+            raise ValueError(f"actions must be {self.num_envs} ints in 0..{self.single_action_space.n - 1}, "
+                             f"got {actions.tolist()!r}")
+        actions = actions.astype(np.int64)
+        prev = self._hist[:, -1].copy()
+        frames = np.asarray(self.session.step(actions)).reshape(prev.shape)
+        rewards = np.zeros(self.num_envs, np.float32)
+        done_prob = np.zeros(self.num_envs, np.float32)
+        if self.reward_head is not None:
+            rewards, done_prob = self.reward_head.predict(prev, frames)
+        self._hist = np.concatenate([self._hist[:, 1:], frames[:, None]], 1)
+        self._hist_act = np.concatenate([self._hist_act[:, 1:], actions[:, None]], 1)
+        self._t += 1
+        terminated = done_prob > self.done_threshold
+        truncated = (self._t >= self.max_episode_steps) & ~terminated
+        infos: dict[str, Any] = {"done_prob": done_prob}
+        obs = frames.copy()
+        ended = np.flatnonzero(terminated | truncated)
+        if len(ended):
+            for i in ended:
+                infos = self._add_info(infos, {"final_obs": frames[i].copy(), "final_info": {}}, int(i))
+                seed = int(self.np_random.integers(2**31 - 1))
+                self._hist[i], self._hist_act[i] = self._context(seed)
+                obs[i] = self._hist[i, -1]
+                self._t[i] = 0
+            self.session.reset(context=self._hist, actions=self._hist_act)
+        return obs, rewards.astype(np.float32), terminated, truncated, infos
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode == "rgb_array" and self._ready:
+            return self._hist[:, -1].copy()
+        return None
+
+
+def _make(checkpoint: str | None = None, **kwargs: Any) -> WorldModelEnv:
+    return WorldModelEnv.load(checkpoint, **kwargs)
+
+
+if ENV_ID not in gym.registry:
+    gym.register(ENV_ID, entry_point=_make)

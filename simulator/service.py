@@ -1,0 +1,411 @@
+"""A `WorldSession` over HTTP, for planners and RL code in other processes or languages.
+
+    python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8
+
+Stdlib only (http.server): a ThreadingHTTPServer whose handlers share one session behind a lock.
+Binds 127.0.0.1 unless told otherwise: the service runs a model for anyone who can reach it.
+
+Requests (JSON bodies of at most `max_body` bytes; every field checked, unknown fields refused):
+
+    GET  /info      -> {"actions": [names], "batch": B, "frame_size": 64, "context_len": n,
+                        "max_rollout_steps": T, "max_body_bytes": ..., "encodings": ["png", "raw"]}
+    POST /reset     {"seed": int}                  real-game context, world i from seed + i
+                    {"context": FRAMES, "context_actions": [[int]]}   or given frames
+                    -> {"frames": FRAMES (B, h, w, 3), "step": 0}
+    POST /step      {"actions": [int | name] * B}  -> {"frames": FRAMES (B, h, w, 3), "step": s}
+    POST /rollout   {"actions": [[int | name] * T] * B, "seed" | "context": ...}
+                    -> {"frames": FRAMES (B, T, h, w, 3), "step": s}
+
+Every POST also takes "encoding": "png" (default) or "raw" for the frames it returns. FRAMES is
+    {"encoding": "png", "shape": [...], "data": [base64 PNG per frame, leading dims row-major]}
+    {"encoding": "raw", "shape": [...], "data": base64 of the uint8 bytes, row-major}
+and a request's "context" is FRAMES with shape (n, h, w, 3) (shared by all worlds) or
+(B, n, h, w, 3), or simply a list of base64 PNG strings (n frames, shared). Context actions are
+ints or names, -1 for "none" (the first frame's).
+
+Errors are JSON {"error": message} with 400 (malformed JSON or field), 404 (path), 405 (method),
+411 (no Content-Length), 413 (body too large), 409 (step before any reset), 500 (a bug: the
+server stays up and logs it). Examples: see tests/simulator/test_service.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import struct
+import sys
+import threading
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_PORT = 8765
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class RequestError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad(message: str, status: int = HTTPStatus.BAD_REQUEST) -> RequestError:
+    return RequestError(int(status), message)
+
+
+# ---------------------------------------------------------------------------- frame encoding
+
+
+def png_encode(frame: np.ndarray) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def png_decode(data: Any, size: int) -> np.ndarray:
+    """base64 PNG -> (size, size, 3) uint8; the header's size is checked before decoding (a tiny
+    PNG can inflate to gigabytes)."""
+    import cv2
+
+    if not isinstance(data, str):
+        raise bad("a PNG frame must be a base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad("a PNG frame is not valid base64") from None
+    if len(raw) < 24 or raw[:8] != PNG_MAGIC or raw[12:16] != b"IHDR":
+        raise bad("a frame is not a PNG")
+    w, h = struct.unpack(">II", raw[16:24])
+    if (h, w) != (size, size):
+        raise bad(f"a PNG frame is {w}x{h}, the model takes {size}x{size}")
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.shape != (size, size, 3):
+        raise bad("a PNG frame could not be decoded as an RGB image")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def encode_frames(frames: np.ndarray, encoding: str) -> dict[str, Any]:
+    frames = np.ascontiguousarray(frames, np.uint8)
+    if encoding == "raw":
+        return {"encoding": "raw", "shape": list(frames.shape), "dtype": "uint8",
+                "data": base64.b64encode(frames.tobytes()).decode("ascii")}
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    return {"encoding": "png", "shape": list(frames.shape), "data": [png_encode(f) for f in flat]}
+
+
+def decode_frames(obj: Any, size: int, max_frames: int, batch: int) -> np.ndarray:
+    """FRAMES (see module docstring) or a list of base64 PNGs -> uint8 (..., size, size, 3)."""
+    if isinstance(obj, list):
+        obj = {"encoding": "png", "shape": [len(obj), size, size, 3], "data": obj}
+    if not isinstance(obj, dict):
+        raise bad("context must be a list of base64 PNG frames or a frames object")
+    check_keys(obj, {"encoding", "shape", "data", "dtype"}, "context", required={"shape", "data"})
+    shape = obj["shape"]
+    if (not isinstance(shape, list) or len(shape) not in (4, 5)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+            or tuple(shape[-3:]) != (size, size, 3)):
+        raise bad(f"context shape must be [n, {size}, {size}, 3] or [B, n, {size}, {size}, 3], "
+                  f"got {shape!r}")
+    if len(shape) == 5 and shape[0] != batch:
+        raise bad(f"context is for {shape[0]} worlds, the session has {batch}")
+    n = int(np.prod(shape[:-3]))
+    if n > max_frames:
+        raise bad(f"context holds {n} frames; at most {max_frames}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    enc = obj.get("encoding", "png")
+    if enc == "raw":
+        if obj.get("dtype", "uint8") != "uint8" or not isinstance(obj["data"], str):
+            raise bad("raw context data must be a base64 string of uint8 bytes")
+        try:
+            raw = base64.b64decode(obj["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise bad("raw context data is not valid base64") from None
+        if len(raw) != n * size * size * 3:
+            raise bad(f"raw context data has {len(raw)} bytes, shape {shape} needs {n * size * size * 3}")
+        return np.frombuffer(raw, np.uint8).reshape(shape).copy()
+    if enc != "png":
+        raise bad(f"unknown encoding {enc!r}; use png or raw")
+    if not isinstance(obj["data"], list) or len(obj["data"]) != n:
+        raise bad(f"png context data must be a list of {n} base64 frames for shape {shape}")
+    return np.stack([png_decode(d, size) for d in obj["data"]]).reshape(shape)
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def check_keys(obj: dict, allowed: set[str], where: str, required: set[str] = frozenset()) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise bad(f"unknown field(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+    missing = sorted(required - set(obj))
+    if missing:
+        raise bad(f"{where} needs field(s) {missing}")
+
+
+def is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+class WorldService:
+    """Validation and dispatch, apart from HTTP: `handle(method, path, body) -> (status, reply)`."""
+
+    def __init__(self, session: Any, max_steps: int = 256, max_context: int = 256,
+                 max_body: int = 8 << 20):
+        self.session = session
+        self.max_steps = max_steps
+        self.max_context = max_context
+        self.max_body = max_body
+        self.names = list(session.space.actions)
+        self.lock = threading.Lock()
+        self.ready = False
+
+    def info(self) -> dict[str, Any]:
+        s = self.session
+        return {"actions": self.names, "batch": s.batch, "frame_size": s.frame_size,
+                "context_len": s.context_len, "max_rollout_steps": self.max_steps,
+                "max_context_frames": self.max_context, "max_body_bytes": self.max_body,
+                "encodings": ["png", "raw"], "checkpoint": s.checkpoint, "game": s.game}
+
+    def action(self, a: Any, allow_none: bool = False) -> int:
+        if isinstance(a, str):
+            if a not in self.names:
+                raise bad(f"unknown action {a!r}; known: {self.names}")
+            return self.names.index(a)
+        if not is_int(a):
+            raise bad(f"an action must be an int or a name, got {a!r}")
+        if allow_none and a == -1:
+            return -1
+        if not 0 <= a < len(self.names):
+            raise bad(f"action {a} out of range 0..{len(self.names) - 1}")
+        return a
+
+    def actions(self, acts: Any, shape: str) -> np.ndarray:
+        b = self.session.batch
+        if shape == "B":
+            if not isinstance(acts, list) or len(acts) != b:
+                raise bad(f"actions must be a list of {b} actions (one per world), got {acts!r:.200}")
+            return np.asarray([self.action(a) for a in acts], np.int64)
+        if (not isinstance(acts, list) or len(acts) != b
+                or not all(isinstance(r, list) for r in acts) or len({len(r) for r in acts}) != 1):
+            raise bad(f"actions must be {b} equal-length lists of actions ([B][T]), got {acts!r:.200}")
+        t = len(acts[0])
+        if not 1 <= t <= self.max_steps:
+            raise bad(f"rollout length must be 1..{self.max_steps}, got {t}")
+        return np.asarray([[self.action(a) for a in row] for row in acts], np.int64)
+
+    def start(self, req: dict) -> dict[str, Any]:
+        """The reset fields of a request -> kwargs for WorldSession.reset."""
+        if "seed" in req and "context" in req:
+            raise bad("give seed or context, not both")
+        if "context_actions" in req and "context" not in req:
+            raise bad("context_actions needs context")
+        if "seed" in req:
+            seed = req["seed"]
+            if not is_int(seed) or not 0 <= seed < 2**31:
+                raise bad(f"seed must be an int in 0..2**31-1, got {seed!r}")
+            return {"seed": seed}
+        if "context" not in req:
+            raise bad("reset needs seed or context")
+        ctx = decode_frames(req["context"], self.session.frame_size, self.max_context,
+                            self.session.batch)
+        acts = None
+        if "context_actions" in req:
+            raw = req["context_actions"]
+            n = ctx.shape[-4]
+            rows = raw if ctx.ndim == 5 else [raw]
+            if (not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == n for r in rows)
+                    or len(rows) != (ctx.shape[0] if ctx.ndim == 5 else 1)):
+                raise bad(f"context_actions must match the context's leading shape {list(ctx.shape[:-3])}")
+            acts = np.asarray([[self.action(a, allow_none=True) for a in r] for r in rows], np.int64)
+            acts = acts if ctx.ndim == 5 else acts[0]
+        return {"context": ctx, "actions": acts}
+
+    def encoding(self, req: dict) -> str:
+        enc = req.get("encoding", "png")
+        if enc not in ("png", "raw"):
+            raise bad(f"encoding must be 'png' or 'raw', got {enc!r}")
+        return enc
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        routes = {"/info": "GET", "/reset": "POST", "/step": "POST", "/rollout": "POST"}
+        path = path.split("?", 1)[0].rstrip("/") or "/"
+        if path not in routes:
+            raise bad(f"no such endpoint {path}; endpoints: {sorted(routes)}", HTTPStatus.NOT_FOUND)
+        if method != routes[path]:
+            raise bad(f"{path} takes {routes[path]}", HTTPStatus.METHOD_NOT_ALLOWED)
+        if path == "/info":
+            return 200, self.info()
+        try:
+            req = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise bad(f"body is not valid JSON: {e}") from None
+        if not isinstance(req, dict):
+            raise bad("body must be a JSON object")
+        enc = self.encoding(req)
+        sess = self.session
+        if path == "/reset":
+            check_keys(req, {"seed", "context", "context_actions", "encoding"}, "/reset")
+            kwargs = self.start(req)
+            with self.lock:
+                sess.reset(**kwargs)
+                self.ready = True
+                frames, step = np.asarray(sess.frame), sess.steps
+        elif path == "/step":
+            check_keys(req, {"actions", "encoding"}, "/step", required={"actions"})
+            acts = self.actions(req["actions"], "B")
+            with self.lock:
+                if not self.ready:
+                    raise bad("reset before step", HTTPStatus.CONFLICT)
+                frames = np.asarray(sess.step(acts)).reshape(sess.batch, *sess.frame.shape[-3:])
+                step = sess.steps
+        else:
+            check_keys(req, {"actions", "seed", "context", "context_actions", "encoding"},
+                       "/rollout", required={"actions"})
+            acts = self.actions(req["actions"], "BT")
+            kwargs = self.start(req) if ("seed" in req or "context" in req) else {}
+            with self.lock:
+                if kwargs:
+                    sess.reset(**kwargs)
+                    self.ready = True
+                elif not self.ready:
+                    raise bad("rollout needs seed or context (or a reset before)", HTTPStatus.CONFLICT)
+                frames = sess.rollout(acts)
+                step = sess.steps
+        frames = frames.reshape(-1, *frames.shape[-4:]) if path == "/rollout" else \
+            frames.reshape(-1, *frames.shape[-3:])
+        return 200, {"frames": encode_frames(frames, enc), "step": int(step)}
+
+
+class Handler(BaseHTTPRequestHandler):
+    service: WorldService  # set on the subclass make_server builds
+    server_version = "worldmodel-service/1"
+    quiet = False
+
+    def reply(self, status: int, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def dispatch(self, method: str) -> None:
+        try:
+            body = b""
+            if method == "POST":
+                length = self.headers.get("Content-Length")
+                if length is None:
+                    raise bad("POST needs a Content-Length header", HTTPStatus.LENGTH_REQUIRED)
+                try:
+                    n = int(length)
+                except ValueError:
+                    raise bad(f"bad Content-Length {length!r}") from None
+                if n < 0:
+                    raise bad(f"bad Content-Length {length!r}")
+                if n > self.service.max_body:
+                    self.close_connection = True  # the unread body is not ours to drain
+                    raise bad(f"body of {n} bytes exceeds the limit of {self.service.max_body}",
+                              HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+                body = self.rfile.read(n)
+            status, obj = self.service.handle(method, self.path, body)
+        except RequestError as e:
+            status, obj = e.status, {"error": e.message}
+        except Exception as e:  # a bug, not the client's fault: say so and stay up
+            traceback.print_exc(file=sys.stderr)
+            status, obj = 500, {"error": f"internal error: {type(e).__name__}: {e}"}
+        self.reply(status, obj)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self.dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self.dispatch("DELETE")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                quiet: bool = False, **limits: int) -> ThreadingHTTPServer:
+    """A server (not yet serving) around `session`; port 0 picks a free one (`server.server_port`)."""
+    handler = type("WorldHandler", (Handler,), {"service": WorldService(session, **limits),
+                                                "quiet": quiet})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | Path | None = None,
+          batch: int = 1, device: str | None = None, sample_steps: int | None = None,
+          max_steps: int = 256) -> None:
+    """Load a session and serve it until interrupted."""
+    from simulator.session import WorldSession
+
+    session = WorldSession.load(checkpoint, device=device, batch=batch, sample_steps=sample_steps)
+    server = make_server(session, host, port, max_steps=max_steps)
+    print(f"serving {session.checkpoint} (batch {batch}) on http://{host}:{server.server_port} "
+          f"- GET /info, POST /reset /step /rollout", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+# ------------------------------------------------------------------ run_sim.py subcommands
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_sim.py serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--checkpoint", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--batch", type=int, default=1, help="worlds per session")
+    p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps per frame")
+    p.add_argument("--max-rollout-steps", type=int, default=256)
+    return p
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    serve(args.host, args.port, args.checkpoint, args.batch, args.device, args.steps,
+          args.max_rollout_steps)
+    return 0
+
+
+def plan_parser() -> argparse.ArgumentParser:
+    from simulator import planner
+
+    p = argparse.ArgumentParser(prog="run_sim.py plan", description=planner.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    planner.add_arguments(p)
+    return p
+
+
+def plan_command(args: argparse.Namespace) -> int:
+    from simulator import planner
+
+    planner.run(args)
+    return 0
+
+
+# For run_sim.py: {name: (parser factory, command(args) -> exit code)}
+COMMANDS = {"serve": (serve_parser, serve_command), "plan": (plan_parser, plan_command)}

@@ -1,0 +1,164 @@
+"""The HTTP service: a round trip on an ephemeral port, and malformed requests refused with 4xx
+JSON errors while the server stays up."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import simulator.session as session_module
+from simulator.service import make_server, png_decode, png_encode
+from simulator.session import WorldSession
+
+B, SIZE = 2, 16
+
+
+def fake_real_context(game, seed, frames, actions=None, size=64):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (frames, size, size, 3), np.uint8), np.r_[-1, np.zeros(frames - 1, int)]
+
+
+@pytest.fixture
+def server(tiny_config, perturbed_model, monkeypatch):
+    monkeypatch.setattr(session_module, "real_context", fake_real_context)  # no slow real game
+    cfg = tiny_config()
+    sess = WorldSession(perturbed_model(cfg), cfg, batch=B)
+    srv = make_server(sess, "127.0.0.1", 0, quiet=True, max_steps=8, max_body=200_000)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
+                              daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def call(srv, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.server_port, timeout=30)
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    out = json.loads(resp.read())
+    conn.close()
+    return resp.status, out
+
+
+def frames_of(obj: dict) -> np.ndarray:
+    if obj["encoding"] == "raw":
+        return np.frombuffer(base64.b64decode(obj["data"]), np.uint8).reshape(obj["shape"])
+    return np.stack([png_decode(d, SIZE) for d in obj["data"]]).reshape(obj["shape"])
+
+
+def context(n: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), np.uint8)
+
+
+def test_png_round_trip():
+    f = context(1)[0]
+    np.testing.assert_array_equal(png_decode(png_encode(f), SIZE), f)
+
+
+def test_round_trip(server):
+    status, info = call(server, "GET", "/info")
+    assert status == 200 and info["batch"] == B and info["frame_size"] == SIZE
+    assert info["actions"][:3] == ["noop", "move_left", "move_right"] and len(info["actions"]) == 17
+
+    ctx = context()
+    status, out = call(server, "POST", "/reset", {"context": [png_encode(f) for f in ctx],
+                                                  "context_actions": [-1, "move_left", 3]})
+    assert status == 200 and out["step"] == 0
+    np.testing.assert_array_equal(frames_of(out["frames"]), np.stack([ctx[-1]] * B))
+
+    status, out = call(server, "POST", "/step", {"actions": ["move_up", 4], "encoding": "raw"})
+    assert status == 200 and out["step"] == 1
+    assert frames_of(out["frames"]).shape == (B, SIZE, SIZE, 3)
+
+    status, out = call(server, "POST", "/rollout", {"actions": [[1, 2, 3], [4, "do", 0]], "seed": 5})
+    assert status == 200 and out["step"] == 3
+    png = frames_of(out["frames"])
+    assert png.shape == (B, 3, SIZE, SIZE, 3)
+    # The seeded reset used the (patched) real game: world i from seed + i.
+    status, out = call(server, "POST", "/reset", {"seed": 5, "encoding": "raw"})
+    np.testing.assert_array_equal(frames_of(out["frames"])[1],
+                                  fake_real_context("crafter", 6, 3, size=SIZE)[0][-1])
+
+    per_world = np.stack([context(3, 1), context(3, 2)])
+    enc = {"encoding": "raw", "shape": list(per_world.shape),
+           "data": base64.b64encode(per_world.tobytes()).decode()}
+    status, out = call(server, "POST", "/rollout", {"actions": [[0], [0]], "context": enc,
+                                                    "context_actions": [[-1, 0, 0], [-1, 1, 1]],
+                                                    "encoding": "raw"})
+    assert status == 200 and frames_of(out["frames"]).shape == (B, 1, SIZE, SIZE, 3)
+
+
+def test_step_before_reset_is_a_conflict(server):
+    status, out = call(server, "POST", "/step", {"actions": [0, 0]})
+    assert status == 409 and "reset" in out["error"]
+
+
+@pytest.mark.parametrize("path,body,status,fragment", [
+    ("/step", b"{not json", 400, "JSON"),
+    ("/step", b"[1, 2]", 400, "object"),
+    ("/step", {"actions": [0, "fly"]}, 400, "unknown action"),
+    ("/step", {"actions": [0, 17]}, 400, "out of range"),
+    ("/step", {"actions": [0, True]}, 400, "int or a name"),
+    ("/step", {"actions": [0]}, 400, "2 actions"),
+    ("/step", {"actions": [[0], [1]]}, 400, "int or a name"),
+    ("/step", {"actions": [0, 0], "bogus": 1}, 400, "unknown field"),
+    ("/step", {"actions": [0, 0], "encoding": "jpeg"}, 400, "encoding"),
+    ("/step", {}, 400, "needs field"),
+    ("/rollout", {"actions": [[0, 1], [0]], "seed": 1}, 400, "equal-length"),
+    ("/rollout", {"actions": [[0] * 9, [0] * 9], "seed": 1}, 400, "1..8"),
+    ("/rollout", {"actions": [[0], [0]], "seed": -1}, 400, "seed"),
+    ("/rollout", {"actions": [[0], [0]], "seed": 1, "context": []}, 400, "not both"),
+    ("/reset", {}, 400, "seed or context"),
+    ("/reset", {"seed": "3"}, 400, "seed"),
+    ("/reset", {"context": ["%%%"]}, 400, "base64"),
+    ("/reset", {"context": [base64.b64encode(b"hello, world, not a png").decode()]}, 400, "not a PNG"),
+    ("/reset", {"context": [png_encode(np.zeros((8, 8, 3), np.uint8))]}, 400, "8x8"),
+    ("/reset", {"context": {"encoding": "raw", "shape": [1, SIZE, SIZE, 3], "data": "AAAA"}}, 400, "bytes"),
+    ("/reset", {"context": {"encoding": "raw", "shape": [3, 3, SIZE, SIZE, 3], "data": ""}}, 400, "3 worlds"),
+    ("/reset", {"context": {"shape": [1, 2], "data": []}}, 400, "shape"),
+    ("/reset", {"context": [png_encode(np.zeros((SIZE, SIZE, 3), np.uint8))],
+                "context_actions": [0, 1]}, 400, "context_actions"),
+    ("/info", None, 405, "GET"),
+    ("/nowhere", {}, 404, "no such endpoint"),
+])
+def test_malformed_requests_are_refused_and_server_stays_up(server, path, body, status, fragment):
+    raw = body if isinstance(body, bytes) else None
+    got, out = call(server, "POST", path, None if raw else body, raw=raw)
+    assert got == status and fragment in out["error"], out
+    assert call(server, "GET", "/info")[0] == 200
+
+
+def test_oversized_and_unframed_bodies(server):
+    got, out = call(server, "POST", "/step", raw=b" " * 200_001)
+    assert got == 413 and "exceeds" in out["error"]
+    got, out = call(server, "POST", "/rollout", {"actions": [[0], [0]],
+                                                 "context": [png_encode(context(1)[0])] * 300})
+    assert got in (413, 400)
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as s:
+        s.sendall(b"POST /step HTTP/1.0\r\nContent-Type: application/json\r\n\r\n")
+        reply = s.makefile("rb").read()
+    assert reply.split(b" ", 2)[1] == b"411"
+    assert call(server, "GET", "/info")[0] == 200
+
+
+def test_concurrent_steps_are_serialised(server):
+    assert call(server, "POST", "/reset", {"seed": 1})[0] == 200
+    results = []
+
+    def go():
+        results.append(call(server, "POST", "/step", {"actions": [0, 1], "encoding": "raw"}))
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out["step"] for _, out in results) == [1, 2, 3, 4, 5, 6]
