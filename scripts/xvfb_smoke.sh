@@ -6,7 +6,8 @@
 # Starts Xvfb, runs `python run_sim.py --checkpoint CHECKPOINT --side-by-side --record OUT/rec`
 # under it, holds D (move right) for a second, taps space and 1, opens the help overlay, saves a
 # screenshot with the app's own key (o) and one of the X window itself (xwd -> PNG), quits with
-# Escape, then checks the exit code, the screenshots and that the recording loads with the keys.
+# Escape, replays the recording in the window, then checks the exit code, the screenshots and that
+# the recording loads with the keys pressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,6 +66,10 @@ wait "$SIM" || rc=$?
 SIM=""
 cat "$OUT/sim.log"
 [ "$rc" = 0 ] || { echo "run_sim.py exited with $rc"; exit 1; }
+
+# the recording plays back in a real window too
+timeout 120 $PY run_sim.py replay "$OUT/rec" --max-frames 30 --fps 30 \
+    || { echo "replay failed"; exit 1; }
 
 PYGAME_HIDE_SUPPORT_PROMPT=1 $PY - "$OUT" <<'EOF'
 import sys

@@ -7,6 +7,7 @@ window.Window, so pygame stays in window.py.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class ReplayApp:
         if ev.kind == "quit":
             self.running = False
             return
+        if ev.kind == "blur":  # key-ups may never come
+            self.scrub = 0
+            return
         cmd = self.controls.get(ev.key)
         if ev.kind == "up":
             if cmd in ("back", "forward"):
@@ -94,7 +98,10 @@ class ReplayApp:
             self.seek(self.last)
         elif cmd == "screenshot":
             path = Path("screenshots") / f"replay-{time.strftime('%Y%m%d-%H%M%S')}-t{self.t}.png"
-            print(f"screenshot saved to {self.window.screenshot(path)}")
+            try:
+                print(f"screenshot saved to {self.window.screenshot(path)}")
+            except Exception as e:  # pygame.error or OSError; replay goes on
+                print(f"error: screenshot failed: {e}", file=sys.stderr)
 
     def tick(self) -> bool:
         for ev in self.window.poll():
