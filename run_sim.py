@@ -156,6 +156,9 @@ def play(args: argparse.Namespace) -> int:
                       recordings=args.recordings, screenshots=args.screenshots,
                       settings={"checkpoint": str(ckpt)})
         app.run(max_frames=args.max_frames)
+    except NoDisplayError as e:
+        print(e, file=sys.stderr)
+        return 2
     finally:
         if session is not None:
             close_session(session)

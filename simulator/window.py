@@ -76,7 +76,10 @@ class Window:
         self.panes = panes
         width = panes * self.pane[0] + (panes - 1) * GAP
         height = self.pane[1] + 6 + hud_lines * LINE
-        self.screen = pygame.display.set_mode((width, height))
+        try:
+            self.screen = pygame.display.set_mode((width, height))
+        except pygame.error as e:
+            raise NoDisplayError(NO_DISPLAY.format(why=e)) from None
         pygame.display.set_caption(self.title)
 
     def poll(self) -> list[KeyEvent]:
