@@ -43,6 +43,8 @@ class DiffusionConfig:
     chunk_prob: float = 0.3  # fraction of windows with several target frames at one noise level
     independent_prob: float = 0.1  # fraction of windows with independent per-target noise levels
     guidance: float = 1.0  # classifier-free guidance on the action (1 = off)
+    self_forcing_prob: float = 0.0  # fraction of batches whose context frames are the model's own
+    # one-step predictions (no grad), so it learns to correct its errors instead of compounding them
 
 
 @dataclass
@@ -67,8 +69,6 @@ class TrainConfig:
     ckpt_every: int = 500
     out: str = "runs/crafter"
     threads: int = 0  # torch CPU threads (0 = torch default)
-    self_forcing_prob: float = 0.0  # fraction of batches whose context is the model's own rollout
-    self_forcing_frames: int = 2
 
 
 @dataclass

@@ -63,10 +63,13 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     dev = x0.device
     drop = torch.rand(b, n, generator=gen, device=dev) < cfg.action_dropout
     drop[:, 0] = True  # the action before the window is not given
+    ctx_x0 = x0
+    if cfg.self_forcing_prob > 0 and rng.random() < cfg.self_forcing_prob:
+        ctx_x0 = own_predictions(model, x0, act, drop, cfg, gen)
 
     # Context stream: every frame lightly noised, written to a cache (with gradients).
     t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
-    ctx = add_noise(x0, t_ctx)
+    ctx = add_noise(ctx_x0, t_ctx)
     has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
     has_prev[:, 0] = False
     ctx_prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
@@ -91,7 +94,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     prev = torch.where(opens, ctx_prev, torch.cat([xt[:, :1], xt[:, :-1]], 1))
     t_prev = torch.where(opens[:, :, 0, 0, 0], t_ctx_prev, torch.cat([t_tgt[:, :1], t_tgt[:, :-1]], 1))
     # The residual is anchored on the clean frame before each target's chunk.
-    anchor = x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
+    anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
     pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
                  act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor)
@@ -100,6 +103,29 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     with torch.no_grad():
         copy_err = (x0[:, tgt] - x0[:, :-1]).float().pow(2).mean()
     return loss, {"loss": loss.detach(), "copy_mse": copy_err}
+
+
+@torch.no_grad()
+def own_predictions(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,
+                    gen: torch.Generator | None) -> Tensor:
+    """Frames 1..n-1 replaced by the model's one-step predictions from real context (no grad),
+    at levels the few-step sampler visits: context as it will look in the model's own rollouts."""
+    b, n = x0.shape[:2]
+    dev = x0.device
+    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
+    ctx = add_noise(x0, t_ctx)
+    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
+    has_prev[:, 0] = False
+    prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
+    t_prev = torch.cat([torch.ones_like(t_ctx[:, :1]), t_ctx[:, :-1]], 1)
+    cache = KVCache(max_len=n)
+    model(ctx, prev, t_ctx, t_prev, has_prev, act, drop, cache=cache, commit=True)
+    t = 0.3 + 0.7 * torch.rand(b, n, generator=gen, device=dev)
+    xt = add_noise(x0, t)
+    cache.pos = 1
+    pred = model(xt[:, 1:], prev[:, 1:], t[:, 1:], t_prev[:, 1:], has_prev[:, 1:], act[:, 1:],
+                 drop[:, 1:], cache=cache, anchor=x0[:, :-1])
+    return torch.cat([x0[:, :1], pred.to(x0.dtype).clamp(-1, 1)], 1)
 
 
 def sample_schedule(steps: int) -> list[float]:

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -122,6 +123,14 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     per_rank = max(1, tc.batch_size // world)
     bar = tqdm(total=tc.steps, initial=step, desc="train", disable=rank != 0 or quiet,
                dynamic_ncols=True)
+    stop = {"signal": None}
+
+    def request_stop(signum, frame):  # finish the step, checkpoint, exit: nothing is lost
+        stop["signal"] = signum
+
+    if rank == 0:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, request_stop)
     t0 = time.time()
     frames_seen = 0
     stats: dict[str, float] = {}
@@ -156,8 +165,11 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", fps=f"{stats['frames_per_s']:.0f}")
                 with open(curve_path, "a") as f:
                     f.write(json.dumps(stats) + "\n")
-        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps):
+        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or stop["signal"]):
             save(out, model, ema, opt, cfg, step)
+        if stop["signal"]:
+            print(f"\nstopped by signal {stop['signal']} at step {step}; checkpoint saved to {out}")
+            break
     bar.close()
     if distributed:
         dist.barrier()
