@@ -4,11 +4,13 @@ Two forms of the loss on a window of recent frames `(b, n, 3, h, w)`:
 
 * `trajectory` (SlowFast-VGen's action-agnostic, whole-trajectory form): frame 0 is clean
   context; frames 1..n-1 (the previous context and the chunk just generated) are one chunk, noised
-  at one level and denoised together with every action dropped. With `reverse_prob` the window is
-  also learned played backwards, so what scrolled off one edge on the way out is what the LoRA
-  predicts scrolling in on the way back.
+  at one level and denoised together with every action dropped.
 * `next_frame` (input -> output): every frame is predicted from the clean frames before it and
   its action, exactly the one-frame-per-step schedule of play (teacher forced).
+
+With `reverse_prob` a window is learned played backwards (moves swapped for their opposites,
+other actions dropped): what scrolled off one edge on the way out is what scrolls in on the way
+back, so a memory learned only forwards would not be asked the question a return trip asks.
 
 Noise levels are either the sampler's own (`levels: sampler`, where a few-step sampler spends
 all of its passes) or the training distribution's. Only the adapter has gradients; the frozen
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from memory.config import MemoryConfig
 from memory.lora import add_lora, lora_tensors, reset_lora
-from worldmodel.actions import get_action_space
+from worldmodel.actions import ActionSpace, get_action_space
 from worldmodel.config import DiffusionConfig
 from worldmodel.diffusion import add_noise, sample_levels, sample_schedule
 from worldmodel.dynamics import Denoiser, KVCache
@@ -47,8 +49,6 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
     assert frames.ndim == 5 and n >= 2 and act.shape[:2] == (b, n), (frames.shape, act.shape)
     trajectory = mcfg.loss == "trajectory"
     if trajectory:
-        if mcfg.reverse_prob > 0 and torch.rand((), generator=gen) < mcfg.reverse_prob:
-            frames = frames.flip(1)
         act_drop = torch.ones_like(act_drop)
     n_ctx = 1 if trajectory else n
     dev = frames.device
@@ -85,6 +85,52 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
     return (pred.float() - x0.float()).pow(2).mean()
 
 
+def opposite_actions(space: ActionSpace) -> Tensor | None:
+    """For a discrete space with move_<dir> actions: index -> the index that undoes it (moves
+    swap with their opposites, noop stays, anything else -1: not reversible). None otherwise."""
+    if space.kind != "discrete":
+        return None
+    names = list(space.actions)
+    pairs = {"left": "right", "right": "left", "up": "down", "down": "up",
+             "forward": "backward", "backward": "forward"}
+    out = torch.full((len(names),), -1, dtype=torch.long)
+    for i, name in enumerate(names):
+        if name in ("noop", "none", "idle"):
+            out[i] = i
+        elif name.startswith("move_") and f"move_{pairs.get(name[5:], '')}" in names:
+            out[i] = names.index(f"move_{pairs[name[5:]]}")
+    return out
+
+
+def reverse_window(frames: Tensor, actions: Tensor,
+                   opposite: Tensor | None) -> tuple[Tensor, Tensor]:
+    """A window played backwards: frames (b, n, ...) flipped in time; actions (b, n) ints, where
+    actions[:, i] made frame i, become the opposite moves (-1 where unknown)."""
+    rev = actions.flip(1)  # rev[:, k] = actions[:, n-1-k], made original frame n-1-k
+    out = torch.full_like(actions, -1)
+    if opposite is not None:
+        # reversed frame k (= original n-1-k) comes from reversed frame k-1 (= original n-k)
+        # by undoing the action that made original frame n-k: rev[:, k-1].
+        prev = rev[:, :-1]
+        out[:, 1:] = torch.where(prev >= 0, opposite[prev.clamp(min=0)], -1)
+    return frames.flip(1), out
+
+
+def fast_loss(model: Denoiser, frames: Tensor, actions: Tensor, space: ActionSpace,
+              opposite: Tensor | None, dcfg: DiffusionConfig, mcfg: MemoryConfig,
+              gen: torch.Generator) -> Tensor:
+    """`memory_loss` from integer actions (b, n) (negative: none), reversing the window with
+    probability `mcfg.reverse_prob`."""
+    if mcfg.reverse_prob > 0 and torch.rand((), generator=gen) < mcfg.reverse_prob:
+        frames, actions = reverse_window(frames, actions, opposite)
+    dev = frames.device
+    if space.kind == "discrete":
+        act, drop = space.encode(actions.clamp(min=0)), actions < 0
+    else:
+        act, drop = space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool)
+    return memory_loss(model, frames, act.to(dev), drop.to(dev), dcfg, mcfg, gen)
+
+
 class FastLearner:
     """Owns a LoRA copy of the denoiser and its Adam state; `update(frames, actions)` trains it.
 
@@ -96,6 +142,7 @@ class FastLearner:
         self.dcfg = dcfg
         self.mcfg = mcfg
         self.space = get_action_space(action_space)
+        self.opposite = opposite_actions(self.space)
         self.model = add_lora(copy.deepcopy(base).float().eval(), mcfg)
         self.params = lora_tensors(self.model)
         self.gen = torch.Generator().manual_seed(mcfg.seed + 1)
@@ -103,19 +150,10 @@ class FastLearner:
         self.updates = 0
         self.last_loss = float("nan")
 
-    def encode(self, actions: Tensor) -> tuple[Tensor, Tensor]:
-        """(b, n) ints, negative = none -> ((b, n, A) vectors, (b, n) drop flags)."""
-        actions = torch.as_tensor(actions)
-        if self.space.kind == "discrete":
-            drop = actions < 0
-            return self.space.encode(actions.clamp(min=0)), drop
-        return self.space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool)
-
     def loss(self, frames: Tensor, actions: Tensor) -> Tensor:
         dev = next(self.model.parameters()).device
-        act, drop = self.encode(actions)
-        return memory_loss(self.model, frames.to(dev, torch.float32), act.to(dev), drop.to(dev),
-                           self.dcfg, self.mcfg, self.gen)
+        return fast_loss(self.model, frames.to(dev, torch.float32), torch.as_tensor(actions),
+                         self.space, self.opposite, self.dcfg, self.mcfg, self.gen)
 
     def update(self, frames: Tensor, actions: Tensor) -> float:
         """`steps_per_update` Adam steps on a window: frames (b, n, 3, h, w), actions (b, n)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -152,7 +151,3 @@ def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
     if getattr(result, "unexpected_keys", None):
         raise MemoryFileError(f"{path}: peft did not place {result.unexpected_keys[:3]}")
     return meta
-
-
-def remove_saved(path: str | Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -55,3 +55,21 @@ def test_updates_change_outputs_never_the_base_and_reset_restores_it(tiny_cfg, p
     learner.reset()
     assert all(not v.any() for k, v in lora_tensors(learner.model).items() if ".lora_B." in k)
     assert torch.equal(rollout_frames(learner.model, tiny_cfg), expected)
+
+
+def test_a_reversed_window_undoes_each_move():
+    from memory.fast_learner import opposite_actions, reverse_window
+    from worldmodel.actions import get_action_space
+
+    space = get_action_space("crafter")
+    opp = opposite_actions(space)
+    left, right, up, down, noop, do = (space.index(a) for a in
+                                       ("move_left", "move_right", "move_up", "move_down", "noop", "do"))
+    frames = torch.arange(5.0).view(1, 5, 1, 1, 1)
+    actions = torch.tensor([[-1, right, up, noop, do]])  # actions[:, i] made frame i
+    rev_f, rev_a = reverse_window(frames, actions, opp)
+    assert rev_f.flatten().tolist() == [4, 3, 2, 1, 0]
+    # frame 3 -> 2 undoes noop (noop); 2 -> 1 undoes up (down); 1 -> 0 undoes right (left);
+    # 4 -> 3 would undo "do": unknown
+    assert rev_a.tolist() == [[-1, -1, noop, down, left]]
+    assert opp[left] == right and opp[down] == up

@@ -1,0 +1,109 @@
+"""Live frame rate with memory off vs on: `python -m memory.fps --checkpoint runs/crafter`.
+
+Runs the session's frame loop (swap adapter, one frame, hand it to the worker: what
+`WorldSession.step` does) for `--rounds` alternating blocks of `--frames` frames with memory off
+and on, so both see the same machine load, and reports the median fps of each, the ratio, the
+slowest frame, the most time a frame spent in memory hooks (it never waits for an update: the
+swap is a try-lock and a copy), and how many updates the worker managed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memory.config import load_memory_config
+from memory.episodic import EpisodicMemory
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.config import to_dict
+from worldmodel.data import list_episodes, load_episode
+from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.rollout import Rollout
+from worldmodel.train import pick_device
+
+MOVES = (1, 2, 3, 4)
+
+
+def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
+            seed: int = 0) -> dict[str, Any]:
+    memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False)
+    ro = Rollout(model, cfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    fps: dict[str, list[float]] = {"off": [], "on": []}
+    worst = {"off": 0.0, "on": 0.0}
+    updates_on = 0
+    time_on = 0.0
+    try:
+        for r in range(rounds):
+            for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
+                on = mode == "on"
+                memory.set_enabled(on)
+                ro.model = memory.model if on else model
+                ro.reset(context)
+                memory.reset(context)
+                u0 = memory.worker.updates
+                t0 = time.perf_counter()
+                for _ in range(frames):
+                    act = torch.tensor([int(rng.choice(MOVES))])
+                    s = time.perf_counter()
+                    if on:
+                        memory.before_step()
+                    frame = ro.step(act)
+                    if on:
+                        memory.observe(frame[:, None], act[:, None])
+                    to_uint8(frame).numpy()
+                    worst[mode] = max(worst[mode], time.perf_counter() - s)
+                el = time.perf_counter() - t0
+                fps[mode].append(frames / el)
+                if on:
+                    updates_on += memory.worker.updates - u0
+                    time_on += el
+    finally:
+        memory.close()
+    off, on = statistics.median(fps["off"]), statistics.median(fps["on"])
+    return {"fps_off": off, "fps_on": on, "ratio": on / off, "fps_off_rounds": fps["off"],
+            "fps_on_rounds": fps["on"], "worst_frame_ms_off": worst["off"] * 1000,
+            "worst_frame_ms_on": worst["on"] * 1000, "hook_ms_max": memory.hook_ms_max,
+            "worker_updates_per_s": updates_on / max(time_on, 1e-9),
+            "worker_update_ms_last": memory.worker.update_s * 1000,
+            "frames_per_update": (frames * rounds) / max(1, updates_on),
+            "torch_threads": torch.get_num_threads()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="data/crafter_revisit", help="an episode for the context")
+    p.add_argument("--frames", type=int, default=60, help="frames per block")
+    p.add_argument("--rounds", type=int, default=4, help="off/on block pairs")
+    p.add_argument("--threads", type=int, default=0, help="torch threads of the frame loop (0: default)")
+    p.add_argument("--memory-config", help="YAML with a memory: section")
+    p.add_argument("--out", help="write fps.json here")
+    p.add_argument("--device")
+    p.add_argument("overrides", nargs="*", help="memory settings, e.g. update_every=4 worker_nice=10")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
+    mcfg = load_memory_config(args.memory_config, args.overrides)
+    ep = load_episode(list_episodes(args.data)[0])
+    n = cfg.data.window - 1
+    context = to_float(torch.from_numpy(ep.frames[:n]))[None].to(next(model.parameters()).device)
+    res = measure(model, cfg, mcfg, context, args.frames, args.rounds)
+    res["memory"] = to_dict(mcfg)
+    print(json.dumps({k: v for k, v in res.items() if k != "memory"}, indent=1))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "fps.json").write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()

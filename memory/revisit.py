@@ -1,0 +1,380 @@
+"""Revisit benchmark: does the world look the same when the player comes back?
+
+    python -m memory.revisit --checkpoint runs/crafter --data data/crafter_revisit --out runs/revisit
+
+Episodes come from `python -m simulator.collect --revisit`: a few noops, a trip out, a pause, the
+same moves reversed, then noops, with the player's position per step. From the same real context
+(the first `context` frames) and the real actions, the model rolls the episode twice with the
+same sampler noise: memory off (the base model) and memory on (the fast-learned temporal LoRA,
+updated inline every `update_every` frames as the worker would). A *revisit frame* j stands where
+the player stood in an earlier run of frames that had left the context window by then (its last
+frame e < j - context); `at_start` are the revisit frames back at the start position.
+
+On revisit frames it reports, for both modes: PSNR and SSIM against the real frame, and against
+the model's own frame from the first visit (frame e; real for context frames), plus a feature
+similarity in the spirit of SlowFast-VGen's SRC: cosine similarity of a fixed, seeded random conv
+net's features (independent of the checkpoint, so scores compare across checkpoints). The real
+frames' own revisit consistency (real j vs real e) is the ceiling: facing, daylight and animals
+change between visits.
+
+Outputs in --out: revisit.json, revisit_psnr.png (error vs time, excursion marked), revisit_strip.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from memory.config import LOSS_FORMS, MemoryConfig, load_memory_config
+from memory.episodic import EpisodicMemory
+from worldmodel import metrics
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.config import Config, to_dict
+from worldmodel.data import Episode, list_episodes, load_episode
+from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.data.episode import write_json_atomic
+from worldmodel.dynamics import Denoiser
+from worldmodel.evaluate import frame_actions, player_positions
+from worldmodel.rollout import Rollout
+from worldmodel.train import pick_device
+
+
+@dataclass
+class Revisits:
+    """Frames j that revisit an earlier position whose first stay ended at e (out of context)."""
+
+    frames: np.ndarray  # (k,) indices j
+    first: np.ndarray  # (k,) the last frame e of the first stay at pos[j]
+    at_start: np.ndarray  # (k,) bool: pos[j] is the start position
+
+
+def find_revisits(pos: np.ndarray, context: int) -> Revisits:
+    """pos (T+1, d) per frame -> the revisit frames (see module docstring)."""
+    first_end: dict[tuple, int] = {}  # last frame of each position's first stay
+    for i, p in enumerate(map(tuple, pos)):
+        if p not in first_end or first_end[p] == i - 1:
+            first_end[p] = i
+    js, es, start = [], [], []
+    for j in range(context, len(pos)):
+        e = first_end[tuple(pos[j])]
+        if j - e > context:
+            js.append(j)
+            es.append(e)
+            start.append(bool((pos[j] == pos[0]).all()))
+    return Revisits(np.asarray(js, np.int64), np.asarray(es, np.int64), np.asarray(start, bool))
+
+
+class RandomFeatures(nn.Module):
+    """A fixed, seeded random conv net; features for a perceptual-ish frame similarity."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.convs = nn.ModuleList([nn.Conv2d(3, 32, 4, 2, 1), nn.Conv2d(32, 64, 4, 2, 1),
+                                    nn.Conv2d(64, 64, 3, 1, 1)])
+        with torch.no_grad():
+            for c in self.convs:
+                c.weight.copy_(torch.randn(c.weight.shape, generator=gen) / (c.weight[0].numel() ** 0.5))
+                c.bias.zero_()
+
+    @torch.no_grad()
+    def forward(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (n, h, w, 3) -> unit-norm features (n, d)."""
+        x = to_float(torch.from_numpy(np.ascontiguousarray(frames)))
+        for i, c in enumerate(self.convs):
+            x = c(x)
+            x = torch.relu(x) if i + 1 < len(self.convs) else x
+        return nn.functional.normalize(x.flatten(1), dim=1)
+
+
+def feature_similarity(a: np.ndarray, b: np.ndarray, net: RandomFeatures) -> np.ndarray:
+    if len(a) == 0:
+        return np.zeros(0)
+    return (net(a) * net(b)).sum(1).numpy()
+
+
+def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
+         memory: EpisodicMemory | None = None) -> tuple[np.ndarray, float]:
+    """All T+1 frames of an episode: the real context, then one generated frame per real action.
+    Returns (frames uint8, seconds spent in memory updates)."""
+    ctx = to_float(torch.from_numpy(ep.frames[:context]))[None]
+    ctx_act = torch.from_numpy(frame_actions(ep, 0, context))[None]
+    ro = Rollout(memory.model if memory is not None else model, cfg, context=context, seed=seed)
+    ro.reset(ctx, ctx_act)
+    if memory is not None:
+        memory.reset(ctx, ctx_act)
+    out = [ep.frames[i] for i in range(context)]
+    upd = 0.0
+    for j in range(context, len(ep.frames)):
+        act = torch.tensor([[int(ep.actions[j - 1])]])
+        frame = ro.step(act[:, 0])
+        if memory is not None:
+            t0 = time.perf_counter()
+            memory.observe(frame[:, None], act)
+            upd += time.perf_counter() - t0
+        out.append(to_uint8(frame[0]).numpy())
+    return np.stack(out), upd
+
+
+def frame_scores(gen: np.ndarray, ref: np.ndarray, net: RandomFeatures) -> dict[str, np.ndarray]:
+    return {"psnr": metrics.psnr(gen, ref), "ssim": metrics.ssim(gen, ref),
+            "feat": feature_similarity(gen, ref, net)}
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
+                     variants: dict[str, MemoryConfig], seed: int,
+                     net: RandomFeatures) -> dict[str, Any]:
+    pos = player_positions(ep)
+    rv = find_revisits(pos, context)
+    gens = {"off": roll(model, cfg, ep, context, seed)}
+    for name, mcfg in variants.items():
+        mem = EpisodicMemory(model, cfg, mcfg, threaded=False)
+        gens[name] = roll(model, cfg, ep, context, seed, mem)
+    res: dict[str, Any] = {"episode": ep.path.name if ep.path else "?", "frames": len(ep.frames),
+                           "revisit_frames": rv.frames.tolist(), "first_visit": rv.first.tolist(),
+                           "at_start": rv.at_start.tolist(), "modes": {}}
+    j, e = rv.frames, rv.first
+    real = ep.frames
+    res["real_consistency"] = {k: v.tolist() for k, v in frame_scores(real[j], real[e], net).items()}
+    for name, (gen, upd) in gens.items():
+        res["modes"][name] = {
+            "psnr_curve": metrics.psnr(gen, real).tolist(),  # every frame (context: capped)
+            "vs_real": {k: v.tolist() for k, v in frame_scores(gen[j], real[j], net).items()},
+            "vs_first_visit": {k: v.tolist() for k, v in frame_scores(gen[j], gen[e], net).items()},
+            "update_s": upd,
+        }
+    res["_gens"] = gens
+    return res
+
+
+def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
+    """Pooled over every revisit frame of every episode (and over those back at the start)."""
+    out: dict[str, Any] = {}
+    for subset in ("revisit", "at_start"):
+        block: dict[str, Any] = {"n": 0}
+        for mode in modes:
+            row: dict[str, Any] = {}
+            for ref in ("vs_real", "vs_first_visit"):
+                for m in ("psnr", "ssim", "feat"):
+                    vals = []
+                    for r in results:
+                        v = np.asarray(r["modes"][mode][ref][m])
+                        vals.append(v[np.asarray(r["at_start"], bool)] if subset == "at_start" else v)
+                    row[f"{ref}_{m}"] = _mean(np.concatenate(vals)) if vals else None
+            block[mode] = row
+        block["n"] = int(sum(np.asarray(r["at_start"], bool).sum() if subset == "at_start"
+                             else len(r["revisit_frames"]) for r in results))
+        real = []
+        for r in results:
+            v = np.asarray(r["real_consistency"]["psnr"])
+            real.append(v[np.asarray(r["at_start"], bool)] if subset == "at_start" else v)
+        block["real_consistency_psnr"] = _mean(np.concatenate(real)) if real else None
+        for mode in modes:
+            if mode != "off" and block["off"]["vs_real_psnr"] is not None:
+                block[mode]["gain_vs_real_psnr_db"] = block[mode]["vs_real_psnr"] - block["off"]["vs_real_psnr"]
+        out[subset] = block
+    return out
+
+
+# ---- plots --------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def excursion(ep: Episode) -> tuple[int, int, int]:
+    """Frame indices: first move out, last move out (turnaround), last move back."""
+    moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1
+    if not len(moving):
+        return 0, 0, 0
+    gaps = np.flatnonzero(np.diff(moving) > 1)
+    turn = int(moving[gaps[0]]) if len(gaps) else int(moving[len(moving) // 2])
+    return int(moving[0]), turn, int(moving[-1])
+
+
+def plot_curves(results: list[dict[str, Any]], episodes: list[Episode], modes: list[str],
+                context: int, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
+    ax = axes[0]
+    n = min(len(r["modes"]["off"]["psnr_curve"]) for r in results)
+    t = np.arange(n)
+    colors = {"off": "tab:gray"}
+    for k, mode in enumerate(modes):
+        curve = np.mean([r["modes"][mode]["psnr_curve"][:n] for r in results], 0)
+        line, = ax.plot(t[context:], curve[context:], label=f"memory {mode}",
+                        color=colors.get(mode, f"C{k}"))
+        colors[mode] = line.get_color()
+    ex = np.median([excursion(ep) for ep in episodes], 0).astype(int)
+    ax.axvspan(ex[0], ex[1], color="tab:orange", alpha=0.12, label="trip out")
+    ax.axvspan(ex[1], ex[2], color="tab:green", alpha=0.12, label="trip back")
+    ax.axvline(context - 0.5, color="k", lw=0.8, ls=":", label="end of real context")
+    for r in results:
+        j = np.asarray(r["revisit_frames"], int)
+        for mode in modes:
+            ax.plot(j, np.asarray(r["modes"][mode]["psnr_curve"])[j], ".", ms=3, alpha=0.5,
+                    color=colors[mode])
+    ax.set_xlabel("frame")
+    ax.set_ylabel("PSNR vs real (dB)")
+    ax.set_title(f"Mean over {len(results)} episodes (dots: revisit frames)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    x = np.arange(len(results))
+    w = 0.8 / len(modes)
+    for k, mode in enumerate(modes):
+        vals = [_mean(np.asarray(r["modes"][mode]["vs_real"]["psnr"])) or np.nan for r in results]
+        ax.bar(x + k * w, vals, w, label=f"memory {mode}", color=colors[mode])
+    ax.set_xticks(x + w * (len(modes) - 1) / 2, [r["episode"][-4:] for r in results], fontsize=7)
+    ax.set_ylabel("revisit PSNR vs real (dB)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_strip(result: dict[str, Any], ep: Episode, modes: list[str], path: Path,
+               cols: int = 8, scale: int = 2) -> None:
+    j_all = np.asarray(result["revisit_frames"], int)
+    e_all = np.asarray(result["first_visit"], int)
+    pick = np.unique(np.linspace(0, len(j_all) - 1, min(cols, len(j_all))).round().astype(int))
+    rows = [("real", [ep.frames[j] for j in j_all[pick]])]
+    rows += [(f"memory {m}", [result["_gens"][m][0][j] for j in j_all[pick]]) for m in modes]
+    rows += [("real, 1st visit", [ep.frames[e] for e in e_all[pick]])]
+    last = modes[-1]
+    rows += [(f"{last}, 1st visit", [result["_gens"][last][0][e] for e in e_all[pick]])]
+    plt = _plt()
+    fig, axes = plt.subplots(len(rows), len(pick), squeeze=False,
+                             figsize=(len(pick) * 1.4 + 1, len(rows) * 1.4 + 0.5))
+    for r, (label, imgs) in enumerate(rows):
+        for c, img in enumerate(imgs):
+            ax = axes[r][c]
+            ax.imshow(np.repeat(np.repeat(img, scale, 0), scale, 1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"frame {j_all[pick][c]}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7)
+    fig.suptitle(f"{result['episode']}: frames on return (rows 1-{1 + len(modes)}) and the same "
+                 "positions on the first visit", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---- entry point --------------------------------------------------------------------------------
+
+def load_revisit_episodes(root: str | Path, samples: int, context: int) -> list[Episode]:
+    """The first `samples` episodes (sorted) that have revisit frames and positions."""
+    out = []
+    for p in list_episodes(root):
+        ep = load_episode(p)
+        pos = player_positions(ep)
+        if pos is None or len(ep.frames) <= context + 1:
+            continue
+        if len(find_revisits(pos, context).frames):
+            out.append(ep)
+        if len(out) == samples:
+            break
+    if not out:
+        raise ValueError(f"no episode under {root} revisits a position after leaving the context")
+    return out
+
+
+def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
+                  variants: dict[str, MemoryConfig], seed: int = 0,
+                  out: Path | None = None, log=print) -> dict[str, Any]:
+    context = cfg.data.window - 1
+    net = RandomFeatures(seed)
+    modes = ["off", *variants]
+    results = []
+    t0 = time.perf_counter()
+    for i, ep in enumerate(episodes):
+        results.append(evaluate_episode(model, cfg, ep, context, variants, seed + i, net))
+        r = results[-1]
+        log(f"{r['episode']}: {len(r['revisit_frames'])} revisit frames; revisit PSNR vs real " +
+            ", ".join(f"{m} {_mean(np.asarray(r['modes'][m]['vs_real']['psnr'])):.2f}" for m in modes))
+    summary = summarize(results, modes)
+    gen_frames = sum(len(ep.frames) - context for ep in episodes)
+    report = {"context": context, "episodes": len(episodes), "seed": seed,
+              "memory": {k: to_dict(v) for k, v in variants.items()},
+              "summary": summary, "seconds": time.perf_counter() - t0,
+              "update_ms_per_frame": {m: 1000 * sum(r["modes"][m]["update_s"] for r in results)
+                                      / gen_frames for m in modes},
+              "per_episode": [{k: v for k, v in r.items() if k != "_gens"} for r in results]}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "revisit.json", report)
+        plot_curves(results, episodes, modes, context, out / "revisit_psnr.png")
+        best = max(range(len(results)), key=lambda k: len(results[k]["revisit_frames"]))
+        plot_strip(results[best], episodes[best], modes, out / "revisit_strip.png")
+    return report
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    for subset, block in summary.items():
+        lines.append(f"{subset} frames: {block['n']} (real frames' own consistency "
+                     f"{block['real_consistency_psnr'] or float('nan'):.2f} dB)")
+        for mode, row in block.items():
+            if not isinstance(row, dict):
+                continue
+            f = {k: (float("nan") if v is None else v) for k, v in row.items()}
+            lines.append(f"  memory {mode:>10}: vs real PSNR {f['vs_real_psnr']:6.2f} SSIM "
+                         f"{f['vs_real_ssim']:.3f} feat {f['vs_real_feat']:.3f} | vs own first "
+                         f"visit PSNR {f['vs_first_visit_psnr']:6.2f} SSIM {f['vs_first_visit_ssim']:.3f} "
+                         f"feat {f['vs_first_visit_feat']:.3f}"
+                         + (f" | gain {f['gain_vs_real_psnr_db']:+.2f} dB" if "gain_vs_real_psnr_db" in f else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    p.add_argument("--data", default="data/crafter_revisit", help="revisit episodes")
+    p.add_argument("--out", help="folder for revisit.json and the plots")
+    p.add_argument("--samples", type=int, default=4, help="episodes (those with revisit frames)")
+    p.add_argument("--memory-config", help="YAML with a memory: section (default: MemoryConfig())")
+    p.add_argument("--compare-loss", action="store_true",
+                   help=f"one memory-on mode per loss form {LOSS_FORMS}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("overrides", nargs="*", help="memory settings, e.g. lr=1e-3 update_every=4")
+    args = p.parse_args(argv)
+    model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
+    mcfg = load_memory_config(args.memory_config, args.overrides)
+    variants = {"on": mcfg}
+    if args.compare_loss:
+        from dataclasses import replace
+
+        variants = {form: replace(mcfg, loss=form) for form in LOSS_FORMS}
+    episodes = load_revisit_episodes(args.data, args.samples, cfg.data.window - 1)
+    report = run_benchmark(model, cfg, episodes, variants, args.seed,
+                           Path(args.out) if args.out else None)
+    report["checkpoint"] = str(args.checkpoint)
+    if args.out:
+        write_json_atomic(Path(args.out) / "revisit.json", report)
+    print(format_summary(report["summary"]))
+    return report
+
+
+if __name__ == "__main__":
+    main()
