@@ -10,6 +10,10 @@
 `threaded=True` (play) learns in a background worker; `threaded=False` (benchmarks, tests)
 updates inline after every `update_every` frames, deterministically. The base model passed in is
 never modified: the inference model and the learner's model are copies with frozen base weights.
+
+With `merge` (the default) the inference copy runs with peft's adapter path switched off and the
+adapter merged into the targeted weights (W0 + scale * B @ A, from a pristine W0) whenever new
+adapter weights arrive: a frame then costs what it costs without memory. B = 0 gives W0 exactly.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from torch import Tensor
 
 from memory.config import MemoryConfig
 from memory.fast_learner import FastLearner
-from memory.lora import (add_lora, copy_lora, load_lora, lora_tensors, reset_lora, save_lora,
-                         set_lora_enabled)
+from memory.lora import (add_lora, copy_lora, load_lora, lora_tensors, pristine_weights,
+                         reset_lora, save_lora, set_lora_enabled, write_merged)
 from memory.worker import FrameRing, MemoryWorker
 from worldmodel.config import Config
 from worldmodel.dynamics import Denoiser
@@ -45,11 +49,15 @@ class EpisodicMemory:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.lora = lora_tensors(self.model)
+        self._pristine = pristine_weights(self.model) if self.mcfg.merge else None
         self.learner = FastLearner(base, cfg.diffusion, self.mcfg, cfg.model.action_space)
         self.ring = FrameRing(self.mcfg.buffer_frames, batch, cfg.model.frame_size)
         self.threaded = threaded
         self.worker: MemoryWorker | None = None
         if threaded:
+            # torch keeps one global thread count that threads initialise from; pin the frame
+            # loop's own before the worker lowers the global one for itself.
+            torch.set_num_threads(torch.get_num_threads())
             self.worker = MemoryWorker(self.learner, self.ring, self.lora, self.mcfg.update_every,
                                        self.mcfg.worker_threads, self.mcfg.worker_nice)
         self._applied = 0  # worker version in the inference adapter
@@ -66,11 +74,19 @@ class EpisodicMemory:
         """On: learn from observed frames and apply the adapter. Off: learning pauses and the
         adapter is bypassed (the model computes the base outputs); what it learned is kept."""
         self.enabled = bool(on)
-        set_lora_enabled(self.model, self.enabled)
+        self._apply()
         if self.worker is not None:
             if self.enabled:
                 self.worker.start()
             self.worker.set_active(self.enabled)
+
+    def _apply(self) -> None:
+        """Make the inference model reflect its adapter tensors and the on/off switch."""
+        if self._pristine is None:
+            set_lora_enabled(self.model, self.enabled)
+        else:
+            set_lora_enabled(self.model, False)
+            write_merged(self.model, self._pristine, self.enabled)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the worker thread; True if it exited in time."""
@@ -91,7 +107,10 @@ class EpisodicMemory:
             return
         t0 = time.perf_counter()
         self._check_worker()
-        self._applied = self.worker.swap_into(self._applied)
+        version = self.worker.swap_into(self._applied)
+        if version != self._applied:
+            self._applied = version
+            self._apply()
         self._hook_time(t0)
 
     def observe(self, frames: Tensor, actions: Tensor) -> None:
@@ -116,6 +135,7 @@ class EpisodicMemory:
             return float("nan")
         loss = self.learner.update(self._window_f[:, -k:], self._window_a[:, -k:])
         copy_lora(self.learner.params, self.lora)
+        self._apply()
         return loss
 
     def _hook_time(self, t0: float) -> None:
@@ -142,11 +162,12 @@ class EpisodicMemory:
             fn()
             self.learner.reset()
             copy_lora(self.lora, self.learner.params)
-            return
-        with self.worker.swap_lock:
-            fn()
-            self._applied = self.worker.new_epoch()
-        self.worker.notify()
+        else:
+            with self.worker.swap_lock:
+                fn()
+                self._applied = self.worker.new_epoch()
+            self.worker.notify()
+        self._apply()
 
     def save(self, path: str | Path) -> Path:
         """The adapter in peft's format (adapter_model.safetensors + adapter_config.json)."""

@@ -97,6 +97,21 @@ def set_lora_enabled(model: nn.Module, enabled: bool) -> None:
         layer.enable_adapters(enabled)
 
 
+def pristine_weights(model: nn.Module) -> dict[str, Tensor]:
+    """Copies of the targeted layers' base weights, to merge the adapter into (see write_merged)."""
+    return {n: layer.get_base_layer().weight.detach().clone() for n, layer in lora_layers(model)}
+
+
+@torch.no_grad()
+def write_merged(model: nn.Module, pristine: dict[str, Tensor], on: bool) -> None:
+    """Inference without the adapter's per-call cost: each targeted layer's weight becomes
+    W0 + peft's delta (scale * B @ A), recomputed from the pristine W0 every time, so nothing
+    accumulates and B = 0 (or `on=False`) gives W0 bit for bit. Call with adapters disabled."""
+    for name, layer in lora_layers(model):
+        w = layer.get_base_layer().weight
+        w.copy_(pristine[name] + layer.get_delta_weight(ADAPTER) if on else pristine[name])
+
+
 def save_lora(model: nn.Module, mcfg: MemoryConfig, path: str | Path, base: str | None = None,
               meta: dict[str, str] | None = None) -> Path:
     """Write the adapter in peft's format into folder `path`, atomically (temporary folder, then

@@ -52,7 +52,7 @@ def test_ring_keeps_the_newest_frames_in_order():
 
 def test_worker_learns_in_the_background_and_swaps_between_frames(tiny_cfg, perturbed_model):
     base = perturbed_model(tiny_cfg)
-    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8,
+    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8, update_every=1,
                                                       worker_nice=0))
     try:
         frames, actions = scroll_sequence(tiny_cfg, n=8)
@@ -74,7 +74,8 @@ def test_worker_learns_in_the_background_and_swaps_between_frames(tiny_cfg, pert
 
 def test_memory_off_is_the_base_model_and_keeps_what_it_learned(tiny_cfg, perturbed_model):
     base = perturbed_model(tiny_cfg)
-    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8),
+    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8,
+                                                      update_every=1),
                          threaded=False)
     frames, actions = scroll_sequence(tiny_cfg, n=6)
     mem.reset(frames[:, :3], actions[:, :3])
@@ -152,3 +153,18 @@ def test_rss_is_flat_across_many_updates(tiny_cfg, perturbed_model):
     finally:
         assert mem.close(timeout=TIMEOUT)
     assert end - warm < 8.0, f"RSS grew {end - warm:.1f} MB over 200 updates ({warm:.0f} MB)"
+
+
+def test_merged_inference_matches_the_adapter_path(tiny_cfg, perturbed_model):
+    base = perturbed_model(tiny_cfg)
+    frames, actions = scroll_sequence(tiny_cfg, n=6)
+    outs = []
+    for merge in (True, False):
+        mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, update_every=1,
+                                                          buffer_frames=8, merge=merge), threaded=False)
+        mem.reset(frames[:, :3], actions[:, :3])
+        assert torch.equal(rollout_frames(mem.model, tiny_cfg), rollout_frames(base, tiny_cfg))
+        feed(mem, frames[:, 3:], actions[:, 3:])
+        outs.append(rollout_frames(mem.model, tiny_cfg))
+        assert not torch.equal(outs[-1], rollout_frames(base, tiny_cfg))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=0)

@@ -22,7 +22,7 @@ def context(cfg, n: int = 3, seed: int = 0) -> np.ndarray:
 
 
 def session(cfg, model, **mem) -> WorldSession:
-    mcfg = MemoryConfig(**{"rank": 4, "lr": 1e-2, "window": 4, "buffer_frames": 8,
+    mcfg = MemoryConfig(**{"rank": 4, "lr": 1e-2, "window": 4, "buffer_frames": 8, "update_every": 1,
                            "worker_nice": 0, **mem})
     return WorldSession(model, cfg, batch=1, seed=0, memory=mcfg)
 
