@@ -89,6 +89,14 @@ class CEMConfig:
     smoothing: float = 0.2  # weight kept on the previous distribution when refitting
     time_cost: float = 1e-5  # per step: a tie-break toward shorter plans (one-cell offsets cost ~5e-4)
     replan_every: int = 2  # real actions played from one plan before replanning
+    # A plan must get this much closer than where we stand (a one-cell offset is ~5e-4), else
+    # imagination has nothing to say (e.g. an untrained model that only copies) and the agent
+    # explores with a random move instead of standing still.
+    min_gain: float = 1e-4
+    # Score a plan by how much closer it gets than the imagined standstill (all noops) at the same
+    # step, from the real distance now: drift the model adds to every rollout (blur, fading)
+    # cancels. With a perfect model the standstill is the current frame and nothing changes.
+    relative: bool = True
     actions: tuple[int, ...] = PLAN_ACTIONS
 
 
@@ -99,6 +107,7 @@ class Plan:
     reach: int  # the step t of that minimum (0: the current frame is the closest)
     iteration_costs: list[float] = field(default_factory=list)  # best cost after each iteration
     imagined_frames: int = 0
+    start_cost: float = 0.0  # distance of the current frame to the goal
 
 
 class CEMPlanner:
@@ -110,11 +119,14 @@ class CEMPlanner:
         self.cfg = cfg = cfg or CEMConfig()
         if cfg.population != world.batch:
             raise ValueError(f"population {cfg.population} must equal the world's batch {world.batch}")
+        if cfg.population < 2:
+            raise ValueError("population must be at least 2")
         if not 0 < cfg.elites <= cfg.population:
             raise ValueError(f"elites must be in 1..population, got {cfg.elites}")
         self.features = features
         self.rng = np.random.default_rng(seed)
         self.table = np.asarray(cfg.actions, np.int64)
+        self.last_indices = np.zeros(cfg.horizon, np.int64)  # the last plan, as indices
 
     def _sample(self, probs: np.ndarray) -> np.ndarray:
         """probs (H, K) -> indices (N, H), by inverse CDF per step."""
@@ -137,26 +149,51 @@ class CEMPlanner:
         if context_actions is not None:
             ctx_act = np.repeat(np.asarray(context_actions, np.int64)[None], cfg.population, 0)
         steps = np.arange(cfg.horizon + 1) * cfg.time_cost
-        best = Plan(self.table[np.zeros(cfg.horizon, np.int64)], d_now, 0)
+        best = Plan(self.table[np.zeros(cfg.horizon, np.int64)], d_now, 0, start_cost=d_now)
         best_idx = np.zeros(cfg.horizon, np.int64)
+        stay = int(np.flatnonzero(self.table == 0)[0]) if 0 in self.table else None
         for _ in range(cfg.iterations):
             idx = self._sample(probs)
             idx[0] = best_idx  # the best so far stays in the running (imagination is noisy)
+            if stay is not None and cfg.relative:
+                idx[1] = stay  # the imagined standstill: the reference every plan must beat
             frames = self.world.rollout(self.table[idx], context=ctx, context_actions=ctx_act)
             d = goal_distance(self.features(frames), goal_f)  # (N, H)
+            if stay is not None and cfg.relative:
+                d = d_now + d - d[1]
             cost_t = np.concatenate([np.full((len(d), 1), d_now), d], 1) + steps
             cost, reach = cost_t.min(1), cost_t.argmin(1)
             order = np.argsort(cost, kind="stable")
             if cost[order[0]] < best.cost or best.imagined_frames == 0:
                 best_idx = idx[order[0]].copy()
                 best = Plan(self.table[best_idx], float(cost[order[0]]), int(reach[order[0]]),
-                            best.iteration_costs, best.imagined_frames)
+                            best.iteration_costs, best.imagined_frames, d_now)
             best.iteration_costs.append(best.cost)
             best.imagined_frames += frames.shape[0] * frames.shape[1]
             freq = np.eye(n_act)[idx[order[: cfg.elites]]].mean(0)
             probs = cfg.smoothing * probs + (1 - cfg.smoothing) * freq
         self.last_indices = best_idx
         return best
+
+
+class GameImagination:
+    """The real game as a perfect 'world model' (snapshots played forward): an upper bound that
+    tells how good the goal distance and the search are, apart from the learned model."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+        self.game: object | None = None
+
+    def bind(self, game: object) -> None:
+        self.game = game
+
+    def rollout(self, actions: np.ndarray, context: np.ndarray | None = None,
+                context_actions: np.ndarray | None = None) -> np.ndarray:
+        out = []
+        for row in np.asarray(actions):
+            g = snapshot(self.game)
+            out.append(np.stack([g.step(int(a)).obs for a in row]))
+        return np.stack(out)
 
 
 class Agent(Protocol):
@@ -193,9 +230,15 @@ class MPCAgent:
         self.warm: np.ndarray | None = None
         self.imagined_frames = 0
         self.plan_seconds = 0.0
+        self.explored = 0  # replans that found nothing better than standing still
 
     def reset(self) -> None:
         self.queue, self.warm = [], None
+
+    def bind(self, game: object) -> None:
+        """See the live real game: only `GameImagination` (the oracle) uses it."""
+        if hasattr(self.planner.world, "bind"):
+            self.planner.world.bind(game)
 
     def act(self, frames: Sequence[np.ndarray], actions: Sequence[int], goal: np.ndarray) -> int:
         if not self.queue:
@@ -204,7 +247,12 @@ class MPCAgent:
             plan = self.planner.plan(ctx, np.asarray(actions[-self.context:]), goal, self.warm)
             self.plan_seconds += time.perf_counter() - t0
             self.imagined_frames += plan.imagined_frames
-            n = max(1, min(plan.reach, self.planner.cfg.replan_every))
+            cfg = self.planner.cfg
+            if plan.iteration_costs and plan.cost > plan.start_cost - cfg.min_gain:
+                self.explored += 1
+                self.warm = None
+                return int(self.planner.rng.choice(MOVES))
+            n = max(1, min(plan.reach, cfg.replan_every))
             self.queue = [int(a) for a in plan.actions[:n]]
             # Warm start: what is left of this plan, then uniform for the new last steps.
             left = self.planner.last_indices[n:]
@@ -264,6 +312,8 @@ def run_episode(ep: Episode, agent: Agent, budget: int) -> dict:
     game = snapshot(ep.game)
     frames, acts = list(ep.frames), list(ep.actions)
     agent.reset()
+    if hasattr(agent, "bind"):
+        agent.bind(game)
     path = [game.player_pos]
     for t in range(budget + 1):
         if game.player_pos == ep.goal_pos:
@@ -342,6 +392,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-seed", type=int, default=SEED_BASE, help="first real-game seed")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--oracle", action="store_true",
+                   help="also run CEM with the real game as its model (an upper bound)")
+    p.add_argument("--no-model", action="store_true", help="skip the world model (with --oracle)")
     p.add_argument("--out", help="write the results JSON here")
 
 
@@ -353,23 +406,32 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    sess = WorldSession.load(args.checkpoint, device=args.device, batch=args.population,
-                             seed=args.seed, sample_steps=args.sample_steps)
     cfg = CEMConfig(horizon=args.horizon, population=args.population, iterations=args.iterations,
                     elites=args.elites, replan_every=args.replan_every)
-    mpc = MPCAgent(CEMPlanner(sess, cfg, seed=args.seed), sess.context_len)
-    agents = {"cem": mpc, "random": RandomAgent(args.seed)}
+    agents: dict[str, Agent] = {}
+    mpc = None
+    size, checkpoint = 64, None
+    if not args.no_model:
+        sess = WorldSession.load(args.checkpoint, device=args.device, batch=args.population,
+                                 seed=args.seed, sample_steps=args.sample_steps)
+        size, checkpoint = sess.frame_size, sess.checkpoint
+        mpc = agents["cem"] = MPCAgent(CEMPlanner(sess, cfg, seed=args.seed), sess.context_len)
+    if args.oracle:
+        agents["oracle"] = MPCAgent(CEMPlanner(GameImagination(args.population), cfg, seed=args.seed), 1)
+    agents["random"] = RandomAgent(args.seed)
     tasks = TASKS if args.task == "both" else (args.task,)
     t0 = time.time()
-    results = evaluate(tasks, args.episodes, agents, args.k, args.budget, args.first_seed,
-                       sess.frame_size)
+    results = evaluate(tasks, args.episodes, agents, args.k, args.budget, args.first_seed, size)
     report = {"results": results, "config": {**vars(args), "cem": asdict(cfg)},
-              "checkpoint": sess.checkpoint, "seconds": round(time.time() - t0, 1),
-              "imagined_frames": mpc.imagined_frames,
-              "imagined_fps": mpc.imagined_frames / max(mpc.plan_seconds, 1e-9)}
+              "checkpoint": checkpoint, "seconds": round(time.time() - t0, 1)}
     print(table(results))
-    print(f"planner: {mpc.imagined_frames} imagined frames in {mpc.plan_seconds:.0f} s "
-          f"({report['imagined_fps']:.1f} fps at batch {args.population})")
+    if mpc is not None:
+        report["imagined_frames"] = mpc.imagined_frames
+        report["imagined_fps"] = mpc.imagined_frames / max(mpc.plan_seconds, 1e-9)
+        report["explored_replans"] = mpc.explored
+        print(f"planner: {mpc.imagined_frames} imagined frames in {mpc.plan_seconds:.0f} s "
+              f"({report['imagined_fps']:.1f} fps at batch {args.population}); "
+              f"{mpc.explored} replans found no gain and explored")
     if args.out:
         write_json_atomic(Path(args.out), report)
         print(f"wrote {args.out}")

@@ -409,3 +409,7 @@ def plan_command(args: argparse.Namespace) -> int:
 
 # For run_sim.py: {name: (parser factory, command(args) -> exit code)}
 COMMANDS = {"serve": (serve_parser, serve_command), "plan": (plan_parser, plan_command)}
+
+
+if __name__ == "__main__":  # python -m simulator.service [--port N] ... (same as run_sim.py serve)
+    sys.exit(serve_command(serve_parser().parse_args()))

@@ -86,7 +86,7 @@ class RewardHead(nn.Module):
 
 
 def snap_reward(r: np.ndarray, step: float = 0.1) -> np.ndarray:
-    return (np.round(np.asarray(r, np.float64) / step) * step).astype(np.float32)
+    return (np.round(np.asarray(r, np.float64) / step) * step + 0.0).astype(np.float32)  # no -0.0
 
 
 def save_reward_head(path: str | Path, head: RewardHead, metrics: dict | None = None) -> Path:

@@ -86,6 +86,17 @@ def test_mpc_reaches_goal_in_closed_loop_and_random_does_not():
     assert sum(play(rand) for _ in range(20)) <= 2  # 10 cells in 14 random steps: rare
 
 
+def test_mpc_explores_when_imagination_shows_no_way_closer():
+    class Frozen(LineWorld):  # a model that only copies its last frame
+        def move(self, pos, a):
+            return pos
+
+    world = Frozen(batch=8)
+    mpc = MPCAgent(CEMPlanner(world, CEMConfig(population=8, elites=2), features=pixel_features), 4)
+    acts = [mpc.act([world.render(3)], [-1], world.render(9)) for _ in range(5)]
+    assert set(acts) <= set(MOVES) and mpc.explored == 5
+
+
 def test_planner_checks_population_against_batch():
     with pytest.raises(ValueError, match="population"):
         CEMPlanner(LineWorld(batch=8), CEMConfig(population=16))
