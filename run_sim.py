@@ -3,6 +3,10 @@
   python run_sim.py [options]                  play: every frame after the real start is imagined
   python run_sim.py record --actions FILE --out DIR [--frames N] ...   headless scripted rollout
   python run_sim.py replay DIR                 play a recording back
+  python run_sim.py serve [--host 127.0.0.1] [--port 8765] [--checkpoint DIR] [--batch B]
+                                               reset/step/rollout over local HTTP (JSON)
+  python run_sim.py plan --task reach|return|both --episodes N [--checkpoint DIR]
+                                               CEM planner in imagination, on the real game, vs random
 
 Keys while playing (Crafter, as in crafter's own run_gui): WASD/arrows move, space = do (interact),
 tab = sleep, r/t/f/p = place stone/table/furnace/plant, 1-6 = make wood/stone/iron pickaxe,
@@ -213,7 +217,10 @@ def replay(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = {"record": (record_parser, record), "replay": (replay_parser, replay)}
+    from simulator.service import COMMANDS as SERVICE_COMMANDS  # serve, plan
+
+    commands = {"record": (record_parser, record), "replay": (replay_parser, replay),
+                **SERVICE_COMMANDS}
     make, run = commands.get(argv[0], (play_parser, play)) if argv else (play_parser, play)
     args = make().parse_args(argv[1:] if make is not play_parser else argv)
     from worldmodel.actions import ActionError
