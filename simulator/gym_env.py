@@ -49,9 +49,8 @@ def _head(head: HeadArg) -> RewardHead | None:
 
 
 def _reseed_noise(session: WorldSession, seed: int) -> None:
-    # WorldSession.reset does not reseed the sampler's noise; an episode must be reproducible
-    # from its seed, so do it here until the session grows a `noise_seed` argument.
-    session.rollout_state.gen.manual_seed(int(seed))
+    # An episode must be reproducible from its seed: restart every world's noise stream.
+    session.rollout_state.reseed([int(seed) + i for i in range(session.batch)])
 
 
 def game_context(session: WorldSession) -> ContextFn:

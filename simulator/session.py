@@ -138,10 +138,14 @@ class WorldSession:
         return self.space.index(action)
 
     def reset(self, seed: int | None = None, context: np.ndarray | None = None,
-              actions: np.ndarray | None = None) -> np.ndarray:
+              actions: np.ndarray | None = None, noise_seed: int | None = None) -> np.ndarray:
         """Start from real frames: `context` (n, h, w, 3) or (B, n, h, w, 3) uint8 with the
-        actions that produced them, or else `context_len` frames of the real game from `seed`.
-        Returns the last context frame(s)."""
+        actions that produced them, or else `context_len` frames of the real game from `seed`
+        (world i from seed + i). World i's sampling noise restarts from `noise_seed + i`
+        (default: `seed + i` when a seed is given; otherwise the noise streams go on), so world i
+        of a batch is exactly the single world with those seeds. Returns the last context frame(s)."""
+        if noise_seed is None and seed is not None:
+            noise_seed = seed
         if context is None:
             seed = self.seed if seed is None else seed
             pairs = [real_context(self.game, seed + i, self.context_len, size=self.frame_size)
@@ -166,7 +170,8 @@ class WorldSession:
             self.space.validate(acts[valid])
             acts = torch.from_numpy(acts)
         ctx = to_float(torch.from_numpy(np.array(context)))  # a writable copy
-        self.rollout_state.reset(ctx, acts)
+        self.rollout_state.reset(ctx, acts, None if noise_seed is None else
+                                 [noise_seed + i for i in range(self.batch)])
         if self._memory is not None:  # a new episode: the memory starts empty, from this context
             self._memory.reset(ctx[:, -self.context_len:],
                                None if acts is None else acts[:, -self.context_len:])

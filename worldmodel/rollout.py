@@ -41,14 +41,24 @@ class Rollout:
         self.context = context or cfg.data.window - 1
         self.device = next(model.parameters()).device
         self.bf16 = bf16
-        self.gen = torch.Generator(self.device).manual_seed(seed)
+        self.seed = seed
+        self.gens: list[torch.Generator] = []  # one noise stream per world: a batched world
+        # draws exactly what the same world would draw alone
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormals slow x86 fp32 math several-fold
         self.cache = KVCache(max_len=self.context)
         self.last: Tensor | None = None  # last frame as written to the cache (noised)
         self.last_clean: Tensor | None = None  # the same frame, clean (the residual's anchor)
         self.batch = 0
 
+    def reseed(self, seeds: list[int]) -> None:
+        """Restart the noise stream of each world (world i from seeds[i])."""
+        self.gens = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+
     def _noise(self, shape: tuple[int, ...]) -> Tensor:
-        return torch.randn(shape, generator=self.gen, device=self.device)
+        assert shape[0] == len(self.gens), (shape, len(self.gens))
+        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device)
+                            for g in self.gens])
 
     def encode_actions(self, actions: Tensor) -> tuple[Tensor, Tensor]:
         """(b, n) ints (or (b, n, A) vectors); negative ints mean "no action" (null)."""
@@ -60,11 +70,18 @@ class Rollout:
                                                       device=self.device)
 
     @torch.inference_mode()
-    def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
+    def reset(self, frames: Tensor, actions: Tensor | None = None,
+              seeds: list[int] | None = None) -> None:
         """Start B worlds from real context frames (b, n, 3, h, w) and the actions that produced
-        them (b, n; actions[:, 0] is ignored). Only the last `context` frames are kept."""
+        them (b, n; actions[:, 0] is ignored). Only the last `context` frames are kept. `seeds`
+        restarts each world's noise stream; otherwise the streams go on (the first reset seeds
+        world i with `seed + i`)."""
         frames = frames.to(self.device)[:, -self.context:]
         b, n = frames.shape[:2]
+        if seeds is not None:
+            self.reseed(seeds)
+        elif len(self.gens) != b:
+            self.reseed([self.seed + i for i in range(b)])
         if actions is None:
             actions = torch.full((b, n), -1, dtype=torch.long)
         actions = torch.as_tensor(actions)[:, -n:].clone()

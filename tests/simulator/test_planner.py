@@ -139,13 +139,6 @@ def test_return_task_on_the_real_game():
 # ------------------------------------------------------------------ batched session rollouts
 
 
-def per_world_noise(sess: WorldSession, seeds: list[int]) -> None:
-    """What Rollout would need for batched == single: one noise generator per world."""
-    gens = [torch.Generator().manual_seed(s) for s in seeds]
-    sess.rollout_state._noise = lambda shape: torch.stack(
-        [torch.randn(shape[1:], generator=g) for g in gens])
-
-
 @pytest.fixture
 def rollout_setup(tiny_config, perturbed_model):
     cfg = tiny_config()
@@ -158,25 +151,23 @@ def rollout_setup(tiny_config, perturbed_model):
     return cfg, model, ctx, ctx_act, acts
 
 
-def test_batched_rollout_equals_single_rollouts_given_per_world_noise(rollout_setup):
+def test_batched_rollout_equals_single_rollouts(rollout_setup):
     cfg, model, ctx, ctx_act, acts = rollout_setup
     B = len(acts)
     sess = WorldSession(model, cfg, batch=B)
-    per_world_noise(sess, [100 + i for i in range(B)])
-    batched = sess.rollout(acts, context=ctx, context_actions=ctx_act).astype(int)
+    sess.reset(context=ctx, actions=ctx_act, noise_seed=100)
+    batched = sess.rollout(acts).astype(int)
     for i in range(B):
         one = WorldSession(model, cfg, batch=1)
-        per_world_noise(one, [100 + i])
-        single = one.rollout(acts[i:i + 1], context=ctx[i:i + 1], context_actions=ctx_act[i:i + 1])
+        one.reset(context=ctx[i:i + 1], actions=ctx_act[i:i + 1], noise_seed=100 + i)
+        single = one.rollout(acts[i:i + 1])
         diff = np.abs(batched[i] - single[0])
         # Equal up to float summation order (a conv over 3 frames vs 1): rare off-by-one pixels.
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_batched_rollout_with_the_shared_generator(rollout_setup):
-    """Today's Rollout draws one (B, ...) noise tensor from one generator: world i's noise depends
-    on B and on i, so a batched world is *not* the single rollout with the same seed. What holds:
-    the batch is reproducible from (session seed, batch), and worlds are independent (changing
+    """The batch is reproducible from the session seed, and worlds are independent (changing
     world 0's actions leaves world 1's frames unchanged)."""
     cfg, model, ctx, ctx_act, acts = rollout_setup
     B = len(acts)

@@ -82,14 +82,29 @@ def test_reset_restarts_the_world_but_not_the_noise(tiny_cfg, perturbed_model):
     ro.reset(*ctx)
     for a in step_actions(3):
         ro.step(a)
-    state = ro.gen.get_state()
+    states = [g.get_state() for g in ro.gens]
     ro.reset(*ctx)
     out = ro.step(torch.tensor([1, 2]))
 
     ref = Rollout(model, tiny_cfg, seed=0)
-    ref.gen.set_state(state)
+    ref.reset(*ctx)  # seeds its two worlds' streams...
+    for g, st in zip(ref.gens, states):  # ...then takes over where the first rollout was
+        g.set_state(st)
     ref.reset(*ctx)
     assert torch.equal(ref.step(torch.tensor([1, 2])), out)
+
+
+def test_reset_with_seeds_restarts_each_worlds_noise(tiny_cfg, perturbed_model):
+    """World i of a batch, seeded s_i, draws exactly what the single world seeded s_i draws."""
+    model = perturbed_model(tiny_cfg)
+    frames, actions = context_and_actions(tiny_cfg)
+    ro = Rollout(model, tiny_cfg)
+    ro.reset(frames, actions, seeds=[7, 8])
+    noise = ro._noise((2, 3))
+    for i, s in enumerate((7, 8)):
+        one = Rollout(model, tiny_cfg)
+        one.reset(frames[i:i + 1], actions[i:i + 1], seeds=[s])
+        assert torch.equal(one._noise((1, 3))[0], noise[i])
 
 
 def uncached_reference(model: Denoiser, cfg, frames: torch.Tensor, actions: torch.Tensor,
