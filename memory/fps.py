@@ -40,14 +40,14 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
     worst = {"off": 0.0, "on": 0.0}
     updates_on = 0
     time_on = 0.0
+    ro.reset(context)
+    memory.reset(context)  # once: a reset drops the update in flight, and play is one long episode
     try:
         for r in range(rounds):
             for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 on = mode == "on"
                 memory.set_enabled(on)
                 ro.model = memory.model if on else model
-                ro.reset(context)
-                memory.reset(context)
                 u0 = memory.worker.updates
                 t0 = time.perf_counter()
                 for _ in range(frames):
@@ -78,7 +78,8 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="data/crafter_revisit", help="an episode for the context")
     p.add_argument("--frames", type=int, default=60, help="frames per block")

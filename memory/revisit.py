@@ -183,7 +183,8 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
         block["real_consistency_psnr"] = _mean(np.concatenate(real)) if real else None
         for mode in modes:
             if mode != "off" and block["off"]["vs_real_psnr"] is not None:
-                block[mode]["gain_vs_real_psnr_db"] = block[mode]["vs_real_psnr"] - block["off"]["vs_real_psnr"]
+                gain = block[mode]["vs_real_psnr"] - block["off"]["vs_real_psnr"]
+                block[mode]["gain_vs_real_psnr_db"] = gain
         out[subset] = block
     # Control: generated frames that are not revisits. Memory that only adapts to the episode's
     # look (colours, textures; less drift) gains here as much as on revisits; memory of places
@@ -367,17 +368,21 @@ def format_summary(summary: dict[str, Any]) -> str:
             f = {k: (float("nan") if v is None else v) for k, v in row.items()}
             lines.append(f"  memory {mode:>10}: vs real PSNR {f['vs_real_psnr']:6.2f} SSIM "
                          f"{f['vs_real_ssim']:.3f} feat {f['vs_real_feat']:.3f} | vs own first "
-                         f"visit PSNR {f['vs_first_visit_psnr']:6.2f} SSIM {f['vs_first_visit_ssim']:.3f} "
+                         f"visit PSNR {f['vs_first_visit_psnr']:6.2f} "
+                         f"SSIM {f['vs_first_visit_ssim']:.3f} "
                          f"feat {f['vs_first_visit_feat']:.3f}"
-                         + (f" | gain {f['gain_vs_real_psnr_db']:+.2f} dB" if "gain_vs_real_psnr_db" in f else "")
+                         + (f" | gain {f['gain_vs_real_psnr_db']:+.2f} dB"
+                            if "gain_vs_real_psnr_db" in f else "")
                          + (f" (over control {f['gain_over_control_db']:+.2f})"
                             if "gain_over_control_db" in f else ""))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True,
+                   help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--data", default="data/crafter_revisit", help="revisit episodes")
     p.add_argument("--out", help="folder for revisit.json and the plots")
     p.add_argument("--samples", type=int, default=4, help="episodes (those with revisit frames)")

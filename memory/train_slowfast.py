@@ -40,7 +40,7 @@ from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import add_noise, sample_levels
 from worldmodel.dynamics import Denoiser, KVCache
-from worldmodel.train import pick_device
+from worldmodel.train import lr_at, pick_device
 
 
 def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,
@@ -123,7 +123,8 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
         frames = to_float(torch.from_numpy(u8))[None].to(device)
         a = torch.from_numpy(acts)[None]
         act, drop = space.encode(a.clamp(min=0)).to(device), (a < 0).to(device)
-        drop_slow = drop | (torch.rand(drop.shape, generator=gen) < cfg.diffusion.action_dropout).to(device)
+        dropped = torch.rand(drop.shape, generator=gen) < cfg.diffusion.action_dropout
+        drop_slow = drop | dropped.to(device)
         reset_lora(model, mcfg.seed)
         fast.state.clear()
 
@@ -163,6 +164,8 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
             steps += 1
         episodes += 1
         if episodes % accum == 0:
+            for g in slow.param_groups:  # the plain trainer's warmup, per base step
+                g["lr"] = lr_at(episodes // accum - 1, cfg)
             torch.nn.utils.clip_grad_norm_(base.values(), tc.grad_clip)
             slow.step()
             slow.zero_grad(set_to_none=True)
@@ -186,7 +189,8 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config; an optional memory: section")
     p.add_argument("--init", help="start from this checkpoint")
     p.add_argument("--out", default="runs/slowfast", help="checkpoint + log folder")

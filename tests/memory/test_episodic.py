@@ -52,7 +52,8 @@ def test_ring_keeps_the_newest_frames_in_order():
 
 def test_worker_learns_in_the_background_and_swaps_between_frames(tiny_cfg, perturbed_model):
     base = perturbed_model(tiny_cfg)
-    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8, update_every=1,
+    mem = EpisodicMemory(base, tiny_cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8,
+                                                      update_every=1,
                                                       worker_nice=0))
     try:
         frames, actions = scroll_sequence(tiny_cfg, n=8)
