@@ -43,6 +43,9 @@ class DiffusionConfig:
     chunk_prob: float = 0.3  # fraction of windows with several target frames at one noise level
     independent_prob: float = 0.1  # fraction of windows with independent per-target noise levels
     guidance: float = 1.0  # classifier-free guidance on the action (1 = off)
+    anchor_noise_max: float = 0.0  # context/anchor frames get N(0, s^2) with s ~ U(0, max), and
+    anchor_color_shift: float = 0.0  # a per-channel offset N(0, shift^2), targets stay clean: the
+    # model learns to remove errors carried in by its last frame instead of compounding them
     self_forcing_prob: float = 0.0  # fraction of batches whose context frames are the model's own
     # one-step predictions (no grad), so it learns to correct its errors instead of compounding them
 

@@ -66,6 +66,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     ctx_x0 = x0
     if cfg.self_forcing_prob > 0 and rng.random() < cfg.self_forcing_prob:
         ctx_x0 = own_predictions(model, x0, act, drop, cfg, gen)
+    ctx_x0 = corrupt_context(ctx_x0, cfg, gen)
 
     # Context stream: every frame lightly noised, written to a cache (with gradients).
     t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
@@ -103,6 +104,19 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     with torch.no_grad():
         copy_err = (x0[:, tgt] - x0[:, :-1]).float().pow(2).mean()
     return loss, {"loss": loss.detach(), "copy_mse": copy_err}
+
+
+def corrupt_context(x0: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
+    """Errors of the kind a rollout accumulates (speckle, colour drift), on half the frames."""
+    if cfg.anchor_noise_max <= 0 and cfg.anchor_color_shift <= 0:
+        return x0
+    b, n = x0.shape[:2]
+    dev = x0.device
+    on = (torch.rand(b, n, 1, 1, 1, generator=gen, device=dev) < 0.5).to(x0.dtype)
+    std = torch.rand(b, n, 1, 1, 1, generator=gen, device=dev) * cfg.anchor_noise_max
+    speckle = torch.randn(x0.shape, generator=gen, device=dev) * std
+    shift = torch.randn(b, n, 3, 1, 1, generator=gen, device=dev) * cfg.anchor_color_shift
+    return (x0 + on * (speckle + shift).to(x0.dtype)).clamp(-1, 1)
 
 
 @torch.no_grad()
