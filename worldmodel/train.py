@@ -128,9 +128,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     def request_stop(signum, frame):  # finish the step, checkpoint, exit: nothing is lost
         stop["signal"] = signum
 
-    if rank == 0:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, request_stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # every rank: torchrun forwards the signal
+        signal.signal(sig, request_stop)
     t0 = time.time()
     frames_seen = 0
     stats: dict[str, float] = {}
@@ -165,10 +164,16 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
                 bar.set_postfix(loss=f"{stats['loss']:.4f}", fps=f"{stats['frames_per_s']:.0f}")
                 with open(curve_path, "a") as f:
                     f.write(json.dumps(stats) + "\n")
-        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or stop["signal"]):
+        stopping = stop["signal"] is not None
+        if distributed:  # all ranks stop at the same step, so no collective is left waiting
+            flag = torch.tensor([float(stopping)], device=device)
+            dist.all_reduce(flag)
+            stopping = bool(flag.item())
+        if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or stopping):
             save(out, model, ema, opt, cfg, step)
-        if stop["signal"]:
-            print(f"\nstopped by signal {stop['signal']} at step {step}; checkpoint saved to {out}")
+        if stopping:
+            if rank == 0:
+                print(f"\nstopped by signal at step {step}; checkpoint saved to {out}")
             break
     bar.close()
     if distributed:
