@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from worldmodel.config import Config, ConfigError, apply_overrides, from_dict
+from worldmodel.config import Config, ConfigError, apply_overrides, from_dict, read_yaml
 
 LOSS_FORMS = ("trajectory", "next_frame")
 LEVEL_MODES = ("sampler", "train")
@@ -67,18 +65,6 @@ class MemoryConfig:
             raise ConfigError("memory.target_modules is empty")
 
 
-def _read_yaml(path: str | Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping at the top level")
-    return data
-
-
 def memory_config_from_dict(data: dict[str, Any] | None) -> MemoryConfig:
     return from_dict(MemoryConfig, data or {}, "memory")
 
@@ -86,7 +72,7 @@ def memory_config_from_dict(data: dict[str, Any] | None) -> MemoryConfig:
 def load_configs(path: str | Path | None = None,
                  overrides: list[str] | None = None) -> tuple[Config, MemoryConfig]:
     """A YAML file (and `a.b=value` overrides) -> (world model Config, MemoryConfig)."""
-    data = apply_overrides(_read_yaml(path), overrides or [])
+    data = apply_overrides(read_yaml(path), overrides or [])
     mem = data.pop("memory", None)
     if mem is not None and not isinstance(mem, dict):
         raise ConfigError(f"memory must be a mapping, got {mem!r}")
@@ -96,6 +82,6 @@ def load_configs(path: str | Path | None = None,
 def load_memory_config(path: str | Path | None = None,
                        overrides: list[str] | None = None) -> MemoryConfig:
     """The `memory:` section of a YAML file (defaults when absent); overrides `memory.k=v` or `k=v`."""
-    data = {"memory": _read_yaml(path).get("memory") or {}}
+    data = {"memory": read_yaml(path).get("memory") or {}}
     ovr = [o if o.startswith("memory.") else f"memory.{o}" for o in overrides or []]
     return memory_config_from_dict(apply_overrides(data, ovr)["memory"])

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from memory.config import MemoryConfig
+from worldmodel.checkpoint import check_state_dict
 
 ADAPTER = "memory"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -150,17 +151,9 @@ def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
         raise MemoryFileError(f"{path / WEIGHTS_NAME} is missing or corrupt: {e}") from e
     live = lora_tensors(model)
     expected = {k.replace(f".{ADAPTER}.", "."): v for k, v in live.items()}
-    if set(state) != set(expected):
-        missing = sorted(set(expected) - set(state))[:3]
-        extra = sorted(set(state) - set(expected))[:3]
-        raise MemoryFileError(f"{path} was saved for other layers (r={saved.get('r')}, targets "
-                              f"{saved.get('target_modules')}): missing {missing}, extra {extra}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise MemoryFileError(f"{path}: {k} has shape {tuple(v.shape)}, the adapter has "
-                                  f"{tuple(expected[k].shape)} (rank {saved.get('r')}?)")
-        if not torch.isfinite(v).all():
-            raise MemoryFileError(f"{path}: {k} holds NaN or infinite values")
+    check_state_dict(state, expected, str(path),
+                     f"this adapter (saved with r={saved.get('r')}, targets "
+                     f"{saved.get('target_modules')})", MemoryFileError)
     with torch.no_grad():
         result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     if getattr(result, "unexpected_keys", None):

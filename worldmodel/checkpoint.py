@@ -59,6 +59,22 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
         raise CheckpointError(f"{path / CONFIG} is not a valid model config: {e}") from e
 
 
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str,
+                     against: str, error: type[Exception]) -> None:
+    """Same keys, same shapes, finite values; else `error` naming the first tensor that is off."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise error(f"{where} does not match {against}: missing {missing[:5]}, "
+                    f"unexpected {unexpected[:5]}")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            raise error(f"{where}: {k} has shape {tuple(v.shape)}, {against} expects "
+                        f"{tuple(expected[k].shape)}")
+        if not torch.isfinite(v).all():
+            raise error(f"{where}: {k} holds NaN or infinite values")
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Denoiser, Config]:
     """Build the model from config.json and load its weights; errors name what is wrong."""
     path = Path(path)
@@ -73,18 +89,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights} is corrupt or not a safetensors file: {e}") from e
     model = Denoiser(cfg.model)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{weights} does not match its config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointError(f"{weights}: {k} has shape {tuple(v.shape)}, the config "
-                                  f"expects {tuple(expected[k].shape)}")
-        if not torch.isfinite(v).all():
-            raise CheckpointError(f"{weights}: {k} holds NaN or infinite values")
+    check_state_dict(state, model.state_dict(), str(weights), "its config", CheckpointError)
     model.load_state_dict(state)
     return model.to(device).eval(), cfg
 
