@@ -78,6 +78,27 @@ def bench_table(bench: dict) -> list[str]:
     return lines
 
 
+def plot_training_curve(log_path: Path, out: Path) -> None:
+    """Loss and the copy-last-frame MSE of the same batches, per logged step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    ax.plot(steps, [r["loss"] for r in rows], label="diffusion loss (x0 MSE, targets)")
+    ax.plot(steps, [r["copy_mse"] for r in rows], label="repeat-last-frame MSE, same batches", alpha=0.7)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def write_card(checkpoint: Path, report: dict, bench: dict | None, notes: str = "") -> str:
     cfg = load_config_from_checkpoint(checkpoint)
     metrics_path = checkpoint / METRICS
@@ -122,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", required=True, help="report.json from worldmodel.evaluate")
     p.add_argument("--bench", help="JSON from worldmodel.bench")
     p.add_argument("--notes", help="markdown appended to the card (commands, caveats)")
+    p.add_argument("--train-log", help="train_log.jsonl to plot as train_curve.png beside the card")
     p.add_argument("--out", help="default: CHECKPOINT/MODEL_CARD.md")
     args = p.parse_args(argv)
     ckpt = Path(args.checkpoint)
@@ -130,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     notes = Path(args.notes).read_text() if args.notes else ""
     card = write_card(ckpt, report, bench, notes)
     out = Path(args.out) if args.out else ckpt / "MODEL_CARD.md"
+    if args.train_log:
+        plot_training_curve(Path(args.train_log), out.parent / "train_curve.png")
+        card += "\n## Training curve\n\n![training curve](train_curve.png)\n"
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(card)
     tmp.replace(out)

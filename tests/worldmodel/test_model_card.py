@@ -22,8 +22,11 @@ def test_card_reports_figures_and_target_verdicts(tmp_path, tiny_cfg):
                                        "overhead": 1.0}}]}
     (tmp_path / "r.json").write_text(json.dumps(report))
     (tmp_path / "b.json").write_text(json.dumps(bench))
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i, "copy_mse": 0.5})
+                                                 for i in range(1, 5)))
     card_main(["--checkpoint", str(ckpt), "--eval", str(tmp_path / "r.json"),
-               "--bench", str(tmp_path / "b.json")])
+               "--bench", str(tmp_path / "b.json"), "--train-log", str(tmp_path / "log.jsonl")])
+    assert (ckpt / "train_curve.png").stat().st_size > 1000
     card = (ckpt / "MODEL_CARD.md").read_text()
     assert "| 1 | all | 10 | 31.00 | 30.00 | +1.00 |" in card
     assert "all steps >= 30 dB: 31.00 dB (met)" in card
