@@ -91,10 +91,10 @@ def peak_rss_mb() -> float:
 
 
 def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: int,
-                device: torch.device, seed: int = 0) -> dict[str, Any]:
+                device: torch.device, seed: int = 0, bf16: bool | None = None) -> dict[str, Any]:
     """Time `frames` one-frame steps of `batch` worlds after `warmup` untimed ones."""
     rng = np.random.default_rng(seed)
-    ro = Rollout(model, cfg, seed=seed)
+    ro = Rollout(model, cfg, seed=seed, bf16=bf16)
     size = cfg.model.frame_size
     context = rng.integers(0, 256, (batch, ro.context, size, size, 3), dtype=np.uint8)
     n_actions = getattr(ro.space, "n", None)
@@ -148,13 +148,14 @@ def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: in
 
 
 def bench(checkpoint: str | Path, frames: int = 200, batches: list[int] | None = None,
-          warmup: int = 10, device: str | None = None, threads: int = 0) -> dict[str, Any]:
+          warmup: int = 10, device: str | None = None, threads: int = 0,
+          bf16: bool | None = None) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
     model, cfg = load_checkpoint(checkpoint, dev)
     batches = batches or [1, 8, 32]
-    results = [bench_batch(model, cfg, b, frames, warmup, dev) for b in batches]
+    results = [bench_batch(model, cfg, b, frames, warmup, dev, bf16=bf16) for b in batches]
     ref = next((r for r in results if r["batch"] == 1), results[0])
     for r in results:
         r["imagined_fps_vs_batch1"] = r["imagined_fps_median"] / ref["imagined_fps_median"]
@@ -166,6 +167,7 @@ def bench(checkpoint: str | Path, frames: int = 200, batches: list[int] | None =
                         else platform.processor() or platform.machine()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "precision": "bf16" if (dev.type == "cuda" if bf16 is None else bf16) else "fp32",
         "params": sum(p.numel() for p in model.parameters()),
         "context_frames": Rollout(model, cfg).context,
         "denoiser_passes_per_frame": dc.sample_steps * (2 if dc.guidance != 1.0 else 1),
@@ -180,7 +182,8 @@ def bench(checkpoint: str | Path, frames: int = 200, batches: list[int] | None =
 
 
 def format_table(report: dict[str, Any]) -> str:
-    lines = [f"{report['device']} ({report['device_name']}), {report['threads']} threads, "
+    lines = [f"{report['device']} ({report['device_name']}), {report.get('precision', '')}, "
+             f"{report['threads']} threads, "
              f"{report['params'] / 1e6:.2f}M params, {report['denoiser_passes_per_frame']} "
              f"denoiser passes/frame, {report['frames']} steps after {report['warmup']} warmup",
              f"{'batch':>5} {'ms/step':>8} {'fps/world':>9} {'imagined fps':>12} "
@@ -206,11 +209,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (worlds)")
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (CUDA: always)")
     p.add_argument("--out", help="write the JSON report here")
     args = p.parse_args(argv)
     if args.frames < 1 or min(args.batch) < 1:
         p.error("--frames and --batch must be positive")
-    report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads)
+    report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,
+                   bf16=True if args.bf16 else None)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

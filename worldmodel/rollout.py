@@ -22,10 +22,12 @@ from worldmodel.diffusion import add_noise, denoise_chunk
 from worldmodel.dynamics import Denoiser, KVCache
 
 
-def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; plain fp32 elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast_for(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked (None = on CUDA only: CPU defaults to fp32 for fidelity)."""
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -33,7 +35,7 @@ class Rollout:
     """Inference state for B worlds; see module docstring. Frames are float (b, n, 3, h, w)."""
 
     def __init__(self, model: Denoiser, cfg: Config, context: int | None = None,
-                 seed: int = 0, bf16: bool = True):
+                 seed: int = 0, bf16: bool | None = None):
         self.model = model
         self.cfg = cfg
         self.dcfg = cfg.diffusion

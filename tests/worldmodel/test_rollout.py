@@ -197,3 +197,15 @@ def test_uncached_reference_detects_a_cache_that_forgets(tiny_cfg, perturbed_mod
     with torch.no_grad():
         ref_short = uncached_reference(model, tiny_cfg, frames, actions, plan, drawn, ro.context - 1)
     assert (got - ref_short).abs().max() > 1e-3
+
+
+def test_bf16_on_cpu_is_opt_in_and_close_to_fp32(tiny_cfg, perturbed_model):
+    model = perturbed_model(tiny_cfg)
+    frames, actions = context_and_actions(tiny_cfg)
+    outs = {}
+    for bf16 in (None, True):
+        ro = Rollout(model, tiny_cfg, seed=0, bf16=bf16)
+        ro.reset(frames, actions)
+        outs[bf16] = ro.step(torch.tensor([1, 2]))
+    diff = (outs[None] - outs[True]).abs().max().item()
+    assert 0 < diff < 0.1  # bf16 really ran (not bit-identical), and stays close
