@@ -411,4 +411,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from memory.lora import MemoryFileError
+    from worldmodel.cli import run_cli
+
+    run_cli(main, (MemoryFileError,))

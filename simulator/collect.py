@@ -110,4 +110,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from worldmodel.cli import run_cli
+
+    run_cli(main)

@@ -40,3 +40,19 @@ def test_worldmodel_and_memory_never_import_pygame():
     assert int(count) >= 10 and "worldmodel.train" in names and "worldmodel.rollout" in names
     assert out[1] == "CLEAN", "pygame was imported by one of: " + " ".join(names)
     assert out[-1] == "PYGAME"
+
+
+def test_entry_points_report_bad_input_without_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "worldmodel.train", "--config", "configs/tiny.yaml",
+                        "model.wings=3"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "error: unknown key(s) config.model.wings" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "worldmodel.bench", "--checkpoint", "no/such/dir"],
+                       cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

@@ -471,4 +471,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from worldmodel.cli import run_cli
+
+    run_cli(main)

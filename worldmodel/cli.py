@@ -1,0 +1,26 @@
+"""Entry points report bad input as one clear line, not a traceback (bugs still get one)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from worldmodel.actions import ActionError
+from worldmodel.checkpoint import CheckpointError
+from worldmodel.config import ConfigError
+from worldmodel.data.episode import EpisodeError
+
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, EpisodeError, ActionError,
+                                            FileNotFoundError)
+
+
+def run_cli(main: Callable[[], object], extra: tuple[type[Exception], ...] = ()) -> None:
+    """Run a command's `main`; bad input (a config key, a checkpoint, an episode, an action)
+    prints `error: ...` and exits with status 2."""
+    try:
+        main()
+    except USER_ERRORS + extra as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
