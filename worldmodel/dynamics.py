@@ -99,13 +99,6 @@ class KVCache:
     def layer(self, name: str) -> LayerCache:
         return self.layers.setdefault(name, LayerCache())
 
-    def select(self, index: Tensor, batch: int) -> None:
-        """Keep only the worlds `index` of a batch of `batch` (for batched sessions)."""
-        for lc in self.layers.values():
-            if lc.k is not None:
-                lc.k = lc.k.unflatten(0, (batch, -1))[index].flatten(0, 1)
-                lc.v = lc.v.unflatten(0, (batch, -1))[index].flatten(0, 1)
-
 
 def attention_mask(q_pos: Tensor, chunk_start: Tensor, k_pos: Tensor, n_cached: int,
                    window: int) -> Tensor:

@@ -221,3 +221,30 @@ def test_guidance_changes_the_sample_only_when_on(tiny_cfg, perturbed_model):
     with torch.no_grad():
         assert torch.equal(sample(1.0), sample(1.0))
         assert not torch.allclose(sample(1.0), sample(3.0))
+
+
+def test_own_predictions_of_a_fresh_model_are_its_anchors(tiny_cfg):
+    """A fresh network's residual is zero, so its one-step prediction of frame i is frame i-1:
+    self-forcing hands the loss that shifted context (frame 0 stays real)."""
+    from worldmodel.diffusion import own_predictions
+
+    cfg = tiny_cfg.diffusion
+    x0 = torch.rand(2, 4, 3, 16, 16) * 2 - 1
+    act = torch.zeros(2, 4, 17)
+    drop = torch.zeros(2, 4, dtype=torch.bool)
+    out = own_predictions(Denoiser(tiny_cfg.model), x0, act, drop, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 0], x0[:, 0])
+    assert torch.allclose(out[:, 1:], x0[:, :-1])
+
+
+def test_corrupt_context_perturbs_about_half_the_frames_within_range():
+    from worldmodel.config import DiffusionConfig
+    from worldmodel.diffusion import corrupt_context
+
+    x0 = torch.zeros(8, 16, 3, 8, 8)
+    cfg = DiffusionConfig()
+    assert corrupt_context(x0, cfg, None) is x0  # off by default
+    cfg = dataclasses.replace(cfg, anchor_noise_max=0.1, anchor_color_shift=0.04)
+    out = corrupt_context(x0, cfg, torch.Generator().manual_seed(0))
+    changed = (out != 0).flatten(2).any(-1).float().mean().item()
+    assert 0.3 < changed < 0.7 and out.abs().max() <= 1

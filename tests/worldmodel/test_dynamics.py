@@ -106,19 +106,6 @@ def test_cached_forward_matches_one_long_forward(tiny_cfg, perturbed_model):
     torch.testing.assert_close(part, full[:, 4:], atol=1e-5, rtol=1e-5)
 
 
-def test_cache_select_keeps_the_chosen_worlds(tiny_cfg, perturbed_model):
-    model = perturbed_model(tiny_cfg)
-    inp = inputs(tiny_cfg, b=3, n=3)
-    cache = KVCache(max_len=4)
-    with torch.no_grad():
-        model(**inp, cache=cache, commit=True)
-        nxt = inputs(tiny_cfg, b=3, n=1, seed=5)
-        out_all = model(**nxt, cache=cache)
-        cache.select(torch.tensor([2, 0]), batch=3)
-        out_sel = model(**{k: v[[2, 0]] for k, v in nxt.items()}, cache=cache)
-    torch.testing.assert_close(out_sel, out_all[[2, 0]], atol=1e-6, rtol=1e-6)
-
-
 def test_attention_mask_sees_cache_before_chunk_and_chunk_causally():
     # two cached frames (positions 0, 1), then a chunk of three frames at 2..4 that opens at 2
     q = torch.tensor([2, 3, 4])
