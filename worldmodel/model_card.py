@@ -63,7 +63,7 @@ def target_lines(report: dict, bench: dict | None) -> list[str]:
     long = report.get("long")
     if long:
         out.append(f"- {long['frames']}-frame rollout ({long['worlds']} worlds): verdict "
-                   f"\"{long['verdict']}\" (see long_strip.png, drift.png)")
+                   f"\"{long['verdict']}\" (long_strip.png, drift.png beside the evaluation report)")
     return out
 
 
