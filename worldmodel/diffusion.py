@@ -69,14 +69,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     ctx_x0 = corrupt_context(ctx_x0, cfg, gen)
 
     # Context stream: every frame lightly noised, written to a cache (with gradients).
-    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
-    ctx = add_noise(ctx_x0, t_ctx)
-    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
-    has_prev[:, 0] = False
-    ctx_prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
-    t_ctx_prev = torch.cat([torch.ones_like(t_ctx[:, :1]), t_ctx[:, :-1]], 1)
-    cache = KVCache(max_len=n)
-    model(ctx, ctx_prev, t_ctx, t_ctx_prev, has_prev, act, drop, cache=cache, commit=True)
+    cache, ctx_prev, t_ctx_prev, has_prev = encode_context(model, ctx_x0, act, drop, cfg, gen)
 
     # Target stream: positions 1..n-1, grouped into chunks (one frame each, or several).
     mode = rng.random()
@@ -106,6 +99,24 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     return loss, {"loss": loss.detach(), "copy_mse": copy_err}
 
 
+def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,
+                   gen: torch.Generator | None) -> tuple[KVCache, Tensor, Tensor, Tensor]:
+    """Write a window's frames, lightly noised (t ~ U(0, train_context_noise_max)), into a fresh
+    KV cache as context. Returns the cache and each frame's previous context frame, its level
+    and whether it exists (what a target at that position stacks when it opens a chunk)."""
+    b, n = x0.shape[:2]
+    dev = x0.device
+    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
+    ctx = add_noise(x0, t_ctx)
+    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
+    has_prev[:, 0] = False
+    prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
+    t_prev = torch.cat([torch.ones_like(t_ctx[:, :1]), t_ctx[:, :-1]], 1)
+    cache = KVCache(max_len=n)
+    model(ctx, prev, t_ctx, t_prev, has_prev, act, drop, cache=cache, commit=True)
+    return cache, prev, t_prev, has_prev
+
+
 def corrupt_context(x0: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
     """Errors of the kind a rollout accumulates (speckle, colour drift), on half the frames."""
     if cfg.anchor_noise_max <= 0 and cfg.anchor_color_shift <= 0:
@@ -126,14 +137,7 @@ def own_predictions(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg:
     at levels the few-step sampler visits: context as it will look in the model's own rollouts."""
     b, n = x0.shape[:2]
     dev = x0.device
-    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
-    ctx = add_noise(x0, t_ctx)
-    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
-    has_prev[:, 0] = False
-    prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
-    t_prev = torch.cat([torch.ones_like(t_ctx[:, :1]), t_ctx[:, :-1]], 1)
-    cache = KVCache(max_len=n)
-    model(ctx, prev, t_ctx, t_prev, has_prev, act, drop, cache=cache, commit=True)
+    cache, prev, t_prev, has_prev = encode_context(model, x0, act, drop, cfg, gen)
     t = 0.3 + 0.7 * torch.rand(b, n, generator=gen, device=dev)
     xt = add_noise(x0, t)
     cache.pos = 1
