@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from simulator.keymap import REPLAY_CONTROLS, control_lookup, help_lines
-from simulator.window import GREY, RED, WHITE, YELLOW, KeyEvent, Line, Pacer, Window
+from simulator.window import GREY, RED, WHITE, YELLOW, KeyEvent, Line, Window, run_paced
 from worldmodel.actions import get_action_space
 from worldmodel.data.episode import Episode
 
@@ -137,10 +137,7 @@ class ReplayApp:
         ]
 
     def run(self, max_frames: int | None = None) -> None:
-        pacer = Pacer(self.fps)
         try:
-            while self.running and (max_frames is None or self.frames < max_frames):
-                self.tick()
-                pacer.wait()
+            run_paced(self.tick, lambda: self.running, self.fps, max_frames, lambda: self.frames)
         finally:
             self.window.close()

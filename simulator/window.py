@@ -173,6 +173,14 @@ class Pacer:
             time.sleep(self.next - now)
 
 
+def run_paced(tick, running, fps: float, max_frames: int | None, frames) -> None:
+    """Call `tick()` at `fps` while `running()` and fewer than `max_frames` ticks (`frames()`)."""
+    pacer = Pacer(fps)
+    while running() and (max_frames is None or frames() < max_frames):
+        tick()
+        pacer.wait()
+
+
 class FrameStats:
     """Per-frame timings: measured fps (over the last second or so) and the window's own cost."""
 
@@ -384,11 +392,8 @@ class PlayApp:
 
     def run(self, max_frames: int | None = None) -> None:
         """Tick at the target fps until the window is closed (or `max_frames`), then close."""
-        pacer = Pacer(self.fps)
         try:
-            while self.running and (max_frames is None or self.frames < max_frames):
-                self.tick()
-                pacer.wait()
+            run_paced(self.tick, lambda: self.running, self.fps, max_frames, lambda: self.frames)
         finally:
             self.close()
 
