@@ -57,6 +57,13 @@ def perturb_(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torc
     return model
 
 
+def tiny_perturbed(size: int) -> tuple[Denoiser, Config]:
+    """configs/tiny.yaml at `size` px with perturbed weights: imagined frames change every step."""
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={size}"])
+    torch.manual_seed(0)
+    return perturb_(Denoiser(cfg.model)), cfg
+
+
 @pytest.fixture
 def perturbed_model() -> Callable[..., Denoiser]:
     """`perturbed_model(cfg, seed=0)`: a Denoiser with seeded init plus seeded weight noise."""

@@ -21,9 +21,8 @@ from simulator.recorder import Recorder, Start, fresh_path, load_actions  # noqa
 from simulator.session import WorldSession  # noqa: E402
 from simulator.window import PlayApp, Window  # noqa: E402
 from worldmodel.actions import CRAFTER_ACTIONS, ActionError, get_action_space  # noqa: E402
-from worldmodel.config import load_config  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter, load_episode  # noqa: E402
-from worldmodel.dynamics import Denoiser  # noqa: E402
+from conftest import tiny_perturbed
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -31,13 +30,7 @@ SPACE = get_action_space("crafter")
 
 
 def tiny_session() -> WorldSession:
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={SIZE}"])
-    torch.manual_seed(0)
-    model = Denoiser(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return WorldSession(model, cfg, checkpoint="tiny")
+    return WorldSession(*tiny_perturbed(SIZE), checkpoint="tiny")
 
 
 def start_episode(path: Path) -> Path:

@@ -24,9 +24,8 @@ from simulator.replay import ReplayApp  # noqa: E402
 from simulator.window import Window  # noqa: E402
 from worldmodel.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.checkpoint import save_checkpoint  # noqa: E402
-from worldmodel.config import load_config  # noqa: E402
 from worldmodel.data.episode import EpisodeError, EpisodeWriter, load_episode  # noqa: E402
-from worldmodel.dynamics import Denoiser  # noqa: E402
+from conftest import tiny_perturbed
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -37,12 +36,7 @@ ACTIONS = ["move_left", "move_left", "do", "noop", "move_up"]
 def files(tmp_path_factory) -> dict[str, Path]:
     """A tiny checkpoint, a synthetic start episode and an actions file."""
     root = tmp_path_factory.mktemp("cli")
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={SIZE}"])
-    torch.manual_seed(0)
-    model = Denoiser(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model, cfg = tiny_perturbed(SIZE)
     save_checkpoint(root / "ckpt", model, cfg)
     frames = np.random.default_rng(0).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
     with EpisodeWriter(root / "start", {"game": "crafter", "action_space": "crafter", "seed": 0}) as w:

@@ -21,9 +21,8 @@ from simulator.recorder import Start  # noqa: E402
 from simulator.session import WorldSession  # noqa: E402
 from simulator.window import PlayApp, Window  # noqa: E402
 from worldmodel.actions import CRAFTER_ACTIONS, ActionError  # noqa: E402
-from worldmodel.config import load_config  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter  # noqa: E402
-from worldmodel.dynamics import Denoiser  # noqa: E402
+from conftest import tiny_perturbed
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -31,14 +30,8 @@ SCALE = 4
 
 
 def tiny_session(size: int = SIZE) -> WorldSession:
-    """configs/tiny.yaml with seeded weight noise, so imagined frames change from step to step."""
-    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"model.frame_size={size}"])
-    torch.manual_seed(0)
-    model = Denoiser(cfg.model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return WorldSession(model, cfg, checkpoint="tiny")
+    """configs/tiny.yaml with perturbed weights, so imagined frames change from step to step."""
+    return WorldSession(*tiny_perturbed(size), checkpoint="tiny")
 
 
 def start_episode(path: Path, seed: int = 0, steps: int = 5) -> Path:
