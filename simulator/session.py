@@ -184,11 +184,7 @@ class WorldSession:
         if isinstance(actions, (int, str, np.integer)):
             actions = [actions]
         idx = [self.space.index(a) if isinstance(a, str) else a for a in np.asarray(actions, object).ravel()]
-        arr = np.asarray(idx)
-        try:
-            arr = self.space.validate(arr)
-        except ActionError:
-            raise
+        arr = self.space.validate(np.asarray(idx))
         if arr.shape[0] != self.batch:
             raise ActionError(f"need {self.batch} actions (one per world), got {arr.shape[0]}")
         return torch.from_numpy(arr)
