@@ -129,26 +129,24 @@ class TemporalAttention(nn.Module):
         self.out = zero_(nn.Linear(channels, channels))
         self.rel_bias = nn.Parameter(torch.zeros(heads, max_frames))
 
-    def forward(self, x: Tensor, b: int, q_pos: Tensor, chunk_start: Tensor,
-                cache: LayerCache | None, cached_pos: Tensor, commit: bool, window: int) -> Tensor:
+    def forward(self, x: Tensor, b: int, dist: Tensor, allowed: Tensor, cache: LayerCache,
+                commit: bool) -> Tensor:
+        """`dist` (t, n_cached + t): query minus key frame position; `allowed` the same shape,
+        bool (see `attention_mask`); both shared by every temporal layer of one forward."""
         bt, c, h, w = x.shape
         t = bt // b
         tokens = x.view(b, t, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, t, c)
         q, k, v = self.qkv(self.norm(tokens)).chunk(3, dim=-1)
         dh = c // self.heads
         q, k, v = (z.reshape(b * h * w, t, self.heads, dh).transpose(1, 2) for z in (q, k, v))
-        n_cached = cached_pos.numel()
-        if n_cached:
+        if dist.shape[1] > t:  # cached frames come first
             k_all = torch.cat([cache.k, k], dim=2)
             v_all = torch.cat([cache.v, v], dim=2)
         else:
             k_all, v_all = k, v
         if commit:
             cache.k, cache.v = k_all, v_all
-        k_pos = torch.cat([cached_pos, q_pos])
-        dist = q_pos[:, None] - k_pos[None, :]
         bias = self.rel_bias[:, dist.clamp(0, self.max_frames - 1)]  # (heads, t, n)
-        allowed = attention_mask(q_pos, chunk_start, k_pos, n_cached, window)
         bias = bias.masked_fill(~allowed, float("-inf")).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=bias[None])
         y = y.transpose(1, 2).reshape(b * h * w, t, c)
@@ -245,6 +243,9 @@ class Denoiser(nn.Module):
         if chunk_start is None:
             chunk_start = torch.full((n,), cache.pos, device=x.device, dtype=torch.long)
         cached_pos = cache.positions.to(x.device)
+        k_pos = torch.cat([cached_pos, q_pos])
+        dist = q_pos[:, None] - k_pos[None, :]
+        allowed = attention_mask(q_pos, chunk_start, k_pos, cached_pos.numel(), cache.window)
         emb = self.embed(t, t_prev, act, act_drop)
         hp = has_prev.to(x.dtype)[..., None, None, None]
         inp = torch.cat([x, prev * hp], 2).flatten(0, 1)
@@ -257,13 +258,11 @@ class Denoiser(nn.Module):
             for j, blk in enumerate(blocks):
                 h = blk.res(h, emb)
                 if blk.temporal is not None:
-                    h = blk.temporal(h, b, q_pos, chunk_start, cache.layer(f"down{i}.{j}"),
-                                     cached_pos, commit, cache.window)
+                    h = blk.temporal(h, b, dist, allowed, cache.layer(f"down{i}.{j}"), commit)
                 skips.append(h)
             h = down(h)
         h = self.mid.res(h, emb)
-        h = self.mid.temporal(h, b, q_pos, chunk_start, cache.layer("mid"), cached_pos, commit,
-                              cache.window)
+        h = self.mid.temporal(h, b, dist, allowed, cache.layer("mid"), commit)
         if commit:
             cache.positions = torch.cat([cached_pos, q_pos])
             cache.pos += n
