@@ -48,11 +48,6 @@ def _head(head: HeadArg) -> RewardHead | None:
     return load_reward_head(head)
 
 
-def _reseed_noise(session: WorldSession, seed: int) -> None:
-    # An episode must be reproducible from its seed: restart every world's noise stream.
-    session.rollout_state.reseed([int(seed) + i for i in range(session.batch)])
-
-
 def game_context(session: WorldSession) -> ContextFn:
     """Context from the real game: what `WorldSession.reset(seed=...)` plays, for one world."""
     return lambda seed: real_context(session.game, seed, session.context_len, size=session.frame_size)
@@ -103,14 +98,14 @@ class WorldModelEnv(gym.Env):
         if unknown:
             raise ValueError(f"unknown reset option(s) {sorted(unknown)}; known: context, actions")
         game_seed = int(seed) if seed is not None else int(self.np_random.integers(2**31 - 1))
-        _reseed_noise(self.session, int(self.np_random.integers(2**62)))
+        noise_seed = int(self.np_random.integers(2**62))  # a seeded episode is reproducible
         if "context" in options:
             context, acts = np.asarray(options["context"], np.uint8), options.get("actions")
         else:
             context, acts = self.context_fn(game_seed)
         context = np.asarray(context, np.uint8)[None]
         acts = None if acts is None else np.asarray(acts, np.int64)[None]
-        frame = self.session.reset(context=context, actions=acts)
+        frame = self.session.reset(context=context, actions=acts, noise_seed=noise_seed)
         self._frame = np.array(frame, np.uint8)
         self._t = 0
         return self._frame.copy(), {"game_seed": game_seed}
@@ -194,10 +189,10 @@ class WorldModelVectorEnv(VectorEnv):
                 game_seeds = [int(s) for s in self.np_random.integers(2**31 - 1, size=self.num_envs)]
             else:
                 game_seeds = [int(seed) + i for i in range(self.num_envs)]
-        _reseed_noise(self.session, int(self.np_random.integers(2**62)))
+        noise_seed = int(self.np_random.integers(2**62))
         for i, s in enumerate(game_seeds):
             self._hist[i], self._hist_act[i] = self._context(s)
-        self.session.reset(context=self._hist, actions=self._hist_act)
+        self.session.reset(context=self._hist, actions=self._hist_act, noise_seed=noise_seed)
         self._t[:] = 0
         self._ready = True
         return self._hist[:, -1].copy(), {"game_seed": np.asarray(game_seeds)}
