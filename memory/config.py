@@ -1,8 +1,9 @@
 """`MemoryConfig`: the temporal LoRA and its fast learner, as a typed dataclass.
 
-It lives in the `memory:` section of a YAML config (or takes its defaults). `worldmodel.config`
-rejects unknown sections, so `load_configs` splits a file into the world model's `Config` and the
-`MemoryConfig`; `memory.key=value` overrides work like the world model's.
+It lives in the `memory:` section of a YAML config (or takes its defaults), beside the world
+model's sections: `worldmodel.config.load_config` validates it and leaves it here, `load_configs`
+splits a file into the world model's `Config` and the `MemoryConfig`; `memory.key=value`
+overrides work like the world model's.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldmodel.config import Config, ConfigError, apply_overrides, from_dict, read_yaml
+from worldmodel.config import (Config, ConfigError, apply_overrides, from_dict, read_yaml,
+                               split_sections)
 
 LOSS_FORMS = ("trajectory", "next_frame")
 LEVEL_MODES = ("sampler", "train")
@@ -66,17 +68,16 @@ class MemoryConfig:
 
 
 def memory_config_from_dict(data: dict[str, Any] | None) -> MemoryConfig:
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"memory must be a mapping, got {data!r}")
     return from_dict(MemoryConfig, data or {}, "memory")
 
 
 def load_configs(path: str | Path | None = None,
                  overrides: list[str] | None = None) -> tuple[Config, MemoryConfig]:
     """A YAML file (and `a.b=value` overrides) -> (world model Config, MemoryConfig)."""
-    data = apply_overrides(read_yaml(path), overrides or [])
-    mem = data.pop("memory", None)
-    if mem is not None and not isinstance(mem, dict):
-        raise ConfigError(f"memory must be a mapping, got {mem!r}")
-    return from_dict(Config, data), memory_config_from_dict(mem)
+    own, other = split_sections(apply_overrides(read_yaml(path), overrides or []))
+    return from_dict(Config, own), other.get("memory") or MemoryConfig()
 
 
 def load_memory_config(path: str | Path | None = None,

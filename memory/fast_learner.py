@@ -29,8 +29,8 @@ from memory.config import MemoryConfig
 from memory.lora import add_lora, lora_tensors, reset_lora
 from worldmodel.actions import ActionSpace, get_action_space
 from worldmodel.config import DiffusionConfig
-from worldmodel.diffusion import add_noise, sample_levels, sample_schedule
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.diffusion import add_noise, encode_context, sample_levels, sample_schedule
+from worldmodel.dynamics import Denoiser
 
 
 def draw_levels(shape: tuple[int, ...], dcfg: DiffusionConfig, mode: str,
@@ -52,17 +52,12 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
         act_drop = torch.ones_like(act_drop)
     n_ctx = 1 if trajectory else n
     dev = frames.device
-    # Context: lightly noised as at inference, written to a cache (no gradient is needed
-    # through it for frame 0, but the next_frame form's targets read it all).
+    # Context: noised at inference's level, written to a cache the targets attend to (the
+    # same stream the world model trains on).
     t_ctx = torch.full((b, n_ctx), dcfg.context_noise, device=dev)
     ctx_eps = torch.randn(frames[:, :n_ctx].shape, generator=gen).to(dev)
-    ctx = add_noise(frames[:, :n_ctx], t_ctx, ctx_eps)
-    has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
-    has_prev[:, 0] = False
-    ctx_prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
-    cache = KVCache(max_len=n)
-    model(ctx, ctx_prev, t_ctx, t_ctx, has_prev[:, :n_ctx], act[:, :n_ctx], act_drop[:, :n_ctx],
-          cache=cache, commit=True)
+    cache, ctx_prev, t_ctx_prev, _ = encode_context(model, frames[:, :n_ctx], act[:, :n_ctx],
+                                                    act_drop[:, :n_ctx], dcfg, gen, t_ctx, ctx_eps)
     x0 = frames[:, 1:]
     eps = torch.randn(x0.shape, generator=gen).to(dev)
     if trajectory:
@@ -70,17 +65,18 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
         # chunk schedule, with the whole trajectory as the chunk).
         t = draw_levels((b, 1), dcfg, mcfg.levels, gen).to(dev).expand(b, n - 1)
         xt = add_noise(x0, t, eps)
-        prev = torch.cat([ctx[:, -1:], xt[:, :-1]], 1)
-        t_prev = torch.cat([t_ctx[:, -1:], t[:, :-1]], 1)
+        prev = torch.cat([add_noise(frames[:, :1], t_ctx, ctx_eps), xt[:, :-1]], 1)
+        t_prev = torch.cat([t_ctx, t[:, :-1]], 1)
         anchor = frames[:, :1]
         chunk_start = None  # all targets attend to the cached frame 0 and causally to each other
     else:
         t = draw_levels((b, n - 1), dcfg, mcfg.levels, gen).to(dev)
         xt = add_noise(x0, t, eps)
-        prev, t_prev, anchor = ctx[:, :-1], t_ctx[:, :-1], frames[:, :-1]
+        prev, t_prev, anchor = ctx_prev[:, 1:], t_ctx_prev[:, 1:], frames[:, :-1]
         chunk_start = torch.arange(1, n, device=dev)  # each frame is its own chunk after the clean ones
         cache.pos = 1
-    pred = model(xt, prev, t, t_prev, has_prev[:, 1:], act[:, 1:], act_drop[:, 1:], cache=cache,
+    has_prev = torch.ones(b, n - 1, dtype=torch.bool, device=dev)
+    pred = model(xt, prev, t, t_prev, has_prev, act[:, 1:], act_drop[:, 1:], cache=cache,
                  chunk_start=chunk_start, anchor=anchor)
     return (pred.float() - x0.float()).pow(2).mean()
 

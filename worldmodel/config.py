@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ class ModelConfig:
     max_frames: int = 16  # longest window (context + targets) the temporal attention sees
     action_space: str = "crafter"
     emb_dim: int = 128
+    shift_kernel: int = 0  # odd size of the learned per-frame shift kernel applied to the anchor
+    # (0 = off): the network moves what is on screen with one predicted kernel and paints the rest
 
 
 @dataclass
@@ -152,8 +155,27 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
+# Sections of a shared YAML file that other packages read: name -> "module:function" that
+# validates the section (so a typo there is still an error here).
+OTHER_SECTIONS = {"memory": "memory.config:memory_config_from_dict"}
+
+
+def split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A config mapping -> (the world model's sections, the validated sections of OTHER_SECTIONS)."""
+    own = dict(data)
+    other = {}
+    for name, ref in OTHER_SECTIONS.items():
+        if name in own:
+            module, func = ref.split(":")
+            other[name] = getattr(importlib.import_module(module), func)(own.pop(name))
+    return own, other
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    return from_dict(Config, apply_overrides(read_yaml(path), overrides or []))
+    """The world model's config from a YAML file and `a.b=value` overrides; sections other
+    packages own (`memory:`) are checked and left to them."""
+    own, _ = split_sections(apply_overrides(read_yaml(path), overrides or []))
+    return from_dict(Config, own)
 
 
 def config_from_json(text: str) -> Config:

@@ -100,14 +100,18 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
 
 
 def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,
-                   gen: torch.Generator | None) -> tuple[KVCache, Tensor, Tensor, Tensor]:
-    """Write a window's frames, lightly noised (t ~ U(0, train_context_noise_max)), into a fresh
-    KV cache as context. Returns the cache and each frame's previous context frame, its level
-    and whether it exists (what a target at that position stacks when it opens a chunk)."""
+                   gen: torch.Generator | None, t_ctx: Tensor | None = None,
+                   eps: Tensor | None = None) -> tuple[KVCache, Tensor, Tensor, Tensor]:
+    """Write a window's frames, lightly noised, into a fresh KV cache as context: at levels
+    `t_ctx` (b, n) with noise `eps` when given (the fast learner uses inference's level), else
+    t ~ U(0, train_context_noise_max). Returns the cache and each frame's previous context frame,
+    its level and whether it exists (what a target at that position stacks when it opens a
+    chunk); the first frame has none, which the network sees as pure noise (level 1)."""
     b, n = x0.shape[:2]
     dev = x0.device
-    t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
-    ctx = add_noise(x0, t_ctx)
+    if t_ctx is None:
+        t_ctx = torch.rand(b, n, generator=gen, device=dev) * cfg.train_context_noise_max
+    ctx = add_noise(x0, t_ctx, eps)
     has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
     has_prev[:, 0] = False
     prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)

@@ -23,8 +23,8 @@ from torch import nn
 from tqdm import tqdm
 
 from worldmodel.actions import get_action_space
-from worldmodel.checkpoint import (TRAIN_STATE, load_checkpoint, load_train_state, save_checkpoint,
-                                   save_train_state)
+from worldmodel.checkpoint import (TRAIN_STATE, CheckpointError, check_state_dict, load_checkpoint,
+                                   load_train_state, save_checkpoint, save_train_state)
 from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
 from worldmodel.data.dataset import WindowDataset, to_float
 from worldmodel.diffusion import TrainBatch, training_loss
@@ -65,6 +65,22 @@ class EMA:
         model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
 
 
+def init_from(model: Denoiser, path: str, device: torch.device, verbose: bool = True) -> list[str]:
+    """Load a checkpoint's weights into `model`. Modules the config adds and the checkpoint lacks
+    (e.g. `model.shift_kernel` turned on) keep their fresh initialisation; anything else that
+    differs is an error naming it. Returns the names left fresh."""
+    src = load_checkpoint(path, device)[0].state_dict()
+    own = model.state_dict()
+    fresh = sorted(set(own) - set(src))
+    check_state_dict(src, {k: v for k, v in own.items() if k in src}, f"--init {path}",
+                     "the training config", CheckpointError)
+    model.load_state_dict({**own, **src})
+    if fresh and verbose:
+        print(f"--init {path}: {len(fresh)} tensors the checkpoint lacks start fresh: "
+              f"{', '.join(fresh)}", flush=True)
+    return fresh
+
+
 def lr_at(step: int, cfg: Config) -> float:
     warm = cfg.train.warmup_steps
     return cfg.train.lr * min(1.0, (step + 1) / max(1, warm))
@@ -94,8 +110,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
 
     model = Denoiser(cfg.model).to(device)
     if init:
-        init_model, _ = load_checkpoint(init, device)
-        model.load_state_dict(init_model.state_dict())
+        init_from(model, init, device, verbose=rank == 0 and not quiet)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)

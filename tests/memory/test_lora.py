@@ -14,7 +14,7 @@ from memory.config import MemoryConfig, load_configs, load_memory_config
 from memory.lora import (CONFIG_NAME, WEIGHTS_NAME, MemoryFileError, add_lora, base_tensors,
                          load_lora, lora_tensors, reset_lora, save_lora)
 from memory_fixtures import randomize_lora_, rollout_frames
-from worldmodel.config import ConfigError
+from worldmodel.config import ConfigError, load_config
 
 
 def test_fresh_lora_is_an_exact_no_op(tiny_cfg, perturbed_model):
@@ -81,3 +81,10 @@ def test_memory_config_from_yaml_section_and_overrides(tmp_path):
         load_configs(path, ["memory.nope=1"])
     with pytest.raises(ConfigError, match="loss"):
         MemoryConfig(loss="sideways")
+    # The world model's own loader takes the same file (its training ignores the memory
+    # section) but still rejects a wrong key or shape there.
+    assert load_config(path) == cfg
+    with pytest.raises(ConfigError, match="memory.nope"):
+        load_config(path, ["memory.nope=1"])
+    with pytest.raises(ConfigError, match="memory must be a mapping"):
+        load_config(path, ["memory=3"])

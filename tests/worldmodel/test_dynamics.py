@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import smooth_frames
-from worldmodel.dynamics import Denoiser, KVCache, attention_mask
+from worldmodel.dynamics import Denoiser, KVCache, ShiftHead, attention_mask, shift_image
+
+SHIFT = pytest.mark.parametrize("shift", [0, 5], ids=["anchor", "shifted_anchor"])
 
 
 def inputs(cfg, b: int = 2, n: int = 4, seed: int = 0):
@@ -23,7 +26,9 @@ def inputs(cfg, b: int = 2, n: int = 4, seed: int = 0):
     return dict(x=x, prev=prev, t=t, t_prev=t_prev, has_prev=has_prev, act=act, act_drop=drop)
 
 
-def test_output_is_frames_shaped(tiny_cfg, perturbed_model):
+@SHIFT
+def test_output_is_frames_shaped(tiny_config, perturbed_model, shift):
+    tiny_cfg = tiny_config(f"model.shift_kernel={shift}")
     model = perturbed_model(tiny_cfg)
     inp = inputs(tiny_cfg, b=2, n=5)
     with torch.no_grad():
@@ -58,7 +63,9 @@ def test_perturbed_model_is_not_a_copy(tiny_cfg, perturbed_model):
             assert not torch.allclose(model(**changed), out), key
 
 
-def test_frames_do_not_see_the_future(tiny_cfg, perturbed_model):
+@SHIFT
+def test_frames_do_not_see_the_future(tiny_config, perturbed_model, shift):
+    tiny_cfg = tiny_config(f"model.shift_kernel={shift}")
     model = perturbed_model(tiny_cfg)
     inp = inputs(tiny_cfg, n=5)
     with torch.no_grad():
@@ -91,9 +98,11 @@ def test_commit_fills_the_cache_and_slides_it(tiny_cfg, perturbed_model):
     assert cache.pos == 0 and not cache.layers and cache.positions.numel() == 0
 
 
-def test_cached_forward_matches_one_long_forward(tiny_cfg, perturbed_model):
+@SHIFT
+def test_cached_forward_matches_one_long_forward(tiny_config, perturbed_model, shift):
     """Committing frames 0..3 and then predicting frames 4..5 equals predicting them in one
     causal call over all six (where frames 0..3 are inputs at the same levels)."""
+    tiny_cfg = tiny_config(f"model.shift_kernel={shift}")
     model = perturbed_model(tiny_cfg)
     inp = inputs(tiny_cfg, n=6)
     head = {k: v[:, :4] for k, v in inp.items()}
@@ -104,6 +113,43 @@ def test_cached_forward_matches_one_long_forward(tiny_cfg, perturbed_model):
         model(**head, cache=cache, commit=True)
         part = model(**tail, cache=cache)
     torch.testing.assert_close(part, full[:, 4:], atol=1e-5, rtol=1e-5)
+
+
+def test_shift_image_moves_by_whole_pixels_with_edges_replicated():
+    x = smooth_frames((3, 3, 8, 8), seed=4)
+    k = torch.zeros(3, 5, 5)
+    k[0, 2, 2] = 1  # centre: identity
+    k[1, 2, 4] = 1  # two columns right of centre: the image moves two pixels left
+    k[2, 1, 2] = 0.5  # half a pixel row up, half the identity
+    k[2, 2, 2] = 0.5
+    y = shift_image(x, k)
+    assert torch.equal(y[0], x[0])
+    assert torch.equal(y[1][..., :-2], x[1][..., 2:])
+    assert torch.equal(y[1][..., -2:], x[1][..., -1:].expand(-1, -1, 2))
+    torch.testing.assert_close(y[2][:, 1:], 0.5 * (x[2][:, 1:] + x[2][:, :-1]))
+
+
+def test_shift_head_learns_a_translation_from_its_near_identity_start():
+    """From the fresh start (uniform kernel, mask ~0.02) gradient descent finds the move: the
+    kernel peaks at the offset that maps anchor onto target, and the mask opens."""
+    torch.manual_seed(0)
+    head = ShiftHead(c_bottleneck=8, c_top=4, kernel=7, patch=1)
+    anchor = smooth_frames((4, 3, 16, 16), seed=1)
+    target = shift_image(anchor, torch.nn.functional.one_hot(torch.tensor(7 * 3 + 5), 49)
+                         .float().view(1, 7, 7).expand(4, -1, -1))  # two pixels: x + 2
+    h = torch.randn(4, 8, 2, 2)
+    top = torch.randn(4, 4, 16, 16)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-2)
+    first = None
+    for _ in range(60):
+        loss = (head(anchor, head.kernels(h), top) - target).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    k = head.kernels(h)
+    assert (k.flatten(1).argmax(1) == 7 * 3 + 5).all()
+    assert loss.item() < 0.5 * first
 
 
 def test_attention_mask_sees_cache_before_chunk_and_chunk_causally():

@@ -8,13 +8,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import CRAFTER_SIZE, ROOT, TINY_YAML, perturb_
-from worldmodel.checkpoint import (METRICS, TRAIN_META, TRAIN_STATE, WEIGHTS, load_checkpoint,
-                                   load_train_state, save_checkpoint)
+from worldmodel.checkpoint import (METRICS, TRAIN_META, TRAIN_STATE, WEIGHTS, CheckpointError,
+                                   load_checkpoint, load_train_state, save_checkpoint)
 from worldmodel.dynamics import Denoiser
-from worldmodel.train import EMA, lr_at, train
+from worldmodel.train import EMA, init_from, lr_at, train
 
 CPU = torch.device("cpu")
 
@@ -45,6 +46,25 @@ def test_training_lowers_the_loss(tiny_config, crafter_episodes, tmp_path):
     model, _ = load_checkpoint(tmp_path / "run")
     assert json.loads((tmp_path / "run" / METRICS).read_text()) == {"train_step": 40}
     assert isinstance(model, Denoiser)
+
+
+def test_init_from_a_checkpoint_without_the_shift_head_keeps_the_rest(tiny_config, tmp_path):
+    """Turning `model.shift_kernel` on for a trained model: its weights load, the new head
+    starts fresh (and is named); a checkpoint of another shape is an error naming the tensor."""
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    old = perturb_(Denoiser(cfg.model), 0, 0.05)
+    path = save_checkpoint(tmp_path / "old", old, cfg)
+    new = Denoiser(tiny_config("model.shift_kernel=5").model)
+    fresh = init_from(new, str(path), CPU, verbose=False)
+    assert fresh and all(name.startswith("shift.") for name in fresh)
+    for name, value in old.state_dict().items():
+        assert torch.equal(new.state_dict()[name], value), name
+    with pytest.raises(CheckpointError, match="shape"):
+        init_from(Denoiser(tiny_config("model.channels=[8,24]").model), str(path), CPU)
+    with pytest.raises(CheckpointError, match="unexpected"):  # a head the new config lacks
+        init_from(Denoiser(cfg.model), str(save_checkpoint(tmp_path / "new", new,
+                                                            tiny_config("model.shift_kernel=5"))), CPU)
 
 
 def test_training_from_scratch_stays_finite_and_near_the_copy_baseline(tiny_config,
