@@ -51,6 +51,8 @@ class DiffusionConfig:
     # model learns to remove errors carried in by its last frame instead of compounding them
     self_forcing_prob: float = 0.0  # fraction of batches whose context frames are the model's own
     # one-step predictions (no grad), so it learns to correct its errors instead of compounding them
+    self_forcing_depth: int = 1  # rounds of it: round k predicts every frame from round k-1's
+    # frames, so its errors have compounded k times, as in a k-frame rollout
 
 
 @dataclass

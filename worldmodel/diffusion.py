@@ -65,7 +65,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     drop[:, 0] = True  # the action before the window is not given
     ctx_x0 = x0
     if cfg.self_forcing_prob > 0 and rng.random() < cfg.self_forcing_prob:
-        ctx_x0 = own_predictions(model, x0, act, drop, cfg, gen)
+        ctx_x0 = self_forced_context(model, x0, act, drop, cfg, gen)
     ctx_x0 = corrupt_context(ctx_x0, cfg, gen)
 
     # Context stream: every frame lightly noised, written to a cache (with gradients).
@@ -119,6 +119,16 @@ def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: 
     cache = KVCache(max_len=n)
     model(ctx, prev, t_ctx, t_prev, has_prev, act, drop, cache=cache, commit=True)
     return cache, prev, t_prev, has_prev
+
+
+def self_forced_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor,
+                        cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
+    """`cfg.self_forcing_depth` rounds of `own_predictions`, each predicting every frame from the
+    previous round's frames: frame i then carries errors compounded over up to that many of the
+    model's own steps, as in a rollout (a copying model turns frame i into frame i - depth)."""
+    for _ in range(cfg.self_forcing_depth):
+        x0 = own_predictions(model, x0, act, drop, cfg, gen)
+    return x0
 
 
 def corrupt_context(x0: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:

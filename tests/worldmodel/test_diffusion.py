@@ -237,6 +237,21 @@ def test_own_predictions_of_a_fresh_model_are_its_anchors(tiny_cfg):
     assert torch.allclose(out[:, 1:], x0[:, :-1])
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_self_forcing_depth_compounds_the_models_own_steps(tiny_cfg, depth):
+    """With a copying (fresh) model, `depth` rounds turn context frame i into frame i - depth:
+    the lag a rollout of that model would have after `depth` of its own steps."""
+    from worldmodel.diffusion import self_forced_context
+
+    cfg = dataclasses.replace(tiny_cfg.diffusion, self_forcing_depth=depth)
+    x0 = torch.rand(2, 5, 3, 16, 16) * 2 - 1
+    out = self_forced_context(Denoiser(tiny_cfg.model), x0, torch.zeros(2, 5, 17),
+                              torch.zeros(2, 5, dtype=torch.bool), cfg,
+                              torch.Generator().manual_seed(0))
+    for i in range(5):
+        torch.testing.assert_close(out[:, i], x0[:, max(i - depth, 0)])
+
+
 def test_corrupt_context_perturbs_about_half_the_frames_within_range():
     from worldmodel.config import DiffusionConfig
     from worldmodel.diffusion import corrupt_context
