@@ -5,6 +5,9 @@ freezes every base weight. B starts at zero, so a fresh (or reset) adapter adds 
 each targeted layer: the model's outputs are bit-identical to the base model's. A memory is
 saved in peft's adapter format (`adapter_model.safetensors` + `adapter_config.json`), so peft
 tools can read it and `load_lora` can resume a world from it.
+
+`BatchedLoRA` gives each of B worlds that share one forward pass its own adapter (stacked A and B
+applied per world by forward hooks), where one world's adapter is merged into the weights.
 """
 
 from __future__ import annotations
@@ -74,11 +77,17 @@ def base_tensors(model: nn.Module) -> dict[str, Tensor]:
     return {n: p for n, p in model.state_dict(keep_vars=True).items() if not is_lora_name(n)}
 
 
-@torch.no_grad()
 def reset_lora(model: nn.Module, seed: int = 0) -> None:
     """B <- 0 (the adapter becomes an exact no-op); A <- peft's Kaiming init from a fixed seed."""
+    reset_lora_tensors(lora_tensors(model), seed)
+
+
+@torch.no_grad()
+def reset_lora_tensors(tensors: dict[str, Tensor], seed: int = 0) -> None:
+    """`reset_lora` on adapter tensors by peft name (a model's, or one world's of a
+    `BatchedLoRA`): the same names and seed give the same A, whoever holds them."""
     gen = torch.Generator().manual_seed(seed)
-    for name, p in sorted(lora_tensors(model).items()):
+    for name, p in sorted(tensors.items()):
         if ".lora_B." in name:
             p.zero_()
         else:
@@ -159,3 +168,82 @@ def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
     if getattr(result, "unexpected_keys", None):
         raise MemoryFileError(f"{path}: peft did not place {result.unexpected_keys[:3]}")
     return meta
+
+
+def lora_delta(x: Tensor, a: Tensor, b: Tensor, scale: float) -> Tensor:
+    """Per world, peft's LoRA term scale * (x @ A^T) @ B^T: x (n, L, in), a (n, r, in),
+    b (n, out, r) -> (n, L, out)."""
+    return torch.bmm(torch.bmm(x.to(a.dtype), a.transpose(1, 2)), b.transpose(1, 2)) * scale
+
+
+class BatchedLoRA:
+    """One adapter per world on a model that runs B worlds in one forward pass, where a single
+    merged adapter cannot serve (it would apply to every world).
+
+    Each peft layer of `model` (its own adapter switched off by the caller; it is left as scratch
+    for save/load) gets a forward hook that adds world i's term scale * (x_i @ A_i^T) @ B_i^T to
+    world i's rows of the output, from stacks A (B, r, in) and B (B, out, r). Rows must be
+    world-major, as the denoiser's temporal layers lay them out: their input (b*h*w, t, c) holds
+    world i in rows [i*h*w, (i+1)*h*w), so it is viewed as (b, h*w*t, c) and multiplied with
+    `torch.bmm`. Only worlds switched on are computed; the others' rows are the base layer's output
+    untouched, bit for bit, and with no world on the hooks return at once.
+
+    `world_tensors(i)` gives world i's A and B as views named like peft's tensors, so `copy_lora`,
+    `reset_lora_tensors` and the memory worker's swap write into one world in place.
+    """
+
+    def __init__(self, model: nn.Module, batch: int):
+        if batch < 1:
+            raise ValueError(f"a batched adapter needs at least one world, got {batch}")
+        self.batch = batch
+        self.stacks: dict[str, Tensor] = {}  # peft tensor name -> (B, *shape)
+        live = lora_tensors(model)
+        self._handles = []
+        for name, layer in lora_layers(model):
+            a_name, b_name = f"{name}.lora_A.{ADAPTER}.weight", f"{name}.lora_B.{ADAPTER}.weight"
+            a, b = live[a_name].detach(), live[b_name].detach()
+            self.stacks[a_name] = a.unsqueeze(0).repeat(batch, 1, 1)
+            self.stacks[b_name] = torch.zeros(batch, *b.shape, dtype=b.dtype, device=b.device)
+            hook = self._hook(self.stacks[a_name], self.stacks[b_name], layer.scaling[ADAPTER])
+            self._handles.append(layer.register_forward_hook(hook))
+        if not self.stacks:
+            raise ValueError("the model carries no memory adapter to batch")
+        self.device = next(iter(self.stacks.values())).device
+        self.on = [False] * batch
+        self._idx: Tensor | None = None  # the worlds switched on (None: none)
+        self._all = False
+
+    def world_tensors(self, world: int) -> dict[str, Tensor]:
+        """World `world`'s adapter: views into the stacks, by peft name."""
+        return {name: stack[world] for name, stack in self.stacks.items()}
+
+    def set_on(self, world: int, on: bool) -> None:
+        """Apply world `world`'s adapter (on) or give it the base layer's outputs (off)."""
+        self.on[world] = bool(on)
+        worlds = [i for i, o in enumerate(self.on) if o]
+        self._idx = torch.tensor(worlds, device=self.device) if worlds else None
+        self._all = len(worlds) == self.batch
+
+    def remove(self) -> None:
+        """Take the hooks off the model (it then computes the base outputs for every world)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def _hook(self, a: Tensor, b: Tensor, scale: float):
+        def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor | None:
+            idx = self._idx
+            if idx is None:
+                return None
+            x = args[0]
+            if x.shape[0] % self.batch:
+                raise RuntimeError(f"batched memory: a targeted layer got {x.shape[0]} rows, not "
+                                   f"world-major rows of {self.batch} worlds")
+            xw = x.reshape(self.batch, -1, x.shape[-1])
+            yw = out.reshape(self.batch, -1, out.shape[-1])
+            if self._all:
+                return (yw + lora_delta(xw, a, b, scale).to(out.dtype)).view(out.shape)
+            delta = lora_delta(xw[idx], a[idx], b[idx], scale)
+            return yw.index_add(0, idx, delta.to(out.dtype)).view(out.shape)
+
+        return hook

@@ -1,14 +1,18 @@
-"""Off the frame loop: a fixed ring of recent frames and the thread that fast-learns from it.
+"""Off the frame loop: fixed rings of recent frames and the thread that fast-learns from them.
 
-The frame loop only ever does O(1) work for memory: `FrameRing.push` copies the new frame into a
-preallocated slot (dropping the oldest), and `MemoryWorker.swap_into` copies the newest published
-adapter into the inference model if the lock is free at that instant (else it keeps the old one
-for a frame). The worker thread waits for `update_every` new frames, copies the last `window`
-frames out of the ring, runs one update, and publishes the adapter into a preallocated buffer.
-When it falls behind it skips to the newest window: nothing queues up, nothing grows.
+Each world with memory has a `WorldSlot`: its own learner, frame ring, inference adapter (the
+tensors generation reads) and a preallocated buffer the worker publishes into. The frame loop only
+ever does O(1) work per world: `FrameRing.push` copies the new frame into a preallocated slot
+(dropping the oldest), and `MemoryWorker.swap_into` copies the newest published adapter into the
+inference one if the world's lock is free at that instant (else it keeps the old one for a frame).
 
-Resets and loads bump an epoch; an update that started in an older epoch is thrown away, and the
-worker re-seeds its learner from the inference adapter before it trains again.
+One worker thread serves every world: round-robin over the worlds with `update_every` new frames,
+it copies a world's last `window` frames out of its ring, runs one update of that world's learner,
+and publishes the adapter. When it falls behind it skips to each world's newest window: nothing
+queues up, nothing grows.
+
+Resets and loads bump a world's epoch; an update that started in an older epoch is thrown away,
+and the worker re-seeds that world's learner from its inference adapter before training it again.
 """
 
 from __future__ import annotations
@@ -77,36 +81,61 @@ def configure_worker_thread(threads: int, nice: int) -> None:
             log.warning("memory worker: cannot renice (%s)", e)
 
 
-class MemoryWorker:
-    """Runs `learner.update` on the newest window of `ring` in a daemon thread."""
+class WorldSlot:
+    """One world's share of the memory (see module docstring). `target` is the inference adapter
+    the world generates with (live tensors by peft name); the worker reads it only under
+    `swap_lock`, on an epoch change, and the frame loop writes it."""
 
-    def __init__(self, learner: FastLearner, ring: FrameRing, target: dict[str, Tensor],
-                 update_every: int = 1, threads: int = 1, nice: int = 0):
+    def __init__(self, world: int, learner: FastLearner, ring: FrameRing,
+                 target: dict[str, Tensor]):
+        self.world = world
         self.learner = learner
         self.ring = ring
-        self.target = target  # the inference model's adapter tensors (read on epoch change)
+        self.target = target
+        window = learner.mcfg.window
+        self.frames = torch.zeros(1, window, *ring.frames.shape[2:])  # the window trained on
+        self.actions = torch.full((1, window), -1, dtype=torch.long)
+        self.published = {k: v.detach().clone() for k, v in learner.params.items()}
+        self.swap_lock = threading.Lock()
+        self.version = 0  # bumped on each publish (under swap_lock)
+        self.epoch = 0  # bumped by reset/load (under swap_lock)
+        self.active = False  # memory on for this world: its frames are learned from
+        self.updates = 0
+        self.skipped = 0  # windows never trained on because the worker was behind
+        self.last_loss = float("nan")
+        # the trainer's side (the worker thread, or the frame loop when inline)
+        self.seen = 0  # ring count at the last update
+        self.seen_epoch = -1  # epoch the learner was last seeded in
+        # the frame loop's side
+        self.applied = 0  # version in the inference adapter
+        self.frames_seen = 0
+
+
+class MemoryWorker:
+    """Runs `learner.update` on the newest window of each world's ring, in one daemon thread."""
+
+    def __init__(self, update_every: int = 1, threads: int = 1, nice: int = 0):
         self.update_every = update_every
         self.threads = threads
         self.nice = nice
-        window = learner.mcfg.window
-        b = ring.frames.shape[1]
-        self._frames = torch.zeros(b, window, *ring.frames.shape[2:])
-        self._actions = torch.full((b, window), -1, dtype=torch.long)
-        self.published = {k: v.detach().clone() for k, v in learner.params.items()}
-        self.swap_lock = threading.Lock()
+        self.slots: dict[int, WorldSlot] = {}  # world -> slot (changed under `wake`)
         self.wake = threading.Condition()
-        self.version = 0  # bumped on each publish (under swap_lock)
-        self.epoch = 0  # bumped by reset/load (under swap_lock)
-        self.active = False
-        self.updates = 0
-        self.skipped = 0  # windows the worker never trained on because it was behind
-        self.last_loss = float("nan")
+        self.updates = 0  # over all worlds
+        self.skipped = 0
+        self.last_loss = float("nan")  # of the last update, whichever world
         self.update_s = 0.0  # duration of the last update
         self.error: BaseException | None = None
         self._stop = False
+        self._next = 0  # the world to look at first (round-robin)
         self._thread: threading.Thread | None = None
 
     # -- frame-loop side -------------------------------------------------------------------
+    def add(self, slot: WorldSlot) -> None:
+        """Serve one more world; its learner is seeded from its inference adapter first."""
+        with self.wake:
+            self.slots[slot.world] = slot
+            self.wake.notify()
+
     def start(self) -> None:
         if self._thread is None:
             self._stop = False
@@ -117,26 +146,25 @@ class MemoryWorker:
         with self.wake:
             self.wake.notify()
 
-    def set_active(self, active: bool) -> None:
-        self.active = active
-        self.notify()
-
-    def swap_into(self, applied_version: int) -> int:
-        """Copy the newest published adapter into the inference one, if there is a newer one and
-        the lock is free right now. Returns the version now applied. Never waits."""
-        if self.version == applied_version or not self.swap_lock.acquire(blocking=False):
-            return applied_version
+    @staticmethod
+    def swap_into(slot: WorldSlot) -> bool:
+        """Copy the world's newest published adapter into its inference one, if there is a newer
+        one and the lock is free right now. True when it copied. Never waits."""
+        if slot.version == slot.applied or not slot.swap_lock.acquire(blocking=False):
+            return False
         try:
-            copy_lora(self.published, self.target)
-            return self.version
+            copy_lora(slot.published, slot.target)
+            slot.applied = slot.version
+            return True
         finally:
-            self.swap_lock.release()
+            slot.swap_lock.release()
 
-    def new_epoch(self) -> int:
-        """After the caller rewrote the inference adapter (reset/load): drop what is in flight,
-        restart the learner from the inference adapter. Call with swap_lock held."""
-        self.epoch += 1
-        return self.version
+    @staticmethod
+    def new_epoch(slot: WorldSlot) -> None:
+        """After the caller rewrote the world's inference adapter (reset/load): drop what is in
+        flight, restart its learner from the inference adapter. Call with swap_lock held."""
+        slot.epoch += 1
+        slot.applied = slot.version
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the thread; True when it has exited within `timeout` seconds."""
@@ -155,41 +183,61 @@ class MemoryWorker:
         return self._thread is not None and self._thread.is_alive()
 
     # -- worker side -----------------------------------------------------------------------
-    def _ready(self, seen: int) -> bool:
-        return self.active and self.ring.count >= 2 and self.ring.count - seen >= self.update_every
+    def _ready(self, slot: WorldSlot) -> bool:
+        return (slot.active and slot.ring.count >= 2
+                and slot.ring.count - slot.seen >= self.update_every)
+
+    def _pending(self) -> WorldSlot | None:
+        """The next world, round-robin from `_next`, with an epoch change or a window to learn.
+        Call under `wake`."""
+        worlds = sorted(self.slots)
+        for w in [w for w in worlds if w >= self._next] + [w for w in worlds if w < self._next]:
+            slot = self.slots[w]
+            if slot.seen_epoch != slot.epoch or self._ready(slot):
+                self._next = w + 1
+                return slot
+        return None
 
     def _run(self) -> None:
         configure_worker_thread(self.threads, self.nice)
-        seen, epoch = 0, -1
         try:
             while True:
                 with self.wake:
-                    while not self._stop and not (self._ready(seen) or epoch != self.epoch):
+                    while not self._stop and (slot := self._pending()) is None:
                         self.wake.wait(timeout=0.25)
                 if self._stop:
                     return
-                with self.swap_lock:
-                    if epoch != self.epoch:
-                        epoch = self.epoch
-                        seen = 0
-                        self.learner.reset()
-                        copy_lora(self.target, self.learner.params)
-                if not self._ready(seen):
-                    continue
-                k, count = self.ring.latest(self._frames, self._actions)
-                if k < 2:
-                    continue
-                self.skipped += max(0, count - seen - self.update_every)
-                seen = count
-                t0 = time.perf_counter()
-                loss = self.learner.update(self._frames[:, -k:], self._actions[:, -k:])
-                self.update_s = time.perf_counter() - t0
-                with self.swap_lock:
-                    if epoch == self.epoch:
-                        copy_lora(self.learner.params, self.published)
-                        self.version += 1
-                        self.updates += 1
-                        self.last_loss = loss
+                self._serve(slot)
         except BaseException as e:  # surfaced to the frame loop by EpisodicMemory
             self.error = e
             log.exception("memory worker failed")
+
+    def _serve(self, slot: WorldSlot) -> None:
+        """Re-seed the world's learner after a reset/load, then train on its newest window."""
+        with slot.swap_lock:
+            if slot.seen_epoch != slot.epoch:
+                slot.seen_epoch = slot.epoch
+                slot.seen = 0
+                slot.learner.reset()
+                copy_lora(slot.target, slot.learner.params)
+            epoch = slot.epoch
+        if not self._ready(slot):
+            return
+        k, count = slot.ring.latest(slot.frames, slot.actions)
+        if k < 2:
+            return
+        skipped = max(0, count - slot.seen - self.update_every)
+        slot.seen = count
+        t0 = time.perf_counter()
+        loss = slot.learner.update(slot.frames[:, -k:], slot.actions[:, -k:])
+        self.update_s = time.perf_counter() - t0
+        with slot.swap_lock:
+            if epoch == slot.epoch:
+                copy_lora(slot.learner.params, slot.published)
+                slot.version += 1
+                slot.updates += 1
+                slot.skipped += skipped
+                slot.last_loss = loss
+                self.updates += 1
+                self.skipped += skipped
+                self.last_loss = loss

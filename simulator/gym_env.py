@@ -18,12 +18,19 @@ The vector env autoresets in SAME_STEP mode: a world that ends returns its first
 episode at once, with the last frame in `infos["final_obs"]`. Because one batched session holds
 every world, a reset re-writes all worlds' context from their last frames (uint8, fresh context
 noise): the worlds that go on see their own last frames again, as at any reset.
+
+Episodic memory (`memory=True`; off by default): each world fast-learns a temporal LoRA from its
+own frames in a background thread (see `simulator.session`), so a world keeps looking the same
+when the agent comes back. The vector env switches it per world (`memory=[False, True, ...]`,
+`set_memory(on, envs)`); an autoreset restarts only the ended worlds' memories. Learning runs
+beside the frame loop, so with memory on a seeded episode is no longer bit-reproducible. `close()`
+stops the thread.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -67,7 +74,8 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, session: WorldSession, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
                  max_episode_steps: int = 500, done_threshold: float = 0.5,
-                 render_mode: str | None = None, context_fn: ContextFn | None = None):
+                 render_mode: str | None = None, context_fn: ContextFn | None = None,
+                 memory: bool = False):
         if session.batch != 1:
             raise ValueError(f"WorldModelEnv drives one world; got a session of batch "
                              f"{session.batch} (use WorldModelVectorEnv)")
@@ -82,6 +90,8 @@ class WorldModelEnv(gym.Env):
         self.observation_space, self.action_space = _spaces(session)
         self._frame: np.ndarray | None = None
         self._t = 0
+        if memory:
+            session.set_memory(True)
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
@@ -132,6 +142,11 @@ class WorldModelEnv(gym.Env):
             return self._frame.copy()
         return None
 
+    def close(self) -> None:
+        """Stop the session's background work (the memory's worker thread)."""
+        self.session.close()
+        super().close()
+
 
 class WorldModelVectorEnv(VectorEnv):
     """`num_envs` imagined worlds stepped in one batched forward pass; see module docstring."""
@@ -141,7 +156,8 @@ class WorldModelVectorEnv(VectorEnv):
 
     def __init__(self, session: WorldSession, reward_head: HeadArg = DEFAULT_REWARD_HEAD,
                  max_episode_steps: int = 500, done_threshold: float = 0.5,
-                 render_mode: str | None = None, context_fn: ContextFn | None = None):
+                 render_mode: str | None = None, context_fn: ContextFn | None = None,
+                 memory: bool | Sequence[bool] = False):
         self.session = session
         self.reward_head = _head(reward_head)
         self.context_fn = context_fn or game_context(session)
@@ -158,6 +174,28 @@ class WorldModelVectorEnv(VectorEnv):
         self._hist_act = np.full((self.num_envs, n), -1, np.int64)  # the actions that made them
         self._t = np.zeros(self.num_envs, np.int64)
         self._ready = False
+        on = self._memory_envs(memory)
+        if on:
+            self.set_memory(True, on)
+
+    def _memory_envs(self, memory: bool | Sequence[bool]) -> list[int]:
+        """The `memory` option (one bool, or one per world) -> the worlds to switch on."""
+        if isinstance(memory, (bool, np.bool_)):
+            return list(range(self.num_envs)) if memory else []
+        flags = list(memory)
+        if len(flags) != self.num_envs or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+            raise ValueError(f"memory must be a bool or {self.num_envs} bools (one per world), "
+                             f"got {memory!r}")
+        return [i for i, f in enumerate(flags) if f]
+
+    def set_memory(self, on: bool, envs: int | Sequence[int] | None = None) -> None:
+        """Episodic memory on or off for sub-envs `envs` (None: all; an index or a list)."""
+        self.session.set_memory(on, envs)
+
+    @property
+    def memory_envs(self) -> list[bool]:
+        """Episodic memory on or off, per sub-env."""
+        return self.session.memory_worlds
 
     @classmethod
     def load(cls, num_envs: int, checkpoint: str | Path | None = None,
@@ -226,13 +264,19 @@ class WorldModelVectorEnv(VectorEnv):
                 self._hist[i], self._hist_act[i] = self._context(seed)
                 obs[i] = self._hist[i, -1]
                 self._t[i] = 0
-            self.session.reset(context=self._hist, actions=self._hist_act)
+            # the worlds that go on keep their memories; the ended ones start new episodes
+            self.session.reset(context=self._hist, actions=self._hist_act,
+                               memory_worlds=ended.tolist())
         return obs, rewards.astype(np.float32), terminated, truncated, infos
 
     def render(self) -> np.ndarray | None:
         if self.render_mode == "rgb_array" and self._ready:
             return self._hist[:, -1].copy()
         return None
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Stop the session's background work (the memory's worker thread)."""
+        self.session.close()
 
 
 def _make(checkpoint: str | None = None, **kwargs: Any) -> WorldModelEnv:

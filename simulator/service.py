@@ -1,6 +1,6 @@
 """A `WorldSession` over HTTP, for planners and RL code in other processes or languages.
 
-    python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8
+    python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8 [--memory]
 
 Stdlib only (http.server): a ThreadingHTTPServer whose handlers share one session behind a lock.
 Binds 127.0.0.1 unless told otherwise: the service runs a model for anyone who can reach it.
@@ -8,15 +8,23 @@ Binds 127.0.0.1 unless told otherwise: the service runs a model for anyone who c
 Requests (JSON bodies of at most `max_body` bytes; every field checked, unknown fields refused):
 
     GET  /info      -> {"actions": [names], "batch": B, "frame_size": 64, "context_len": n,
-                        "max_rollout_steps": T, "max_body_bytes": ..., "encodings": ["png", "raw"]}
+                        "max_rollout_steps": T, "max_body_bytes": ..., "encodings": ["png", "raw"],
+                        "memory": [bool] * B}
     POST /reset     {"seed": int}                  real-game context, world i from seed + i
                     {"context": FRAMES, "context_actions": [[int]]}   or given frames
                     -> {"frames": FRAMES (B, h, w, 3), "step": 0}
     POST /step      {"actions": [int | name] * B}  -> {"frames": FRAMES (B, h, w, 3), "step": s}
     POST /rollout   {"actions": [[int | name] * T] * B, "seed" | "context": ...}
                     -> {"frames": FRAMES (B, T, h, w, 3), "step": s}
+    POST /memory    {"on": true | false, "worlds": int | [int]}   episodic memory per world
+                    -> {"memory": [bool] * B}     (no "worlds": every world)
 
-Every POST also takes "encoding": "png" (default) or "raw" for the frames it returns. FRAMES is
+/memory switches episodic memory (a temporal LoRA each world fast-learns from its own frames in a
+background thread) on or off for the given worlds; what a world learned is kept while it is off,
+and /reset starts every world's memory afresh. `--memory` serves with it on for every world.
+
+Every POST but /memory also takes "encoding": "png" (default) or "raw" for the frames it returns.
+FRAMES is
     {"encoding": "png", "shape": [...], "data": [base64 PNG per frame, leading dims row-major]}
     {"encoding": "raw", "shape": [...], "data": base64 of the uint8 bytes, row-major}
 and a request's "context" is FRAMES with shape (n, h, w, 3) (shared by all worlds) or
@@ -173,7 +181,8 @@ class WorldService:
         return {"actions": self.names, "batch": s.batch, "frame_size": s.frame_size,
                 "context_len": s.context_len, "max_rollout_steps": self.max_steps,
                 "max_context_frames": self.max_context, "max_body_bytes": self.max_body,
-                "encodings": ["png", "raw"], "checkpoint": s.checkpoint, "game": s.game}
+                "encodings": ["png", "raw"], "checkpoint": s.checkpoint, "game": s.game,
+                "memory": list(s.memory_worlds)}
 
     def action(self, a: Any, allow_none: bool = False) -> int:
         if isinstance(a, str):
@@ -229,6 +238,24 @@ class WorldService:
             acts = acts if ctx.ndim == 5 else acts[0]
         return {"context": ctx, "actions": acts}
 
+    def memory_switch(self, req: dict) -> tuple[bool, list[int] | None]:
+        """The fields of a /memory request -> (on, worlds or None for all)."""
+        check_keys(req, {"on", "worlds"}, "/memory", required={"on"})
+        on = req["on"]
+        if not isinstance(on, bool):
+            raise bad(f"on must be true or false, got {on!r:.100}")
+        worlds = req.get("worlds")
+        if worlds is None:
+            return on, None
+        b = self.session.batch
+        items = [worlds] if is_int(worlds) else worlds
+        if not isinstance(items, list) or not all(is_int(w) for w in items):
+            raise bad(f"worlds must be a world index or a list of them, got {worlds!r:.200}")
+        out = [w for w in items if not 0 <= w < b]
+        if out:
+            raise bad(f"world(s) {out} out of range: the session has worlds 0..{b - 1}")
+        return on, items
+
     def encoding(self, req: dict) -> str:
         enc = req.get("encoding", "png")
         if enc not in ("png", "raw"):
@@ -236,7 +263,8 @@ class WorldService:
         return enc
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        routes = {"/info": "GET", "/reset": "POST", "/step": "POST", "/rollout": "POST"}
+        routes = {"/info": "GET", "/reset": "POST", "/step": "POST", "/rollout": "POST",
+                  "/memory": "POST"}
         path = path.split("?", 1)[0].rstrip("/") or "/"
         if path not in routes:
             raise bad(f"no such endpoint {path}; endpoints: {sorted(routes)}", HTTPStatus.NOT_FOUND)
@@ -250,8 +278,16 @@ class WorldService:
             raise bad(f"body is not valid JSON: {e}") from None
         if not isinstance(req, dict):
             raise bad("body must be a JSON object")
-        enc = self.encoding(req)
         sess = self.session
+        if path == "/memory":
+            on, worlds = self.memory_switch(req)
+            with self.lock:
+                try:
+                    sess.set_memory(on, worlds)
+                except ValueError as e:  # e.g. a model without the layers memory adapts
+                    raise bad(f"memory: {e}") from None
+                return 200, {"memory": list(sess.memory_worlds)}
+        enc = self.encoding(req)
         if path == "/reset":
             check_keys(req, {"seed", "context", "context_actions", "encoding"}, "/reset")
             kwargs = self.start(req)
@@ -353,20 +389,24 @@ def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | Path | None = None,
           batch: int = 1, device: str | None = None, sample_steps: int | None = None,
-          max_steps: int = 256) -> None:
-    """Load a session and serve it until interrupted."""
+          max_steps: int = 256, memory: bool = False) -> None:
+    """Load a session and serve it until interrupted (memory: episodic memory on for every
+    world from the start)."""
     from simulator.session import WorldSession
 
     session = WorldSession.load(checkpoint, device=device, batch=batch, sample_steps=sample_steps)
+    if memory:
+        session.set_memory(True)
     server = make_server(session, host, port, max_steps=max_steps)
     print(f"serving {session.checkpoint} (batch {batch}) on http://{host}:{server.server_port} "
-          f"- GET /info, POST /reset /step /rollout", flush=True)
+          f"- GET /info, POST /reset /step /rollout /memory", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        session.close()
 
 
 # ------------------------------------------------------------------ run_sim.py subcommands
@@ -382,12 +422,15 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame")
     p.add_argument("--max-rollout-steps", type=int, default=256)
+    p.add_argument("--memory", action="store_true",
+                   help="episodic memory on for every world from the start (POST /memory "
+                        "switches it)")
     return p
 
 
 def serve_command(args: argparse.Namespace) -> int:
     serve(args.host, args.port, args.checkpoint, args.batch, args.device, args.steps,
-          args.max_rollout_steps)
+          args.max_rollout_steps, args.memory)
     return 0
 
 

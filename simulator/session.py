@@ -5,7 +5,9 @@
     frame = sess.step("move_left")               # (64, 64, 3) uint8, imagined
     frames = sess.rollout(context, actions)       # batched: (B, T, 64, 64, 3)
     sess.set_memory(True)                         # episodic memory: a LoRA fast-learned as you play
-    sess.save_memory("mem/"); sess.load_memory("mem/")   # peft adapter format; resume a world
+    sess.set_memory(False, worlds=[0, 2])         # ... switched per world (each learns its own)
+    sess.memory_worlds                            # [False, True, False, ...]: on/off per world
+    sess.save_memory("mem/", world=1); sess.load_memory("mem/", world=3)  # peft adapter format
     sess.close()                                  # stops the memory's worker thread
 
 Frames at this boundary are uint8 (h, w, 3), as games and recordings hold them.
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from memory.config import MemoryConfig
-from memory.episodic import EpisodicMemory
+from memory.episodic import EpisodicMemory, world_index, world_indices
 from worldmodel.actions import ActionError, get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config
@@ -73,7 +75,8 @@ class WorldSession:
         self.steps = 0
         self.last_step_ms = 0.0
         self.frame: np.ndarray | None = None
-        # Episodic memory: built on first use (two model copies and a thread), then switched.
+        # Episodic memory: built on first use (an inference copy of the model and a thread, then
+        # a learner copy for each world whose memory goes on), then switched per world.
         if isinstance(memory, MemoryConfig):
             self.memory_config = memory
         else:
@@ -92,7 +95,8 @@ class WorldSession:
     # -- episodic memory ---------------------------------------------------------------------
     @property
     def memory(self) -> EpisodicMemory:
-        """The session's memory (one world only); created on first access, off until enabled."""
+        """The session's memory (one adapter per world); created on first access, every world
+        off until enabled."""
         if self._memory is None:
             self._memory = EpisodicMemory(self.model, self.cfg, self.memory_config, threaded=True,
                                           batch=self.batch, base_name=self.checkpoint,
@@ -101,23 +105,32 @@ class WorldSession:
 
     @property
     def memory_enabled(self) -> bool:
+        """True while any world has memory on."""
         return self._memory is not None and self._memory.enabled
 
-    def set_memory(self, on: bool) -> None:
-        """Memory on: frames are learned from in the background and generation uses the
-        adapter. Off: the base model alone (what was learned is kept for when it comes back on)."""
-        if not on and self._memory is None:
+    @property
+    def memory_worlds(self) -> list[bool]:
+        """Memory on or off, per world."""
+        return self._memory.worlds_enabled if self._memory is not None else [False] * self.batch
+
+    def set_memory(self, on: bool, worlds: int | Sequence[int] | None = None) -> None:
+        """Memory on for `worlds` (None: all; else an index or a list of indices): each learns
+        from its own frames in the background and generates with its own adapter. Off: those
+        worlds get the base model alone (what they learned is kept for when it comes back on)."""
+        idx = world_indices(worlds, self.batch)  # checked before anything is built
+        if not idx or (not on and self._memory is None):
             return
-        self.memory.set_enabled(on)
-        self.rollout_state.model = self.memory.model if on else self.model
+        self.memory.set_enabled(on, idx)
+        self.rollout_state.model = self.memory.model if self.memory.enabled else self.model
 
-    def save_memory(self, path: str | Path) -> Path:
-        """Write the current memory (peft adapter format) into folder `path`."""
-        return self.memory.save(path)
+    def save_memory(self, path: str | Path, world: int = 0) -> Path:
+        """Write world `world`'s current memory (peft adapter format) into folder `path`."""
+        return self.memory.save(path, world_index(world, self.batch))
 
-    def load_memory(self, path: str | Path) -> dict[str, str]:
-        """Resume a saved memory (it applies from the next frame, when memory is on)."""
-        return self.memory.load(path)
+    def load_memory(self, path: str | Path, world: int = 0) -> dict[str, str]:
+        """Resume a saved memory in world `world` (it applies from the next frame, while that
+        world's memory is on)."""
+        return self.memory.load(path, world_index(world, self.batch))
 
     def close(self) -> None:
         """Stop background work (the memory's worker thread). The session can still step."""
@@ -139,12 +152,17 @@ class WorldSession:
         return self.space.index(action)
 
     def reset(self, seed: int | None = None, context: np.ndarray | None = None,
-              actions: np.ndarray | None = None, noise_seed: int | None = None) -> np.ndarray:
+              actions: np.ndarray | None = None, noise_seed: int | None = None,
+              memory_worlds: int | Sequence[int] | None = None) -> np.ndarray:
         """Start from real frames: `context` (n, h, w, 3) or (B, n, h, w, 3) uint8 with the
         actions that produced them, or else `context_len` frames of the real game from `seed`
         (world i from seed + i). World i's sampling noise restarts from `noise_seed + i`
         (default: `seed + i` when a seed is given; otherwise the noise streams go on), so world i
-        of a batch is exactly the single world with those seeds. Returns the last context frame(s)."""
+        of a batch is exactly the single world with those seeds. The memory of `memory_worlds`
+        (None: every world) starts a new episode: empty, learning first from this context; the
+        other worlds keep theirs (a vector env restarting only the worlds that ended).
+        Returns the last context frame(s)."""
+        mem_worlds = world_indices(memory_worlds, self.batch)
         if noise_seed is None and seed is not None:
             noise_seed = seed
         if context is None:
@@ -175,7 +193,7 @@ class WorldSession:
                                  [noise_seed + i for i in range(self.batch)])
         if self._memory is not None:  # a new episode: the memory starts empty, from this context
             self._memory.reset(ctx[:, -self.context_len:],
-                               None if acts is None else acts[:, -self.context_len:])
+                               None if acts is None else acts[:, -self.context_len:], mem_worlds)
         self.steps = 0
         self.frame = context[:, -1].copy()
         return self.frame[0] if self.batch == 1 else self.frame

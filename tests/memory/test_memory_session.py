@@ -1,5 +1,5 @@
-"""Memory in the headless session (simulator/session.py): the switch, per-episode reset, save/load,
-and a clean close."""
+"""Memory in the headless session (simulator/session.py): the switch (per world in a batch),
+per-episode reset, save/load, and a clean close."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ def context(cfg, n: int = 3, seed: int = 0) -> np.ndarray:
     return rng.integers(0, 256, (n, s // 4, s // 4, 3), dtype=np.uint8).repeat(4, 1).repeat(4, 2)
 
 
-def session(cfg, model, **mem) -> WorldSession:
+def session(cfg, model, batch: int = 1, **mem) -> WorldSession:
     mcfg = MemoryConfig(**{"rank": 4, "lr": 1e-2, "window": 4, "buffer_frames": 8, "update_every": 1,
                            "worker_nice": 0, **mem})
-    return WorldSession(model, cfg, batch=1, seed=0, memory=mcfg)
+    return WorldSession(model, cfg, batch=batch, seed=0, memory=mcfg)
 
 
 def test_switch_and_state(tiny_cfg, perturbed_model):
@@ -39,8 +39,8 @@ def test_switch_and_state(tiny_cfg, perturbed_model):
     sess.set_memory(False)
     assert not sess.memory_enabled and sess.rollout_state.model is sess.model
     sess.close()
-    with pytest.raises(ValueError, match="one world"):
-        WorldSession(perturbed_model(tiny_cfg), tiny_cfg, batch=2).set_memory(True)
+    with pytest.raises(ValueError, match="out of range"):
+        sess.set_memory(True, worlds=1)
 
 
 def test_memory_on_without_updates_is_the_base_model(tiny_cfg, perturbed_model):
@@ -95,3 +95,52 @@ def test_close_stops_the_worker_promptly(tiny_cfg, perturbed_model):
     with sess:
         pass  # __exit__ closes
     assert wait_for(lambda: not sess.memory.worker.running, TIMEOUT)
+
+
+def test_batched_session_switches_memory_per_world(tiny_cfg, perturbed_model, tmp_path):
+    """B = 3, memory on for world 1 only: worlds 0 and 2 are exactly the memory-less session's,
+    world 1 learns from its own frames and generates with what it learned."""
+    model = perturbed_model(tiny_cfg)
+    plain = WorldSession(model, tiny_cfg, batch=3, seed=0)
+    sess = session(tiny_cfg, model, batch=3)
+    try:
+        assert sess.memory_worlds == [False] * 3 and sess._memory is None
+        sess.set_memory(True, worlds=[1])
+        assert sess.memory_worlds == [False, True, False] and sess.memory_enabled
+        assert sess.rollout_state.model is sess.memory.model
+        ctx = np.stack([context(tiny_cfg, seed=i) for i in range(3)])
+        acts = np.array([[-1, 1, 1]] * 3)
+        for s in (plain, sess):
+            s.reset(context=ctx, actions=acts, noise_seed=5)
+        a, b = [], []
+        for i, x in enumerate(ACTIONS * 3):
+            if i == len(ACTIONS):  # let the worker publish before the rest of the episode
+                assert wait_for(lambda: sess.memory.world_stats(1)["updates"] >= 2)
+            a.append(plain.step([x] * 3))
+            b.append(sess.step([x] * 3))
+        a, b = np.stack(a, 1), np.stack(b, 1)
+        np.testing.assert_array_equal(a[[0, 2]], b[[0, 2]])
+        assert not np.array_equal(a[1], b[1])
+        assert sess.memory._slots[0] is None and sess.memory._slots[2] is None
+        sess.save_memory(tmp_path / "w1", world=1)
+        sess.load_memory(tmp_path / "w1", world=2)
+        for k, v in sess.memory._targets[2].items():
+            assert torch.equal(v, sess.memory._targets[1][k]), k
+        with pytest.raises(ValueError, match="out of range"):
+            sess.set_memory(True, worlds=[0, 3])
+        with pytest.raises(ValueError, match="out of range"):
+            sess.save_memory(tmp_path / "bad", world=3)
+        assert sess.memory_worlds == [False, True, False]  # a refused call changes nothing
+        def is_zero(world: int) -> bool:
+            return all(not v.any() for k, v in sess.memory._targets[world].items()
+                       if ".lora_B." in k)
+
+        sess.reset(context=ctx, actions=acts, memory_worlds=[0, 2])  # world 1 keeps its memory
+        assert is_zero(2) and not is_zero(1)
+        sess.reset(context=ctx, actions=acts)  # every world's memory starts afresh
+        assert is_zero(1) and is_zero(2)
+        sess.set_memory(False, worlds=1)
+        assert not sess.memory_enabled and sess.rollout_state.model is sess.model
+    finally:
+        sess.close()
+    assert not sess.memory.worker.running

@@ -137,3 +137,43 @@ def test_real_game_context(tiny_config, perturbed_model, monkeypatch):
     obs, _ = WorldModelEnv(sess, head(32)).reset(seed=2)
     assert calls == [("crafter", 2, sess.context_len, 32)]
     np.testing.assert_array_equal(obs, out[0][-1])
+
+
+def test_memory_on_steps_and_close_stops_it(make_session):
+    sess = make_session()
+    env = WorldModelEnv(sess, head(), max_episode_steps=5, done_threshold=1.1,
+                        context_fn=fake_context(sess.context_len), memory=True)
+    assert sess.memory_enabled
+    obs, _ = env.reset(seed=3)
+    for a in (1, 2, 3, 4):
+        obs, rew, term, trunc, _ = env.step(a)
+        assert obs.shape == (SIZE, SIZE, 3) and isinstance(rew, float)
+    assert sess.memory.frames_seen == 4  # every imagined frame (the context seeds it apart)
+    env.close()
+    assert not sess.memory_enabled and not sess.memory.worker.running
+
+
+def test_vector_env_memory_per_world(make_session):
+    sess = make_session(batch=3)
+    envs = WorldModelVectorEnv(sess, head(), max_episode_steps=2, done_threshold=1.1,
+                               context_fn=fake_context(sess.context_len),
+                               memory=[False, True, False])
+    assert envs.memory_envs == [False, True, False]
+    envs.reset(seed=0)
+    envs.step(np.array([1, 2, 3]))
+    envs.set_memory(True, envs=[0])
+    envs.set_memory(False, envs=1)
+    assert envs.memory_envs == [True, False, False]
+    *_, trunc, _ = envs.step(np.array([0, 0, 0]))  # every world ends and autoresets
+    assert trunc.all()
+    obs, *_ = envs.step(np.array([4, 4, 4]))
+    assert obs.shape == (3, SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        envs.set_memory(True, envs=3)
+    envs.close()
+    assert not sess.memory.worker.running
+    with pytest.raises(ValueError, match="one per world"):
+        WorldModelVectorEnv(make_session(batch=3), head(), memory=[True, False])
+    off = make_session(batch=3)
+    WorldModelVectorEnv(off, head())
+    assert off._memory is None  # memory off (the default) builds nothing

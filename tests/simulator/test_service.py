@@ -36,6 +36,7 @@ def server(tiny_config, perturbed_model, monkeypatch):
     yield srv
     srv.shutdown()
     srv.server_close()
+    sess.close()  # the memory's worker thread, if a test turned memory on
 
 
 def call(srv, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
@@ -126,6 +127,14 @@ def test_step_before_reset_is_a_conflict(server):
     ("/reset", {"context": {"shape": [1, 2], "data": []}}, 400, "shape"),
     ("/reset", {"context": [png_encode(np.zeros((SIZE, SIZE, 3), np.uint8))],
                 "context_actions": [0, 1]}, 400, "context_actions"),
+    ("/memory", {}, 400, "needs field"),
+    ("/memory", {"on": "yes"}, 400, "true or false"),
+    ("/memory", {"on": 1}, 400, "true or false"),
+    ("/memory", {"on": True, "worlds": [0, 2]}, 400, "out of range"),
+    ("/memory", {"on": True, "worlds": -1}, 400, "out of range"),
+    ("/memory", {"on": True, "worlds": "all"}, 400, "world index"),
+    ("/memory", {"on": True, "worlds": [0.5]}, 400, "world index"),
+    ("/memory", {"on": True, "encoding": "raw"}, 400, "unknown field"),
     ("/info", None, 405, "GET"),
     ("/nowhere", {}, 404, "no such endpoint"),
 ])
@@ -162,3 +171,22 @@ def test_concurrent_steps_are_serialised(server):
     for t in threads:
         t.join()
     assert sorted(out["step"] for _, out in results) == [1, 2, 3, 4, 5, 6]
+
+
+def test_memory_switches_per_world(server):
+    status, info = call(server, "GET", "/info")
+    assert status == 200 and info["memory"] == [False] * B
+    status, out = call(server, "POST", "/memory", {"on": True, "worlds": [1]})
+    assert status == 200 and out == {"memory": [False, True]}
+    assert call(server, "POST", "/reset", {"seed": 1})[0] == 200
+    for _ in range(3):
+        status, out = call(server, "POST", "/step", {"actions": [0, 1], "encoding": "raw"})
+        assert status == 200 and frames_of(out["frames"]).shape == (B, SIZE, SIZE, 3)
+    status, out = call(server, "POST", "/rollout", {"actions": [[1, 2], [3, 4]]})
+    assert status == 200 and frames_of(out["frames"]).shape == (B, 2, SIZE, SIZE, 3)
+    assert call(server, "POST", "/memory", {"on": True, "worlds": 0})[1] == {"memory": [True, True]}
+    assert call(server, "POST", "/memory", {"on": False})[1] == {"memory": [False, False]}
+    assert call(server, "GET", "/info")[1]["memory"] == [False, False]
+    status, out = call(server, "POST", "/memory", {"on": True, "worlds": [5]})
+    assert status == 400 and "out of range" in out["error"]
+    assert call(server, "POST", "/step", {"actions": [0, 0]})[0] == 200  # still serving
