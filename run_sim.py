@@ -21,6 +21,7 @@ Exit codes: 0 done, 1 error (bad checkpoint, episode or actions file), 2 no disp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import signal
 import sys
@@ -40,6 +41,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "them, cycled by reset) instead of a fresh seed of the real game")
     p.add_argument("--memory", action="store_true",
                    help="episodic memory on from the start (toggle with m while playing)")
+    p.add_argument("--memory-config", default=None, metavar="YAML",
+                   help="the memory: section of this YAML sets the episodic memory (rank, lr, "
+                        "update_every, ...; e.g. configs/crafter.yaml); default: its defaults")
 
 
 def play_parser() -> argparse.ArgumentParser:
@@ -113,10 +117,12 @@ def checkpoint_path(arg: str | None) -> Path:
 
 
 def load_session(args: argparse.Namespace, seed: int):
+    from memory.config import load_memory_config
     from simulator.session import WorldSession
 
     session = WorldSession.load(checkpoint_path(args.checkpoint), device=args.device,
-                                sample_steps=args.steps, seed=seed)
+                                sample_steps=args.steps, seed=seed,
+                                memory=load_memory_config(args.memory_config))
     if args.memory:
         if not hasattr(session, "set_memory"):
             raise ValueError("this build has no episodic memory (WorldSession.set_memory)")
@@ -190,6 +196,8 @@ def record(args: argparse.Namespace) -> int:
             "settings": {"frames": frames, "chunk": args.chunk, "device": str(session.device),
                          "sample_steps": session.cfg.diffusion.sample_steps}}
     meta["settings"]["memory"] = getattr(session, "memory_enabled", None)
+    if meta["settings"]["memory"]:
+        meta["settings"]["memory_config"] = dataclasses.asdict(session.memory_config)
     try:
         out = record_rollout(session, start, actions, args.out, frames, chunk=args.chunk,
                              fps=args.fps, meta=meta, progress=not args.no_progress)

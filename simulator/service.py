@@ -389,12 +389,15 @@ def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | Path | None = None,
           batch: int = 1, device: str | None = None, sample_steps: int | None = None,
-          max_steps: int = 256, memory: bool = False) -> None:
+          max_steps: int = 256, memory: bool = False,
+          memory_config: str | Path | None = None) -> None:
     """Load a session and serve it until interrupted (memory: episodic memory on for every
-    world from the start)."""
+    world from the start; memory_config: a YAML whose memory: section sets it up)."""
+    from memory.config import load_memory_config
     from simulator.session import WorldSession
 
-    session = WorldSession.load(checkpoint, device=device, batch=batch, sample_steps=sample_steps)
+    session = WorldSession.load(checkpoint, device=device, batch=batch, sample_steps=sample_steps,
+                                memory=load_memory_config(memory_config))
     if memory:
         session.set_memory(True)
     server = make_server(session, host, port, max_steps=max_steps)
@@ -425,12 +428,14 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", action="store_true",
                    help="episodic memory on for every world from the start (POST /memory "
                         "switches it)")
+    p.add_argument("--memory-config", default=None, metavar="YAML",
+                   help="the memory: section of this YAML sets the episodic memory")
     return p
 
 
 def serve_command(args: argparse.Namespace) -> int:
     serve(args.host, args.port, args.checkpoint, args.batch, args.device, args.steps,
-          args.max_rollout_steps, args.memory)
+          args.max_rollout_steps, args.memory, args.memory_config)
     return 0
 
 

@@ -70,6 +70,23 @@ def test_headless_record_writes_a_loadable_episode_of_n_frames(files, tmp_path, 
     assert (out / "video.mp4").stat().st_size > 0
 
 
+def test_record_with_memory_takes_the_memory_section_of_a_yaml(files, tmp_path, capsys):
+    (tmp_path / "mem.yaml").write_text("memory:\n  rank: 4\n  update_every: 2\n")
+    args = ["record", "--checkpoint", str(files["ckpt"]), "--actions", str(files["actions"]),
+            "--frames", "6", "--start", str(files["start"]), "--memory", "--no-progress"]
+    rc = run_sim.main([*args, "--out", str(tmp_path / "out"), "--memory-config",
+                       str(tmp_path / "mem.yaml")])
+    assert rc == 0
+    settings = load_episode(tmp_path / "out").meta["settings"]
+    assert settings["memory"] is True
+    assert settings["memory_config"]["rank"] == 4 and settings["memory_config"]["update_every"] == 2
+    (tmp_path / "bad.yaml").write_text("memory:\n  rnak: 4\n")
+    rc = run_sim.main([*args, "--out", str(tmp_path / "out2"), "--memory-config",
+                       str(tmp_path / "bad.yaml")])
+    assert rc != 0 and "memory.rnak" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
 def test_unknown_action_name_lists_valid_names(files, tmp_path, capsys):
     (tmp_path / "bad.json").write_text('["move_left", "jump"]')
     rc = run_sim.main(["record", "--checkpoint", str(files["ckpt"]), "--actions",
