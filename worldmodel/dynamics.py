@@ -176,9 +176,10 @@ def shift_image(x: Tensor, kernel: Tensor) -> Tensor:
     n, c, h, w = x.shape
     k = kernel.shape[-1]
     r = k // 2
-    xp = F.pad(x.float(), (r, r, r, r), mode="replicate").reshape(1, n * c, h + 2 * r, w + 2 * r)
-    weight = kernel.float().repeat_interleave(c, 0).reshape(n * c, 1, k, k)
-    return F.conv2d(xp, weight, groups=n * c).reshape(n, c, h, w)
+    with torch.autocast(x.device.type, enabled=False):  # bf16 would round what it copies
+        xp = F.pad(x.float(), (r, r, r, r), mode="replicate").reshape(1, n * c, h + 2 * r, w + 2 * r)
+        weight = kernel.float().repeat_interleave(c, 0).reshape(n * c, 1, k, k)
+        return F.conv2d(xp, weight, groups=n * c).reshape(n, c, h, w)
 
 
 class ShiftHead(nn.Module):

@@ -127,6 +127,9 @@ def test_shift_image_moves_by_whole_pixels_with_edges_replicated():
     assert torch.equal(y[1][..., :-2], x[1][..., 2:])
     assert torch.equal(y[1][..., -2:], x[1][..., -1:].expand(-1, -1, 2))
     torch.testing.assert_close(y[2][:, 1:], 0.5 * (x[2][:, 1:] + x[2][:, :-1]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a copy stays exact under autocast
+        y = shift_image(x, k)
+    assert y.dtype == torch.float32 and torch.equal(y[1][..., :-2], x[1][..., 2:])
 
 
 def test_shift_head_learns_a_translation_from_its_near_identity_start():
