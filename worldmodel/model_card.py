@@ -78,18 +78,38 @@ def bench_table(bench: dict) -> list[str]:
     return lines
 
 
-def plot_training_curve(log_path: Path, out: Path) -> None:
-    """Loss and the copy-last-frame MSE of the same batches, per logged step."""
+def join_training_logs(paths: list[Path]) -> tuple[list[dict], list[int]]:
+    """Rows of consecutive runs' train_log.jsonl, each run's steps counted on from where the one
+    before it ended (a run started with `--init` counts from 0 again). Also returns the step at
+    which each run after the first began."""
+    rows: list[dict] = []
+    starts: list[int] = []
+    offset = 0
+    for path in paths:
+        run = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        if rows:
+            starts.append(rows[-1]["step"])
+            if run and run[0]["step"] <= rows[-1]["step"] - offset:
+                offset = rows[-1]["step"]  # this run restarted its counter
+        rows += [dict(r, step=r["step"] + offset) for r in run]
+    return rows, starts
+
+
+def plot_training_curve(log_paths: list[Path], out: Path) -> None:
+    """Loss and the copy-last-frame MSE of the same batches, per logged step, over one or more
+    consecutive runs (a dashed line where each later run began)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    rows, starts = join_training_logs(log_paths)
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
     ax.plot(steps, [r["loss"] for r in rows], label="diffusion loss (x0 MSE, targets)")
     ax.plot(steps, [r["copy_mse"] for r in rows], label="repeat-last-frame MSE, same batches", alpha=0.7)
+    for i, step in enumerate(starts):
+        ax.axvline(step, color="gray", ls="--", lw=0.8, label="next run starts" if i == 0 else None)
     ax.set_xlabel("step")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -97,6 +117,17 @@ def plot_training_curve(log_path: Path, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+
+
+def trained_steps(metrics: dict) -> str:
+    """"1500" or, for a run started from another checkpoint, "3500 (2000 up to X, then 1500)"."""
+    step = metrics.get("train_step")
+    if step is None:
+        return "n/a"
+    before = int(metrics.get("init_steps", 0))
+    if not before:
+        return str(step)
+    return f"{before + step} ({before} up to {metrics.get('init_from')}, then {step})"
 
 
 def write_card(checkpoint: Path, report: dict, bench: dict | None, notes: str = "") -> str:
@@ -116,7 +147,7 @@ def write_card(checkpoint: Path, report: dict, bench: dict | None, notes: str = 
              f"- Rectified flow, x0-prediction as residual on the last clean frame, "
              f"{cfg.diffusion.sample_steps} sampler steps, context noise {cfg.diffusion.context_noise}, "
              f"context window {cfg.data.window - 1} frames (KV cache)",
-             f"- Trained {metrics.get('train_step', 'n/a')} steps of batch {cfg.train.batch_size} "
+             f"- Trained {trained_steps(metrics)} steps of batch {cfg.train.batch_size} "
              f"windows of {cfg.data.window} frames (lr {cfg.train.lr}, EMA {cfg.train.ema_decay}, "
              f"self-forcing {cfg.diffusion.self_forcing_prob}); weights are the EMA.", "",
              "## Open-loop evaluation against the real game", "",
@@ -143,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval", required=True, help="report.json from worldmodel.evaluate")
     p.add_argument("--bench", help="JSON from worldmodel.bench")
     p.add_argument("--notes", help="markdown appended to the card (commands, caveats)")
-    p.add_argument("--train-log", help="train_log.jsonl to plot as train_curve.png beside the card")
+    p.add_argument("--train-log", nargs="+", help="train_log.jsonl to plot as train_curve.png beside "
+                   "the card; several: consecutive runs (e.g. one resumed with --init), in order")
     p.add_argument("--out", help="default: CHECKPOINT/MODEL_CARD.md")
     args = p.parse_args(argv)
     ckpt = Path(args.checkpoint)
@@ -153,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     card = write_card(ckpt, report, bench, notes)
     out = Path(args.out) if args.out else ckpt / "MODEL_CARD.md"
     if args.train_log:
-        plot_training_curve(Path(args.train_log), out.parent / "train_curve.png")
+        plot_training_curve([Path(p) for p in args.train_log], out.parent / "train_curve.png")
         card += "\n## Training curve\n\n![training curve](train_curve.png)\n"
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(card)

@@ -23,8 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from worldmodel.actions import get_action_space
-from worldmodel.checkpoint import (TRAIN_STATE, CheckpointError, check_state_dict, load_checkpoint,
-                                   load_train_state, save_checkpoint, save_train_state)
+from worldmodel.checkpoint import (METRICS, TRAIN_STATE, CheckpointError, check_state_dict,
+                                   load_checkpoint, load_train_state, save_checkpoint,
+                                   save_train_state)
 from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
 from worldmodel.data.dataset import WindowDataset, to_float
 from worldmodel.diffusion import TrainBatch, training_loss
@@ -109,8 +110,10 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
                          cfg.data.max_episodes, cfg.model.frame_size)
 
     model = Denoiser(cfg.model).to(device)
+    lineage: dict = {}  # where the weights came from, kept in every checkpoint's metrics
     if init:
         init_from(model, init, device, verbose=rank == 0 and not quiet)
+        lineage = init_lineage(init)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -124,6 +127,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         ema_model, _ = load_checkpoint(out, device)
         ema.shadow = {k: v.float().clone() for k, v in ema_model.state_dict().items()}
         step = int(info["step"])
+        lineage = info.get("lineage", lineage)
         rng = np.random.default_rng([tc.seed + 1000 * rank, step])
         gen.manual_seed(tc.seed + 7 + rank + 100003 * step)
     loss_mod: nn.Module = DiffusionLoss(model, cfg.diffusion)
@@ -185,7 +189,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
             dist.all_reduce(flag)
             stopping = bool(flag.item())
         if rank == 0 and (step % tc.ckpt_every == 0 or step == tc.steps or stopping):
-            save(out, model, ema, opt, cfg, step)
+            save(out, model, ema, opt, cfg, step, lineage)
         if stopping:
             if rank == 0:
                 print(f"\nstopped by signal at step {step}; checkpoint saved to {out}")
@@ -197,12 +201,23 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     return stats
 
 
-def save(out: Path, model: Denoiser, ema: EMA, opt: torch.optim.Optimizer, cfg: Config, step: int) -> None:
+def init_lineage(path: str) -> dict:
+    """What a run started with `--init path` continues: that checkpoint and the steps behind it
+    (its own and those of whatever it started from)."""
+    metrics_path = Path(path) / METRICS
+    prior = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    before = int(prior.get("train_step", 0)) + int(prior.get("init_steps", 0))
+    return {"init_from": str(path), "init_steps": before}
+
+
+def save(out: Path, model: Denoiser, ema: EMA, opt: torch.optim.Optimizer, cfg: Config, step: int,
+         lineage: dict | None = None) -> None:
     ema_model = Denoiser(cfg.model)
     ema.copy_to(ema_model)
-    save_checkpoint(out, ema_model, cfg, metrics={"train_step": step})
+    lineage = lineage or {}
+    save_checkpoint(out, ema_model, cfg, metrics={"train_step": step, **lineage})
     save_train_state(out, opt, {k: v.float() for k, v in model.state_dict().items()},
-                     {"step": step})
+                     {"step": step, "lineage": lineage})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,20 @@ def _entry(n, model_psnr, base_psnr):
     return {"n": n, "model": {"psnr": model_psnr, "ssim": 0.9}, "baseline": {"psnr": base_psnr, "ssim": 0.8}}
 
 
+def test_consecutive_training_logs_join_into_one_step_axis(tmp_path):
+    from worldmodel.model_card import join_training_logs, trained_steps
+
+    first, resumed, restarted = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    first.write_text("\n".join(json.dumps({"step": s, "loss": 1.0}) for s in (50, 100)))
+    resumed.write_text(json.dumps({"step": 150, "loss": 1.0}))  # --resume: the counter goes on
+    restarted.write_text(json.dumps({"step": 50, "loss": 1.0}))  # --init: counts from 0 again
+    rows, starts = join_training_logs([first, resumed, restarted])
+    assert [r["step"] for r in rows] == [50, 100, 150, 200]
+    assert starts == [100, 150]
+    assert trained_steps({"train_step": 7}) == "7"
+    assert trained_steps({"train_step": 50, "init_steps": 150, "init_from": "x"}) == "200 (150 up to x, then 50)"
+
+
 def test_card_reports_figures_and_target_verdicts(tmp_path, tiny_cfg):
     ckpt = save_checkpoint(tmp_path / "ck", Denoiser(tiny_cfg.model), tiny_cfg, {"train_step": 7})
     report = {"horizons": [1, 4], "context_frames": 3, "prefix": "heldout_", "data": "d",

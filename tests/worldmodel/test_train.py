@@ -44,7 +44,8 @@ def test_training_lowers_the_loss(tiny_config, crafter_episodes, tmp_path):
     assert curve[-1]["loss"] < 0.5 * curve[0]["loss"], [r["loss"] for r in curve]
     assert stats["step"] == 40 and stats["loss"] == curve[-1]["loss"]
     model, _ = load_checkpoint(tmp_path / "run")
-    assert json.loads((tmp_path / "run" / METRICS).read_text()) == {"train_step": 40}
+    assert json.loads((tmp_path / "run" / METRICS).read_text()) == {  # and where it started
+        "train_step": 40, "init_from": str(init), "init_steps": 0}
     assert isinstance(model, Denoiser)
 
 
@@ -101,6 +102,15 @@ def test_resume_continues_the_step_counter(tiny_config, crafter_episodes, tmp_pa
     ema_20, _ = load_checkpoint(out)
     moved = [k for k, v in ema_20.state_dict().items() if not torch.equal(v, ema_10.state_dict()[k])]
     assert moved  # the EMA went on averaging from where it was
+
+    # A run started from this checkpoint counts its own steps and keeps where it came from,
+    # across its own resumes.
+    cfg.train.out, cfg.train.steps, cfg.train.ckpt_every = str(tmp_path / "next"), 5, 5
+    train(cfg, CPU, init=str(out), amp=False, quiet=True)
+    cfg.train.steps = 10
+    train(cfg, CPU, resume=True, init=str(out), amp=False, quiet=True)
+    assert json.loads((tmp_path / "next" / METRICS).read_text()) == {
+        "train_step": 10, "init_from": str(out), "init_steps": 20}
 
 
 def test_resume_at_the_last_step_does_nothing(tiny_config, crafter_episodes, tmp_path):
