@@ -142,6 +142,8 @@ def write_card(checkpoint: Path, report: dict, bench: dict | None, notes: str = 
              "## Model", "",
              f"- Denoiser: per-frame 2D UNet, channels {m.channels}, pixel-unshuffle {m.stem_patch}, "
              f"causal temporal attention at levels {m.temporal_levels} + middle, "
+             + (f"a {m.shift_kernel}x{m.shift_kernel} learned shift of the anchor, "
+                if m.shift_kernel else "") +
              f"{bench['params'] / 1e6:.2f}M parameters" if bench else
              f"- Denoiser: per-frame 2D UNet, channels {m.channels}",
              f"- Rectified flow, x0-prediction as residual on the last clean frame, "
