@@ -32,6 +32,10 @@ class ModelConfig:
     shift_kernel: int = 0  # odd size of the learned per-frame shift kernel applied to the anchor
     # (0 = off): the network moves what is on screen with one predicted kernel and paints the rest
 
+    def __post_init__(self) -> None:
+        if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
+            raise ConfigError(f"model.shift_kernel must be 0 (off) or odd, got {self.shift_kernel}")
+
 
 @dataclass
 class DiffusionConfig:

@@ -87,3 +87,9 @@ def test_exponent_without_a_dot_is_a_float_in_yaml_files_too(tmp_path):
     path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-2\n")
     cfg = load_config(path)
     assert cfg.train.lr == 1e-3 and cfg.train.weight_decay == 5e-2
+
+
+def test_an_even_shift_kernel_is_a_config_error():
+    with pytest.raises(ConfigError, match="shift_kernel must be 0 \\(off\\) or odd, got 4"):
+        load_config(None, ["model.shift_kernel=4"])
+    assert load_config(None, ["model.shift_kernel=5"]).model.shift_kernel == 5
