@@ -66,7 +66,8 @@ def world_indices(worlds: Worlds, batch: int) -> list[int]:
     if isinstance(worlds, numbers.Integral) and not isinstance(worlds, bool):
         return [world_index(worlds, batch)]
     if isinstance(worlds, (str, bytes, dict)) or not isinstance(worlds, Iterable):
-        raise ValueError(f"worlds must be None (all), an int or a list of ints, got {worlds!r}")
+        raise ValueError(f"worlds must be None (all), a world index (int) or a list of ints, "
+                         f"got {worlds!r:.200}")
     return sorted({world_index(w, batch) for w in worlds})
 
 
@@ -228,10 +229,10 @@ class EpisodicMemory:
         slot = self._slots[i]
         if slot is None:
             raise RuntimeError(f"world {i} never had memory on: there is nothing to learn from")
-        k, slot.seen = slot.ring.latest(slot.frames, slot.actions)
-        if k < 2:
+        learned = slot.learn(self.mcfg.update_every)
+        if learned is None:
             return float("nan")
-        loss = slot.learner.update(slot.frames[:, -k:], slot.actions[:, -k:])
+        loss = learned[0]
         copy_lora(slot.learner.params, slot.target)
         self._apply(i)
         self._last_loss = loss

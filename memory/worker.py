@@ -110,6 +110,16 @@ class WorldSlot:
         self.applied = 0  # version in the inference adapter
         self.frames_seen = 0
 
+    def learn(self, update_every: int) -> tuple[float, int] | None:
+        """The trainer's side: one learner update on the ring's newest window. Returns the loss
+        and how many windows went untrained since the last update, or None (fewer than 2 frames)."""
+        k, count = self.ring.latest(self.frames, self.actions)
+        if k < 2:
+            return None
+        skipped = max(0, count - self.seen - update_every)
+        self.seen = count
+        return self.learner.update(self.frames[:, -k:], self.actions[:, -k:]), skipped
+
 
 class MemoryWorker:
     """Runs `learner.update` on the newest window of each world's ring, in one daemon thread."""
@@ -223,14 +233,12 @@ class MemoryWorker:
             epoch = slot.epoch
         if not self._ready(slot):
             return
-        k, count = slot.ring.latest(slot.frames, slot.actions)
-        if k < 2:
-            return
-        skipped = max(0, count - slot.seen - self.update_every)
-        slot.seen = count
         t0 = time.perf_counter()
-        loss = slot.learner.update(slot.frames[:, -k:], slot.actions[:, -k:])
+        learned = slot.learn(self.update_every)
+        if learned is None:
+            return
         self.update_s = time.perf_counter() - t0
+        loss, skipped = learned
         with slot.swap_lock:
             if epoch == slot.epoch:
                 copy_lora(slot.learner.params, slot.published)

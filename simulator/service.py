@@ -238,23 +238,14 @@ class WorldService:
             acts = acts if ctx.ndim == 5 else acts[0]
         return {"context": ctx, "actions": acts}
 
-    def memory_switch(self, req: dict) -> tuple[bool, list[int] | None]:
-        """The fields of a /memory request -> (on, worlds or None for all)."""
+    def memory_switch(self, req: dict) -> tuple[bool, Any]:
+        """The fields of a /memory request -> (on, worlds as sent; None for all). The worlds are
+        checked by `WorldSession.set_memory`, whose ValueError becomes the 400."""
         check_keys(req, {"on", "worlds"}, "/memory", required={"on"})
         on = req["on"]
         if not isinstance(on, bool):
             raise bad(f"on must be true or false, got {on!r:.100}")
-        worlds = req.get("worlds")
-        if worlds is None:
-            return on, None
-        b = self.session.batch
-        items = [worlds] if is_int(worlds) else worlds
-        if not isinstance(items, list) or not all(is_int(w) for w in items):
-            raise bad(f"worlds must be a world index or a list of them, got {worlds!r:.200}")
-        out = [w for w in items if not 0 <= w < b]
-        if out:
-            raise bad(f"world(s) {out} out of range: the session has worlds 0..{b - 1}")
-        return on, items
+        return on, req.get("worlds")
 
     def encoding(self, req: dict) -> str:
         enc = req.get("encoding", "png")

@@ -38,6 +38,12 @@ def _save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, meta: dic
     os.replace(tmp, path)
 
 
+def read_metrics(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint folder's metrics.json (train step, lineage, evaluation), or None if absent."""
+    metrics_path = Path(path) / METRICS
+    return json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: Config,
                     metrics: dict[str, Any] | None = None) -> Path:
     path = Path(path)

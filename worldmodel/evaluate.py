@@ -22,7 +22,6 @@ Outputs in --out: report.json, metrics.png, strip.png, long_strip.png, drift.png
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from worldmodel import metrics
 from worldmodel.actions import DiscreteActionSpace, get_action_space
-from worldmodel.checkpoint import METRICS, load_checkpoint
+from worldmodel.checkpoint import load_checkpoint, read_metrics
 from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
@@ -408,10 +407,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     plot_metrics(cv, horizons, len(starts), out / "metrics.png")
     plot_strip(ol, horizons, out / "strip.png")
 
-    ckpt_metrics = Path(args.checkpoint) / METRICS
     report: dict[str, Any] = {
         "checkpoint": str(Path(args.checkpoint).resolve()),
-        "checkpoint_metrics": json.loads(ckpt_metrics.read_text()) if ckpt_metrics.is_file() else None,
+        "checkpoint_metrics": read_metrics(args.checkpoint),
         "data": str(Path(args.data).resolve()), "prefix": args.prefix, "episodes": len(episodes),
         "samples": len(starts), "episodes_sampled": len({e for e, _ in starts}),
         "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),

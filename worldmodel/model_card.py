@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worldmodel.checkpoint import METRICS, load_config_from_checkpoint
+from worldmodel.checkpoint import METRICS, load_config_from_checkpoint, read_metrics
 from worldmodel.data.episode import write_json_atomic
 
 TARGETS = {"h1_all_psnr": 30.0, "moving_gain_db": 3.0, "fps": 20.0}
@@ -132,8 +132,7 @@ def trained_steps(metrics: dict) -> str:
 
 def write_card(checkpoint: Path, report: dict, bench: dict | None, notes: str = "") -> str:
     cfg = load_config_from_checkpoint(checkpoint)
-    metrics_path = checkpoint / METRICS
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(checkpoint) or {}
     m = cfg.model
     lines = [f"# Model card: {checkpoint.name}", "",
              f"Action-conditioned pixel-space video diffusion world model of Crafter at "
@@ -192,12 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(card)
     tmp.replace(out)
-    metrics_path = ckpt / METRICS
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(ckpt) or {}
     metrics["evaluation"] = report["results"]
     if bench:
         metrics["bench"] = bench["results"]
-    write_json_atomic(metrics_path, metrics)
+    write_json_atomic(ckpt / METRICS, metrics)
     print(f"wrote {out}")
 
 

@@ -23,9 +23,9 @@ from torch import nn
 from tqdm import tqdm
 
 from worldmodel.actions import get_action_space
-from worldmodel.checkpoint import (METRICS, TRAIN_STATE, CheckpointError, check_state_dict,
-                                   load_checkpoint, load_train_state, save_checkpoint,
-                                   save_train_state)
+from worldmodel.checkpoint import (TRAIN_STATE, CheckpointError, check_state_dict,
+                                   load_checkpoint, load_train_state, read_metrics,
+                                   save_checkpoint, save_train_state)
 from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
 from worldmodel.data.dataset import WindowDataset, to_float
 from worldmodel.diffusion import TrainBatch, training_loss
@@ -204,8 +204,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
 def init_lineage(path: str) -> dict:
     """What a run started with `--init path` continues: that checkpoint and the steps behind it
     (its own and those of whatever it started from)."""
-    metrics_path = Path(path) / METRICS
-    prior = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    prior = read_metrics(path) or {}
     before = int(prior.get("train_step", 0)) + int(prior.get("init_steps", 0))
     return {"init_from": str(path), "init_steps": before}
 
