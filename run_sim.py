@@ -44,6 +44,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-config", default=None, metavar="YAML",
                    help="the memory: section of this YAML sets the episodic memory (rank, lr, "
                         "update_every, ...; e.g. configs/crafter.yaml); default: its defaults")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of the frame loop (default: torch's, all cores). With "
+                        "--memory on a small CPU leave the memory worker a core (--threads 1 on 2 "
+                        "cores), or it barely learns")
 
 
 def play_parser() -> argparse.ArgumentParser:
@@ -235,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     from worldmodel.checkpoint import CheckpointError
     from worldmodel.data.episode import EpisodeError
 
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            return fail(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         return run(args)
     except (FileNotFoundError, CheckpointError, EpisodeError, ActionError, ValueError) as e:

@@ -108,7 +108,7 @@ class EpisodicMemory:
             # loop's own before the worker lowers the global one for itself.
             torch.set_num_threads(torch.get_num_threads())
             self.worker = MemoryWorker(self.mcfg.update_every, self.mcfg.worker_threads,
-                                       self.mcfg.worker_nice)
+                                       self.mcfg.worker_nice, self.mcfg.worker_duty)
         self._last_loss = float("nan")  # of the last inline update
         self.hook_ms_max = 0.0  # the longest the frame loop spent in memory hooks
         self.set_enabled(enabled)

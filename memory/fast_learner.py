@@ -10,7 +10,10 @@ Two forms of the loss on a window of recent frames `(b, n, 3, h, w)`:
 
 With `reverse_prob` a window is learned played backwards (moves swapped for their opposites,
 other actions dropped): what scrolled off one edge on the way out is what scrolls in on the way
-back, so a memory learned only forwards would not be asked the question a return trip asks.
+back, so a memory learned only forwards is not asked the question a return trip asks. It is off
+by default: in Crafter the player sprite turns to face each move, so a reversed window shows moves
+the game never makes (walking backwards), and on the shipped model that hurt more than it helped
+(memory/config.py).
 
 Noise levels are either the sampler's own (`levels: sampler`, where a few-step sampler spends
 all of its passes) or the training distribution's. Only the adapter has gradients; the frozen

@@ -46,6 +46,9 @@ from worldmodel.rollout import Rollout
 from worldmodel.train import pick_device
 
 
+WARMUPS = ("context", "trip")
+
+
 @dataclass
 class Revisits:
     """Frames j that revisit an earlier position whose first stay ended at e (out of context)."""
@@ -101,9 +104,12 @@ def feature_similarity(a: np.ndarray, b: np.ndarray, net: RandomFeatures) -> np.
 
 
 def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
-         memory: EpisodicMemory | None = None) -> tuple[np.ndarray, float]:
-    """All T+1 frames of an episode: the real context, then one generated frame per real action.
-    Returns (frames uint8, seconds spent in memory updates)."""
+         memory: EpisodicMemory | None = None, prefix: int | None = None
+         ) -> tuple[np.ndarray, float]:
+    """All T+1 frames of an episode: the real context, then one frame per real action, real
+    (teacher-forced, and observed by the memory as if generated) up to frame `prefix` (default:
+    the context alone) and generated after. Returns (frames uint8, seconds in memory updates)."""
+    prefix = max(context, prefix or context)
     ctx = to_float(torch.from_numpy(ep.frames[:context]))[None]
     ctx_act = torch.from_numpy(frame_actions(ep, 0, context))[None]
     ro = Rollout(memory.model if memory is not None else model, cfg, context=context, seed=seed)
@@ -114,7 +120,11 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
     upd = 0.0
     for j in range(context, len(ep.frames)):
         act = torch.tensor([[int(ep.actions[j - 1])]])
-        frame = ro.step(act[:, 0])
+        if j < prefix:
+            frame = to_float(torch.from_numpy(ep.frames[j]))[None]
+            ro.append(frame[:, None], act)
+        else:
+            frame = ro.step(act[:, 0])
         if memory is not None:
             t0 = time.perf_counter()
             memory.observe(frame[:, None], act)
@@ -132,17 +142,32 @@ def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+def real_prefix(ep: Episode, context: int, warmup: str) -> int:
+    """Frames given real: `context` -> the model's context alone; `trip` -> every frame up to
+    the first move back (the trip out and the pause are real, the way back is generated)."""
+    if warmup == "context":
+        return context
+    if warmup != "trip":
+        raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
+    moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1  # frames a move made
+    gaps = np.flatnonzero(np.diff(moving) > 1)
+    return max(context, int(moving[gaps[0] + 1]) if len(gaps) else context)
+
+
 def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
                      variants: dict[str, MemoryConfig], seed: int,
-                     net: RandomFeatures) -> dict[str, Any]:
+                     net: RandomFeatures, warmup: str = "context") -> dict[str, Any]:
     pos = player_positions(ep)
+    prefix = real_prefix(ep, context, warmup)
     rv = find_revisits(pos, context)
-    gens = {"off": roll(model, cfg, ep, context, seed)}
+    keep = rv.frames >= prefix  # only generated frames are scored
+    rv = Revisits(rv.frames[keep], rv.first[keep], rv.at_start[keep])
+    gens = {"off": roll(model, cfg, ep, context, seed, prefix=prefix)}
     for name, mcfg in variants.items():
         mem = EpisodicMemory(model, cfg, mcfg, threaded=False)
-        gens[name] = roll(model, cfg, ep, context, seed, mem)
+        gens[name] = roll(model, cfg, ep, context, seed, mem, prefix=prefix)
     res: dict[str, Any] = {"episode": ep.path.name if ep.path else "?", "frames": len(ep.frames),
-                           "context": context,
+                           "context": context, "real_prefix": prefix,
                            "revisit_frames": rv.frames.tolist(), "first_visit": rv.first.tolist(),
                            "at_start": rv.at_start.tolist(), "modes": {}}
     j, e = rv.frames, rv.first
@@ -195,7 +220,7 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
         for r in results:
             curve = np.asarray(r["modes"][mode]["psnr_curve"])
             keep = np.ones(len(curve), bool)
-            keep[:r["context"]] = False
+            keep[:r["real_prefix"]] = False
             keep[np.asarray(r["revisit_frames"], int)] = False
             vals.append(curve[keep])
         block[mode] = {"vs_real_psnr": _mean(np.concatenate(vals))}
@@ -239,15 +264,21 @@ def plot_curves(results: list[dict[str, Any]], episodes: list[Episode], modes: l
     n = min(len(r["modes"]["off"]["psnr_curve"]) for r in results)
     t = np.arange(n)
     colors = {"off": "tab:gray"}
+    first = min(r["real_prefix"] for r in results)
     for k, mode in enumerate(modes):
-        curve = np.mean([r["modes"][mode]["psnr_curve"][:n] for r in results], 0)
-        line, = ax.plot(t[context:], curve[context:], label=f"memory {mode}",
+        curves = np.asarray([r["modes"][mode]["psnr_curve"][:n] for r in results], float)
+        for c, r in zip(curves, results):
+            c[:r["real_prefix"]] = np.nan  # real frames: nothing generated to score
+        curve = np.nanmean(curves[:, first:], 0)  # every column has a generated frame
+        line, = ax.plot(t[first:], curve, label=f"memory {mode}",
                         color=colors.get(mode, f"C{k}"))
         colors[mode] = line.get_color()
     ex = np.median([excursion(ep) for ep in episodes], 0).astype(int)
     ax.axvspan(ex[0], ex[1], color="tab:orange", alpha=0.12, label="trip out")
     ax.axvspan(ex[1], ex[2], color="tab:green", alpha=0.12, label="trip back")
-    ax.axvline(context - 0.5, color="k", lw=0.8, ls=":", label="end of real context")
+    real = int(np.median([r["real_prefix"] for r in results]))
+    ax.axvline(real - 0.5, color="k", lw=0.8, ls=":",
+               label="end of real frames" + (" (median)" if real > context else ""))
     for r in results:
         j = np.asarray(r["revisit_frames"], int)
         for mode in modes:
@@ -324,20 +355,20 @@ def load_revisit_episodes(root: str | Path, samples: int, context: int) -> list[
 
 def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
                   variants: dict[str, MemoryConfig], seed: int = 0,
-                  out: Path | None = None, log=print) -> dict[str, Any]:
+                  out: Path | None = None, log=print, warmup: str = "context") -> dict[str, Any]:
     context = cfg.data.window - 1
     net = RandomFeatures(seed)
     modes = ["off", *variants]
     results = []
     t0 = time.perf_counter()
     for i, ep in enumerate(episodes):
-        results.append(evaluate_episode(model, cfg, ep, context, variants, seed + i, net))
+        results.append(evaluate_episode(model, cfg, ep, context, variants, seed + i, net, warmup))
         r = results[-1]
         log(f"{r['episode']}: {len(r['revisit_frames'])} revisit frames; revisit PSNR vs real " +
             ", ".join(f"{m} {_mean(np.asarray(r['modes'][m]['vs_real']['psnr'])):.2f}" for m in modes))
     summary = summarize(results, modes)
     gen_frames = sum(len(ep.frames) - context for ep in episodes)
-    report = {"context": context, "episodes": len(episodes), "seed": seed,
+    report = {"context": context, "warmup": warmup, "episodes": len(episodes), "seed": seed,
               "memory": {k: to_dict(v) for k, v in variants.items()},
               "summary": summary, "seconds": time.perf_counter() - t0,
               "update_ms_per_frame": {m: 1000 * sum(r["modes"][m]["update_s"] for r in results)
@@ -389,6 +420,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--memory-config", help="YAML with a memory: section (default: MemoryConfig())")
     p.add_argument("--compare-loss", action="store_true",
                    help=f"one memory-on mode per loss form {LOSS_FORMS}")
+    p.add_argument("--warmup", choices=WARMUPS, default="context",
+                   help="real frames before the model takes over: the context alone, or the "
+                        "whole trip out (the memory learns the real trip; the way back is "
+                        "generated, so every first visit is a real frame)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. lr=1e-3 update_every=4")
@@ -402,7 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants = {form: replace(mcfg, loss=form) for form in LOSS_FORMS}
     episodes = load_revisit_episodes(args.data, args.samples, cfg.data.window - 1)
     report = run_benchmark(model, cfg, episodes, variants, args.seed,
-                           Path(args.out) if args.out else None)
+                           Path(args.out) if args.out else None, warmup=args.warmup)
     report["checkpoint"] = str(args.checkpoint)
     if args.out:
         write_json_atomic(Path(args.out) / "revisit.json", report)

@@ -9,7 +9,8 @@ inference one if the world's lock is free at that instant (else it keeps the old
 One worker thread serves every world: round-robin over the worlds with `update_every` new frames,
 it copies a world's last `window` frames out of its ring, runs one update of that world's learner,
 and publishes the adapter. When it falls behind it skips to each world's newest window: nothing
-queues up, nothing grows.
+queues up, nothing grows. With `duty` < 1 it rests after each update so that training takes at
+most that share of wall time (a bound on what it costs the frame loop on a small CPU).
 
 Resets and loads bump a world's epoch; an update that started in an older epoch is thrown away,
 and the worker re-seeds that world's learner from its inference adapter before training it again.
@@ -124,10 +125,15 @@ class WorldSlot:
 class MemoryWorker:
     """Runs `learner.update` on the newest window of each world's ring, in one daemon thread."""
 
-    def __init__(self, update_every: int = 1, threads: int = 1, nice: int = 0):
+    def __init__(self, update_every: int = 1, threads: int = 1, nice: int = 0,
+                 duty: float = 1.0):
+        if not 0 < duty <= 1:
+            raise ValueError(f"the worker's duty must be in (0, 1], got {duty}")
         self.update_every = update_every
         self.threads = threads
         self.nice = nice
+        self.duty = duty
+        self.rest_s = 0.0  # rest time owed after the last update (duty < 1)
         self.slots: dict[int, WorldSlot] = {}  # world -> slot (changed under `wake`)
         self.wake = threading.Condition()
         self.updates = 0  # over all worlds
@@ -213,6 +219,11 @@ class MemoryWorker:
         try:
             while True:
                 with self.wake:
+                    if self.rest_s > 0:  # the duty cycle: rest, but wake at once on close
+                        deadline = time.perf_counter() + self.rest_s
+                        self.rest_s = 0.0
+                        while not self._stop and (left := deadline - time.perf_counter()) > 0:
+                            self.wake.wait(timeout=left)
                     while not self._stop and (slot := self._pending()) is None:
                         self.wake.wait(timeout=0.25)
                 if self._stop:
@@ -238,6 +249,7 @@ class MemoryWorker:
         if learned is None:
             return
         self.update_s = time.perf_counter() - t0
+        self.rest_s = self.update_s * (1 / self.duty - 1)
         loss, skipped = learned
         with slot.swap_lock:
             if epoch == slot.epoch:

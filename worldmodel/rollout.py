@@ -133,6 +133,18 @@ class Rollout:
         self._commit(frames, actions)
         return frames
 
+    @torch.inference_mode()
+    def append(self, frames: Tensor, actions: Tensor) -> None:
+        """Teacher forcing: write real frames (b, n, 3, h, w) and the actions that made them
+        (b, n) into the context, as if they had been generated (the oldest drop out)."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before appending")
+        frames = frames.to(self.device)
+        if frames.ndim != 5 or frames.shape[0] != self.batch:
+            raise ValueError(f"append takes frames (b={self.batch}, n, 3, h, w), got "
+                             f"{tuple(frames.shape)}")
+        self._commit(frames, torch.as_tensor(actions))
+
     def step(self, actions: Tensor) -> Tensor:
         """One frame per world: actions (b,) -> frames (b, 3, h, w)."""
         return self.chunk(torch.as_tensor(actions).reshape(-1, 1))[:, 0]

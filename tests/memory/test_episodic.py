@@ -169,3 +169,29 @@ def test_merged_inference_matches_the_adapter_path(tiny_cfg, perturbed_model):
         outs.append(rollout_frames(mem.model, tiny_cfg))
         assert not torch.equal(outs[-1], rollout_frames(base, tiny_cfg))
     torch.testing.assert_close(outs[0], outs[1], atol=1e-4, rtol=0)
+
+
+def test_duty_cycle_rests_the_worker_and_close_still_stops_it_at_once(tiny_cfg, perturbed_model):
+    # duty 0.001: after each update the worker rests ~999x the update's time (seconds here)
+    mem = EpisodicMemory(perturbed_model(tiny_cfg), tiny_cfg,
+                         MemoryConfig(rank=4, window=4, buffer_frames=8, update_every=1,
+                                      worker_duty=0.001, worker_nice=0))
+    frames, actions = scroll_sequence(tiny_cfg, n=8)
+    try:
+        mem.reset(frames[:, :3], actions[:, :3])
+        assert wait_for(lambda: mem.worker.updates >= 1)
+        feed(mem, frames[:, 3:], actions[:, 3:])  # windows ready, but the worker is resting
+        time.sleep(0.3)
+        assert mem.worker.updates == 1 and mem.worker.rest_s == 0.0  # (owed rest taken up)
+    finally:
+        t0 = time.monotonic()
+        assert mem.close(timeout=TIMEOUT)
+    assert time.monotonic() - t0 < 2.0, "close waited for the rest to end"
+
+
+@pytest.mark.parametrize("duty", [0.0, 1.5])
+def test_bad_duty_is_a_config_error(duty):
+    from worldmodel.config import ConfigError
+
+    with pytest.raises(ConfigError, match="worker_duty"):
+        MemoryConfig(worker_duty=duty)

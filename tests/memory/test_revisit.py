@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import CRAFTER_SIZE
 from memory.config import MemoryConfig
-from memory.revisit import find_revisits, load_revisit_episodes, run_benchmark
+from memory.revisit import find_revisits, load_revisit_episodes, real_prefix, run_benchmark
 from memory.train_slowfast import train
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.data.episode import EpisodeWriter
@@ -59,6 +60,43 @@ def test_benchmark_end_to_end(tiny_cfg, perturbed_model, tmp_path):
     assert saved["episodes"] == 1
     assert (tmp_path / "out" / "revisit_psnr.png").stat().st_size > 0
     assert (tmp_path / "out" / "revisit_strip.png").stat().st_size > 0
+
+
+def test_trip_warmup_gives_the_real_trip_out_and_scores_only_the_way_back(tiny_cfg, perturbed_model,
+                                                                         tmp_path):
+    write_trip(tmp_path / "data" / "revisit_0")
+    model = perturbed_model(tiny_cfg)
+    context = tiny_cfg.data.window - 1
+    ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
+    # moves made frames 2..6 (out) and 8..12 (back): the first frame of the way back is 8
+    assert real_prefix(ep, context, "trip") == 8 and real_prefix(ep, context, "context") == context
+    variants = {"on": MemoryConfig(rank=4, window=4, buffer_frames=8)}
+    report = run_benchmark(model, tiny_cfg, [ep], variants, log=lambda s: None, warmup="trip")
+    res = report["per_episode"][0]
+    assert report["warmup"] == "trip" and res["real_prefix"] == 8
+    assert res["revisit_frames"] and min(res["revisit_frames"]) >= 8
+    for mode in ("off", "on"):
+        curve = res["modes"][mode]["psnr_curve"]
+        assert all(v == 100.0 for v in curve[:8])  # the trip out is the real game
+        assert min(curve[8:]) < 100.0  # the way back is generated
+    with pytest.raises(ValueError, match="warmup"):
+        real_prefix(ep, context, "all")
+
+
+def test_probe_measures_the_way_back_before_and_after_learning_the_trip_out(tiny_cfg,
+                                                                           perturbed_model, tmp_path):
+    from memory.probe import probe_episode
+
+    write_trip(tmp_path / "data" / "revisit_0")
+    context = tiny_cfg.data.window - 1
+    ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
+    mcfg = MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8, update_every=1)
+    row = probe_episode(perturbed_model(tiny_cfg), tiny_cfg, mcfg, ep, reps=2)
+    assert row["real_prefix"] == 8 and row["updates"] == 8 - context
+    assert row["way_back_before"] > 0 and np.isfinite(row["way_back_after"])
+    assert row["way_back_after"] != row["way_back_before"]  # the adapter learned something
+    again = probe_episode(perturbed_model(tiny_cfg), tiny_cfg, mcfg, ep, reps=2)
+    assert again["way_back_after"] == row["way_back_after"]  # seeded: settings compare exactly
 
 
 def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episodes, tmp_path):

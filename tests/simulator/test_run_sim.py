@@ -87,6 +87,19 @@ def test_record_with_memory_takes_the_memory_section_of_a_yaml(files, tmp_path, 
     assert not (tmp_path / "out2").exists()
 
 
+def test_threads_sets_the_frame_loops_torch_threads(files, tmp_path, capsys):
+    args = ["record", "--checkpoint", str(files["ckpt"]), "--actions", str(files["actions"]),
+            "--frames", "2", "--start", str(files["start"]), "--no-progress"]
+    before = torch.get_num_threads()
+    try:
+        assert run_sim.main([*args, "--out", str(tmp_path / "a"), "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert run_sim.main([*args, "--out", str(tmp_path / "b"), "--threads", "0"]) == 1
+    assert "--threads must be at least 1" in capsys.readouterr().err
+
+
 def test_unknown_action_name_lists_valid_names(files, tmp_path, capsys):
     (tmp_path / "bad.json").write_text('["move_left", "jump"]')
     rc = run_sim.main(["record", "--checkpoint", str(files["ckpt"]), "--actions",

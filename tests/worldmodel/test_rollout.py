@@ -209,3 +209,31 @@ def test_bf16_on_cpu_is_opt_in_and_close_to_fp32(tiny_cfg, perturbed_model):
         outs[bf16] = ro.step(torch.tensor([1, 2]))
     diff = (outs[None] - outs[True]).abs().max().item()
     assert 0 < diff < 0.1  # bf16 really ran (not bit-identical), and stays close
+
+
+def test_append_commits_exactly_what_step_commits(tiny_cfg, perturbed_model):
+    """Teacher forcing: appending the frame a step generated leaves the same state as the step."""
+    model = perturbed_model(tiny_cfg)
+    ctx, ctx_act = context_and_actions(tiny_cfg)
+    acts = step_actions(3)
+    gen = Rollout(model, tiny_cfg, seed=5)
+    gen.reset(ctx, ctx_act)
+    first = gen.step(acts[0])
+    forced = Rollout(model, tiny_cfg, seed=5)
+    forced.reset(ctx, ctx_act)
+    s = tiny_cfg.model.frame_size
+    forced._noise((B, 1, 3, s, s))  # the sampler noise the step drew, so the streams stay aligned
+    forced.append(first[:, None], acts[0][:, None])
+    assert torch.equal(forced.last_clean[:, 0], first)
+    for a in acts[1:]:
+        assert torch.equal(forced.step(a), gen.step(a))
+
+
+def test_append_checks_its_input(tiny_cfg, perturbed_model):
+    ro = Rollout(perturbed_model(tiny_cfg), tiny_cfg)
+    s = tiny_cfg.model.frame_size
+    with pytest.raises(RuntimeError, match="reset"):
+        ro.append(torch.zeros(B, 1, 3, s, s), torch.zeros(B, 1, dtype=torch.long))
+    ro.reset(*context_and_actions(tiny_cfg))
+    with pytest.raises(ValueError, match="append takes frames"):
+        ro.append(torch.zeros(B + 1, 1, 3, s, s), torch.zeros(B + 1, 1, dtype=torch.long))

@@ -1,0 +1,98 @@
+"""Does fast learning on the trip out teach the model the way back? A quick, low-variance probe.
+
+    python -m memory.probe --checkpoint assets/crafter --data data/crafter_revisit --samples 4 \
+        --memory-config configs/crafter.yaml steps_per_update=8
+
+For each revisit episode, a fresh fast learner is updated on the real trip out (the first real
+frames up to the first move back, a window every `update_every` frames, as in play), and the
+teacher-forced diffusion loss (`loss` form, forward windows, fixed noise) on the real way back is
+measured before and after. Memory that helps on return lowers it; memory that only overfits the
+windows it saw raises it. No sampling, so settings compare in a minute or two where the revisit
+benchmark's rollouts (memory.revisit) are slower and noisier (one changed sample changes the
+rest of a rollout).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from memory.config import MemoryConfig, load_memory_config
+from memory.fast_learner import FastLearner, fast_loss
+from memory.revisit import load_revisit_episodes, real_prefix
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.config import Config, to_dict
+from worldmodel.data import Episode
+from worldmodel.data.dataset import to_float
+from worldmodel.dynamics import Denoiser
+from worldmodel.evaluate import frame_actions
+from worldmodel.train import pick_device
+
+
+@torch.no_grad()
+def way_back_loss(learner: FastLearner, frames: torch.Tensor, actions: torch.Tensor,
+                  windows: list[tuple[int, int]], reps: int, seed: int) -> float:
+    """Mean teacher-forced loss over windows [a, b) of the way back, the same noise every call."""
+    mcfg = replace(learner.mcfg, reverse_prob=0.0)
+    gen = torch.Generator().manual_seed(seed)
+    losses = [float(fast_loss(learner.model, frames[:, a:b], actions[:, a:b], learner.space,
+                              learner.opposite, learner.dcfg, mcfg, gen))
+              for a, b in windows for _ in range(reps)]
+    return float(np.mean(losses))
+
+
+def probe_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
+                  reps: int = 6, seed: int = 123) -> dict[str, Any]:
+    context = cfg.data.window - 1
+    prefix = real_prefix(ep, context, "trip")
+    frames = to_float(torch.from_numpy(ep.frames))[None]
+    actions = torch.from_numpy(frame_actions(ep, 0, len(ep.frames)))[None]
+    end = min(len(ep.frames), 2 * prefix - context)  # about as far back as the trip went out
+    step = max(1, mcfg.window // 2)
+    windows = [(a, a + mcfg.window) for a in range(prefix - 1, end - mcfg.window + 1, step)]
+    if not windows:
+        raise ValueError(f"{ep.path}: no {mcfg.window}-frame window on the way back")
+    learner = FastLearner(model, cfg.diffusion, mcfg, cfg.model.action_space)
+    before = way_back_loss(learner, frames, actions, windows, reps, seed)
+    train = []
+    for stop in range(context + 1, prefix + 1, mcfg.update_every):
+        a = max(0, stop - mcfg.window)
+        train.append(learner.update(frames[:, a:stop], actions[:, a:stop]))
+    after = way_back_loss(learner, frames, actions, windows, reps, seed)
+    return {"episode": ep.path.name if ep.path else "?", "real_prefix": prefix,
+            "updates": len(train), "train_loss": train, "way_back_before": before,
+            "way_back_after": after, "change": after / before - 1}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", default="data/crafter_revisit", help="revisit episodes")
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--memory-config", help="YAML with a memory: section")
+    p.add_argument("--reps", type=int, default=6, help="noise draws per way-back window")
+    p.add_argument("--device")
+    p.add_argument("overrides", nargs="*", help="memory settings, e.g. steps_per_update=8")
+    args = p.parse_args(argv)
+    model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
+    mcfg = load_memory_config(args.memory_config, args.overrides)
+    rows = []
+    for ep in load_revisit_episodes(args.data, args.samples, cfg.data.window - 1):
+        rows.append(probe_episode(model, cfg, mcfg, ep, args.reps))
+        r = rows[-1]
+        print(f"{r['episode']}: {r['updates']} updates on the trip out; loss on the way back "
+              f"{r['way_back_before']:.5f} -> {r['way_back_after']:.5f} ({100 * r['change']:+.1f}%)")
+    mean = float(np.mean([r["change"] for r in rows]))
+    print(f"mean change of the way-back loss: {100 * mean:+.1f}%")
+    return {"memory": to_dict(mcfg), "episodes": rows, "mean_change": mean}
+
+
+if __name__ == "__main__":
+    from worldmodel.cli import run_cli
+
+    run_cli(main, ())
