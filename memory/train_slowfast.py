@@ -8,7 +8,9 @@ the segment's opening context, then for each chunk of `--chunk` frames that foll
 
 1. slow: the base model's loss on the chunk, predicted frame by frame from the frames before it
    (teacher forced, with actions, as in play), *with the adapter applied*; gradients accumulate
-   into the base weights only;
+   into the base weights only. `--objective train` uses the world model's own training loss
+   on the window ending with the chunk instead (self-forcing and context corruption included):
+   the plain teacher-forced loss alone let 700 batch-1 steps degrade the base's rollouts;
 2. fast: the adapter takes `memory.steps_per_update` Adam steps on the memory loss of the window
    ending with that chunk (base frozen), exactly as the live fast learner does.
 
@@ -38,7 +40,7 @@ from worldmodel.checkpoint import load_checkpoint, save_checkpoint
 from worldmodel.config import Config, DiffusionConfig, to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
-from worldmodel.diffusion import add_noise, sample_levels
+from worldmodel.diffusion import TrainBatch, add_noise, sample_levels, training_loss
 from worldmodel.dynamics import Denoiser, KVCache
 from worldmodel.train import lr_at, pick_device
 
@@ -92,9 +94,28 @@ class Segments:
         return ep.frames[s:s + self.length], acts
 
 
+OBJECTIVES = ("chunk", "train")
+
+
+def slow_loss(model: Denoiser, objective: str, frames: Tensor, act: Tensor, drop: Tensor,
+              cfg: Config, chunk: int, rng: np.random.Generator, gen: torch.Generator) -> Tensor:
+    """The base's loss on a window ending with the new chunk: `chunk` -> `next_chunk_loss` (the
+    chunk predicted frame by frame, plain teacher forcing); `train` -> the world model's own
+    training loss on the window's last `data.window` frames (self-forcing, context corruption and
+    chunked targets included, so fine-tuning keeps what makes rollouts robust)."""
+    ctx_len = cfg.data.window - 1
+    if objective == "chunk":
+        return next_chunk_loss(model, frames, act, drop, cfg.diffusion, chunk, ctx_len, gen)
+    w = slice(max(0, frames.shape[1] - cfg.data.window), frames.shape[1])
+    return training_loss(model, TrainBatch(frames[:, w], act[:, w]), cfg.diffusion, rng, gen)[0]
+
+
 def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes: float,
           max_episodes: int, segment: int, chunk: int, accum: int, plain: bool,
-          device: torch.device, log_every: int = 5, max_steps: int = 0) -> dict:
+          device: torch.device, log_every: int = 5, max_steps: int = 0,
+          objective: str = "chunk") -> dict:
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -144,19 +165,21 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
             fast_update(ctx_len)  # the memory starts from the real context, as in play
         for s in range(ctx_len, segment - chunk + 1, chunk):
             w = slice(max(0, s - ctx_len), s + chunk)  # the chunk and the context before it
-            state = gen.get_state()
-            loss = next_chunk_loss(model, frames[:, w], act[:, w], drop_slow[:, w], cfg.diffusion,
-                                   chunk, ctx_len, gen)
+            state, np_state = gen.get_state(), rng.bit_generator.state
+            loss = slow_loss(model, objective, frames[:, w], act[:, w], drop_slow[:, w], cfg,
+                             chunk, rng, gen)
             (loss / accum).backward(inputs=list(base.values()))
             running.setdefault("loss", []).append(float(loss.detach()))
             if not plain and steps % log_every == 0:
                 with torch.no_grad():  # the same draw without the adapter: what memory adds
-                    after = gen.get_state()
+                    after, np_after = gen.get_state(), rng.bit_generator.state
                     gen.set_state(state)
+                    rng.bit_generator.state = np_state
                     set_lora_enabled(model, False)
-                    bare = next_chunk_loss(model, frames[:, w], act[:, w], drop_slow[:, w],
-                                           cfg.diffusion, chunk, ctx_len, gen)
+                    bare = slow_loss(model, objective, frames[:, w], act[:, w], drop_slow[:, w],
+                                     cfg, chunk, rng, gen)
                     gen.set_state(after)
+                    rng.bit_generator.state = np_after
                     set_lora_enabled(model, True)
                 running.setdefault("memory_gain", []).append(float(bare) - float(loss.detach()))
             if not plain:
@@ -183,7 +206,7 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
     plain_model = Denoiser(cfg.model)
     plain_model.load_state_dict({k: v.to(plain_model.state_dict()[k].dtype) for k, v in ema.items()})
     info = {"slowfast_episodes": episodes, "slowfast_chunks": steps, "plain": plain, "init": init,
-            "memory": to_dict(mcfg), "segment": segment, "chunk": chunk}
+            "memory": to_dict(mcfg), "segment": segment, "chunk": chunk, "objective": objective}
     save_checkpoint(out, plain_model, cfg, metrics=info)
     return info
 
@@ -201,6 +224,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--episodes", type=int, default=50, help="real episodes loaded (0: all)")
     p.add_argument("--steps", type=int, default=0, help="stop after this many training episodes")
     p.add_argument("--plain", action="store_true", help="the same loop without memory (baseline)")
+    p.add_argument("--objective", choices=OBJECTIVES, default="chunk",
+                   help="the base's loss: the next chunk, teacher forced (chunk), or the world "
+                        "model's training loss on the window ending with it (train)")
     p.add_argument("--device")
     p.add_argument("overrides", nargs="*", help="train.lr=1e-4 memory.lr=1e-3 ...")
     args = p.parse_args(argv)
@@ -211,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--out {args.out} is the config's plain-training folder; pick another")
     info = train(cfg, mcfg, Path(args.out), args.init, args.minutes, args.episodes, args.segment,
                  args.chunk, args.accum, args.plain, pick_device(args.device),
-                 max_steps=args.steps)
+                 max_steps=args.steps, objective=args.objective)
     print(json.dumps(info))
     return info
 

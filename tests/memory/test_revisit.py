@@ -107,11 +107,12 @@ def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episod
 
     save_checkpoint(tmp_path / "init", Denoiser(cfg.model), cfg)
     mcfg = MemoryConfig(rank=2, window=4, buffer_frames=8)
-    for plain in (False, True):
-        out = tmp_path / ("plain" if plain else "slowfast")
+    for plain, objective in ((False, "chunk"), (True, "chunk"), (False, "train")):
+        out = tmp_path / f"{plain}_{objective}"
         info = train(cfg, mcfg, out, str(tmp_path / "init"), minutes=5, max_episodes=3,
                      segment=10, chunk=3, accum=1, plain=plain, device=torch.device("cpu"),
-                     log_every=1, max_steps=2)
+                     log_every=1, max_steps=2, objective=objective)
+        assert info["objective"] == objective
         assert info["slowfast_episodes"] == 2 and info["slowfast_chunks"] == 4
         model, _ = load_checkpoint(out)  # no adapter keys: a normal checkpoint
         init, _ = load_checkpoint(tmp_path / "init")
@@ -119,6 +120,9 @@ def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episod
         assert changed, "the base did not learn"
         rows = [json.loads(line) for line in (out / "slowfast_log.jsonl").read_text().splitlines()]
         assert rows and ("memory_gain" in rows[0]) == (not plain)
+    with pytest.raises(ValueError, match="objective"):
+        train(cfg, mcfg, tmp_path / "bad", None, minutes=1, max_episodes=1, segment=10, chunk=3,
+              accum=1, plain=True, device=torch.device("cpu"), objective="next")
 
 
 def test_fps_harness_runs(tiny_cfg, perturbed_model):
