@@ -6,7 +6,9 @@ Episodes come from `python -m simulator.collect --revisit`: a few noops, a trip 
 same moves reversed, then noops, with the player's position per step. From the same real context
 (the first `context` frames) and the real actions, the model rolls the episode twice with the
 same sampler noise: memory off (the base model) and memory on (the fast-learned temporal LoRA,
-updated inline every `update_every` frames as the worker would). A *revisit frame* j stands where
+updated inline every `update_every` frames as the worker would). With `--warmup trip` the whole
+trip out is given real instead (teacher-forced into the context and learned by the memory as it
+goes) and only the way back is generated and scored. A *revisit frame* j stands where
 the player stood in an earlier run of frames that had left the context window by then (its last
 frame e < j - context); `at_start` are the revisit frames back at the start position.
 
