@@ -3,8 +3,8 @@
     python -m memory.probe --checkpoint assets/crafter --data data/crafter_revisit --samples 4 \
         --memory-config configs/crafter.yaml steps_per_update=8
 
-For each revisit episode, a fresh fast learner is updated on the real trip out (the first real
-frames up to the first move back, a window every `update_every` frames, as in play), and the
+For each revisit episode, a fresh memory learns the real trip out (the first real frames up to
+the first move back, fed frame by frame as play feeds it: a window every `update_every`), and the
 teacher-forced diffusion loss (`loss` form, forward windows, fixed noise) on the real way back is
 measured before and after. Memory that helps on return lowers it; memory that only overfits the
 windows it saw raises it. No sampling, so settings compare in a minute or two where the revisit
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from memory.config import MemoryConfig, load_memory_config
+from memory.episodic import EpisodicMemory
 from memory.fast_learner import FastLearner, fast_loss
 from memory.revisit import load_revisit_episodes, real_prefix
 from worldmodel.checkpoint import load_checkpoint
@@ -56,16 +57,17 @@ def probe_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
     windows = [(a, a + mcfg.window) for a in range(prefix - 1, end - mcfg.window + 1, step)]
     if not windows:
         raise ValueError(f"{ep.path}: no {mcfg.window}-frame window on the way back")
-    learner = FastLearner(model, cfg.diffusion, mcfg, cfg.model.action_space)
+    # The trip out goes through the memory as play feeds it (inline updates, same schedule).
+    memory = EpisodicMemory(model, cfg, mcfg, threaded=False)
+    memory.reset(frames[:, :context], actions[:, :context])
+    learner = memory.learner
     before = way_back_loss(learner, frames, actions, windows, reps, seed)
-    train = []
-    for stop in range(context + 1, prefix + 1, mcfg.update_every):
-        a = max(0, stop - mcfg.window)
-        train.append(learner.update(frames[:, a:stop], actions[:, a:stop]))
+    for j in range(context, prefix):
+        memory.observe(frames[:, j:j + 1], actions[:, j:j + 1])
     after = way_back_loss(learner, frames, actions, windows, reps, seed)
     return {"episode": ep.path.name if ep.path else "?", "real_prefix": prefix,
-            "updates": len(train), "train_loss": train, "way_back_before": before,
-            "way_back_after": after, "change": after / before - 1}
+            "updates": learner.updates, "last_train_loss": learner.last_loss,
+            "way_back_before": before, "way_back_after": after, "change": after / before - 1}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -144,6 +144,12 @@ def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+def move_runs(ep: Episode) -> list[np.ndarray]:
+    """The frames moves made, split where the player paused: [trip out, way back, ...]."""
+    moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1
+    return np.split(moving, np.flatnonzero(np.diff(moving) > 1) + 1) if len(moving) else []
+
+
 def real_prefix(ep: Episode, context: int, warmup: str) -> int:
     """Frames given real: `context` -> the model's context alone; `trip` -> every frame up to
     the first move back (the trip out and the pause are real, the way back is generated)."""
@@ -151,9 +157,8 @@ def real_prefix(ep: Episode, context: int, warmup: str) -> int:
         return context
     if warmup != "trip":
         raise ValueError(f"warmup must be one of {WARMUPS}, got {warmup!r}")
-    moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1  # frames a move made
-    gaps = np.flatnonzero(np.diff(moving) > 1)
-    return max(context, int(moving[gaps[0] + 1]) if len(gaps) else context)
+    runs = move_runs(ep)
+    return max(context, int(runs[1][0]) if len(runs) > 1 else context)
 
 
 def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
@@ -250,11 +255,11 @@ def _plt():
 
 def excursion(ep: Episode) -> tuple[int, int, int]:
     """Frame indices: first move out, last move out (turnaround), last move back."""
-    moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1
-    if not len(moving):
+    runs = move_runs(ep)
+    if not runs:
         return 0, 0, 0
-    gaps = np.flatnonzero(np.diff(moving) > 1)
-    turn = int(moving[gaps[0]]) if len(gaps) else int(moving[len(moving) // 2])
+    moving = np.concatenate(runs)
+    turn = int(runs[0][-1]) if len(runs) > 1 else int(moving[len(moving) // 2])
     return int(moving[0]), turn, int(moving[-1])
 
 
