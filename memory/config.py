@@ -42,17 +42,31 @@ class MemoryConfig:
     #                           "trajectory": the whole window one noised chunk, no actions
     levels: str = "sampler"  # noise levels trained: the sampler's own ("sampler") or training's
     # Also learn the window played backwards (what a return trip sees), with this probability.
-    # Off by default: on the shipped model, reversed windows (moves swapped, but the player sprite
-    # still facing the way out) raised the loss on the real way back (0.0039 -> 0.0197, 8 steps
-    # per update) where forward windows did not, and 0.5 scored 0.15 dB below 0 on the revisit
-    # benchmark (+0.04 vs +0.19 dB) and 0.67 dB below with the real trip out (-0.56 vs +0.11).
+    # Off by default. Plain reversal (moves swapped, every pixel scored) raised the loss on the
+    # real way back (0.0039 -> 0.0197, 8 steps per update) and scored 0.67 dB below forward-only
+    # on the revisit benchmark with the real trip out (-0.56 vs +0.11 dB): in Crafter the player
+    # sprite still faces the way out, and a blocked move reversed teaches that the opposite move
+    # does not scroll. With both fixed (reverse_ignore, reverse_still) it no longer hurts but
+    # does not help either: +0.12 vs +0.11 dB (real trip out), +0.10 vs +0.19 dB (real context).
     reverse_prob: float = 0.0
+    # Pixel boxes [y0, y1, x0, x1] (at the model's frame size) a reversed window is not scored
+    # on: what time reversal gets wrong (in Crafter the player sprite, which faces the way out,
+    # and the status bars, which would refill). The rest of a reversed frame is what a return
+    # trip shows.
+    reverse_ignore: list[list[int]] = field(default_factory=list)
+    # A reversed step whose frames barely change (mean absolute change, [-1, 1] pixels, below
+    # this; 0: off) was a blocked move on the way out: it undoes nothing, so it is learned as a
+    # noop rather than as the opposite move (which would teach that the move does not scroll).
+    reverse_still: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
     # Off the frame loop: a worker thread, fed through a fixed ring of recent frames.
     update_every: int = 4  # frames between updates (K): on 2 CPU cores an update costs ~4 frames;
     #                       the worker skips ahead when behind
     buffer_frames: int = 16  # ring capacity; the oldest frame is dropped
+    # The share of updates that learn a window drawn from anywhere in the ring instead of the
+    # newest one (a larger buffer_frames then reaches further back).
+    replay: float = 0.0
     worker_threads: int = 1  # torch threads the worker may use (0: leave as is)
     # The worker thread's niceness (Linux; 0: leave as is): it should take spare CPU, not the
     # frame loop's. Measured on a loaded 2-core box (memory-on / memory-off fps, updates/s):
@@ -76,6 +90,16 @@ class MemoryConfig:
                               f"({self.window})")
         if not 0 < self.worker_duty <= 1:
             raise ConfigError(f"memory.worker_duty must be in (0, 1], got {self.worker_duty}")
+        if not 0 <= self.replay <= 1:
+            raise ConfigError(f"memory.replay must be in [0, 1], got {self.replay}")
+        if self.reverse_still < 0:
+            raise ConfigError(f"memory.reverse_still must be >= 0, got {self.reverse_still}")
+        for box in self.reverse_ignore:
+            if (not isinstance(box, (list, tuple)) or len(box) != 4
+                    or not all(isinstance(v, int) and v >= 0 for v in box)
+                    or box[0] >= box[1] or box[2] >= box[3]):
+                raise ConfigError(f"memory.reverse_ignore: each box must be [y0, y1, x0, x1] "
+                                  f"pixels with y0 < y1, x0 < x1, got {box!r}")
         if not self.target_modules:
             raise ConfigError("memory.target_modules is empty")
 

@@ -274,8 +274,7 @@ class EpisodicMemory:
             fn()
         elif self.worker is None:
             fn()
-            slot.learner.reset()
-            copy_lora(slot.target, slot.learner.params)
+            slot.restart()
         else:
             with slot.swap_lock:
                 fn()

@@ -10,10 +10,12 @@ Two forms of the loss on a window of recent frames `(b, n, 3, h, w)`:
 
 With `reverse_prob` a window is learned played backwards (moves swapped for their opposites,
 other actions dropped): what scrolled off one edge on the way out is what scrolls in on the way
-back, so a memory learned only forwards is not asked the question a return trip asks. It is off
-by default: in Crafter the player sprite turns to face each move, so a reversed window shows moves
-the game never makes (walking backwards), and on the shipped model that hurt more than it helped
-(memory/config.py).
+back, so a memory learned only forwards is not asked the question a return trip asks. Time
+reversal gets some things wrong, and both are handled: pixels it cannot get right (in Crafter the
+player sprite, which faces the way out, and the status bars) are left out of the loss
+(`reverse_ignore`), and a step whose frame did not change (a blocked move) reverses to a noop
+rather than the opposite move (`reverse_still`). Off by default: measured on the shipped model it
+does not beat forward-only windows (memory/config.py).
 
 Noise levels are either the sampler's own (`levels: sampler`, where a few-step sampler spends
 all of its passes) or the training distribution's. Only the adapter has gradients; the frozen
@@ -45,9 +47,11 @@ def draw_levels(shape: tuple[int, ...], dcfg: DiffusionConfig, mode: str,
 
 
 def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
-                dcfg: DiffusionConfig, mcfg: MemoryConfig, gen: torch.Generator) -> Tensor:
+                dcfg: DiffusionConfig, mcfg: MemoryConfig, gen: torch.Generator,
+                weight: Tensor | None = None) -> Tensor:
     """Diffusion loss (MSE on x_0) of a window; frames (b, n, 3, h, w) in [-1, 1], act (b, n, A)
-    encoded actions (act[:, i] produced frame i), act_drop (b, n) bool."""
+    encoded actions (act[:, i] produced frame i), act_drop (b, n) bool; weight (h, w): per-pixel
+    weights of the error (None: all 1)."""
     b, n = frames.shape[:2]
     assert frames.ndim == 5 and n >= 2 and act.shape[:2] == (b, n), (frames.shape, act.shape)
     trajectory = mcfg.loss == "trajectory"
@@ -81,7 +85,35 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
     has_prev = torch.ones(b, n - 1, dtype=torch.bool, device=dev)
     pred = model(xt, prev, t, t_prev, has_prev, act[:, 1:], act_drop[:, 1:], cache=cache,
                  chunk_start=chunk_start, anchor=anchor)
-    return (pred.float() - x0.float()).pow(2).mean()
+    return weighted_mse(pred, x0, weight)
+
+
+def weighted_mse(pred: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean squared error over (..., h, w); weight (h, w) weighs each pixel (a 0/1 mask: the
+    mean over the pixels it keeps)."""
+    err = (pred.float() - target.float()).pow(2)
+    if weight is None:
+        return err.mean()
+    weight = weight.to(err.device)
+    return (err * weight).sum() / (weight.sum() * (err.numel() / weight.numel()))
+
+
+def ignore_weight(boxes: list[list[int]], size: tuple[int, int]) -> Tensor:
+    """(h, w) weights: 0 inside each [y0, y1, x0, x1] pixel box, 1 elsewhere."""
+    w = torch.ones(size)
+    for y0, y1, x0, x1 in boxes:
+        w[y0:y1, x0:x1] = 0
+    if w.sum() == 0:
+        raise ValueError(f"memory.reverse_ignore {boxes} covers the whole {size} frame")
+    return w
+
+
+def noop_action(space: ActionSpace) -> int:
+    """The index of a discrete space's do-nothing action (-1: none, or not discrete)."""
+    if space.kind != "discrete":
+        return -1
+    names = list(space.actions)
+    return next((i for i, n in enumerate(names) if n in ("noop", "none", "idle")), -1)
 
 
 def opposite_actions(space: ActionSpace) -> Tensor | None:
@@ -94,17 +126,19 @@ def opposite_actions(space: ActionSpace) -> Tensor | None:
              "forward": "backward", "backward": "forward"}
     out = torch.full((len(names),), -1, dtype=torch.long)
     for i, name in enumerate(names):
-        if name in ("noop", "none", "idle"):
+        if i == noop_action(space):
             out[i] = i
         elif name.startswith("move_") and f"move_{pairs.get(name[5:], '')}" in names:
             out[i] = names.index(f"move_{pairs[name[5:]]}")
     return out
 
 
-def reverse_window(frames: Tensor, actions: Tensor,
-                   opposite: Tensor | None) -> tuple[Tensor, Tensor]:
+def reverse_window(frames: Tensor, actions: Tensor, opposite: Tensor | None,
+                   still: Tensor | None = None, noop: int = -1) -> tuple[Tensor, Tensor]:
     """A window played backwards: frames (b, n, ...) flipped in time; actions (b, n) ints, where
-    actions[:, i] made frame i, become the opposite moves (-1 where unknown)."""
+    actions[:, i] made frame i, become the opposite moves (-1 where unknown). still (b, n) bool,
+    in the original order: frame i did not change from frame i-1 (a blocked move undoes nothing),
+    so its reversed step becomes `noop`."""
     rev = actions.flip(1)  # rev[:, k] = actions[:, n-1-k], made original frame n-1-k
     out = torch.full_like(actions, -1)
     if opposite is not None:
@@ -112,22 +146,39 @@ def reverse_window(frames: Tensor, actions: Tensor,
         # by undoing the action that made original frame n-k: rev[:, k-1].
         prev = rev[:, :-1]
         out[:, 1:] = torch.where(prev >= 0, opposite[prev.clamp(min=0)], -1)
+        if still is not None:
+            out[:, 1:] = torch.where(still.flip(1)[:, :-1], noop, out[:, 1:])
     return frames.flip(1), out
+
+
+def still_frames(frames: Tensor, weight: Tensor | None, threshold: float) -> Tensor:
+    """(b, n) bool: frame i's mean absolute change from frame i-1 (over pixels of nonzero
+    weight) is below threshold; frame 0 is False."""
+    diff = (frames[:, 1:] - frames[:, :-1]).abs().mean(2)  # (b, n-1, h, w)
+    if weight is not None:
+        diff = diff[..., weight.to(diff.device) > 0]
+    change = diff.flatten(2).mean(-1)
+    first = torch.zeros_like(change[:, :1], dtype=torch.bool)
+    return torch.cat([first, change < threshold], 1)
 
 
 def fast_loss(model: Denoiser, frames: Tensor, actions: Tensor, space: ActionSpace,
               opposite: Tensor | None, dcfg: DiffusionConfig, mcfg: MemoryConfig,
               gen: torch.Generator) -> Tensor:
     """`memory_loss` from integer actions (b, n) (negative: none), reversing the window with
-    probability `mcfg.reverse_prob`."""
+    probability `mcfg.reverse_prob`; a reversed window's error ignores `mcfg.reverse_ignore`."""
+    weight = None
     if mcfg.reverse_prob > 0 and torch.rand((), generator=gen) < mcfg.reverse_prob:
-        frames, actions = reverse_window(frames, actions, opposite)
+        if mcfg.reverse_ignore:
+            weight = ignore_weight(mcfg.reverse_ignore, tuple(frames.shape[-2:]))
+        still = still_frames(frames, weight, mcfg.reverse_still) if mcfg.reverse_still > 0 else None
+        frames, actions = reverse_window(frames, actions, opposite, still, noop_action(space))
     dev = frames.device
     if space.kind == "discrete":
         act, drop = space.encode(actions.clamp(min=0)), actions < 0
     else:
         act, drop = space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool)
-    return memory_loss(model, frames, act.to(dev), drop.to(dev), dcfg, mcfg, gen)
+    return memory_loss(model, frames, act.to(dev), drop.to(dev), dcfg, mcfg, gen, weight)
 
 
 class FastLearner:

@@ -4,7 +4,10 @@ Runs the session's frame loop (swap adapter, one frame, hand it to the worker: w
 `WorldSession.step` does) for `--rounds` alternating blocks of `--frames` frames with memory off
 and on, so both see the same machine load, and reports the median fps of each, the ratio, the
 slowest frame, the most time a frame spent in memory hooks (it never waits for an update: the
-swap is a try-lock and a copy), and how many updates the worker managed.
+swap is a try-lock and a copy), and how many updates the worker managed. After each memory-on
+block it also records the process's RSS and the worker's mean update time over that block, so a
+long session (`--rounds 84 --frames 120`: 10,080 frames with memory on) shows whether memory or
+update cost grows.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ from worldmodel.train import pick_device
 MOVES = (1, 2, 3, 4)
 
 
+def rss_mb() -> float:
+    """This process's resident set size (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0) -> dict[str, Any]:
     memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False)
@@ -40,6 +55,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
     worst = {"off": 0.0, "on": 0.0}
     updates_on = 0
     time_on = 0.0
+    rss, update_ms = [], []  # after each memory-on block
     ro.reset(context)
     memory.reset(context)  # once: a reset drops the update in flight, and play is one long episode
     try:
@@ -48,7 +64,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
                 on = mode == "on"
                 memory.set_enabled(on)
                 ro.model = memory.model if on else model
-                u0 = memory.worker.updates
+                u0, s0 = memory.worker.updates, memory.worker.update_s_total
                 t0 = time.perf_counter()
                 for _ in range(frames):
                     act = torch.tensor([int(rng.choice(MOVES))])
@@ -63,8 +79,11 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
                 el = time.perf_counter() - t0
                 fps[mode].append(frames / el)
                 if on:
-                    updates_on += memory.worker.updates - u0
+                    n_up = memory.worker.updates - u0
+                    updates_on += n_up
                     time_on += el
+                    rss.append(rss_mb())
+                    update_ms.append(1000 * (memory.worker.update_s_total - s0) / max(1, n_up))
     finally:
         memory.close()
     off, on = statistics.median(fps["off"]), statistics.median(fps["on"])
@@ -74,7 +93,9 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             "worker_updates_per_s": updates_on / max(time_on, 1e-9),
             "worker_update_ms_last": memory.worker.update_s * 1000,
             "frames_per_update": (frames * rounds) / max(1, updates_on),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "frames_on": frames * rounds,
+            "rss_mb_rounds": rss, "update_ms_rounds": update_ms,
+            "rss_growth_mb": rss[-1] - rss[0] if rss else 0.0}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

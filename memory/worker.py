@@ -57,14 +57,18 @@ class FrameRing:
         with self.lock:
             self.count = 0
 
-    def latest(self, frames_out: Tensor, actions_out: Tensor) -> tuple[int, int]:
-        """Copy the newest frames into the tails of frames_out (b, n, ...) / actions_out (b, n).
+    def latest(self, frames_out: Tensor, actions_out: Tensor,
+               back: int = 0) -> tuple[int, int]:
+        """Copy the newest frames (ending `back` frames before the newest, clamped to what the
+        ring holds) into the tails of frames_out (b, n, ...) / actions_out (b, n).
         Returns (frames copied, count at the time)."""
         n = frames_out.shape[1]
         with self.lock:
-            k = min(n, self.count, self.capacity)
+            held = min(self.count, self.capacity)
+            back = max(0, min(back, held - n))
+            k = min(n, held)
             for j in range(k):
-                slot = (self.count - k + j) % self.capacity
+                slot = (self.count - back - k + j) % self.capacity
                 frames_out[:, n - k + j].copy_(self.frames[slot])
                 actions_out[:, n - k + j].copy_(self.actions[slot])
             return k, self.count
@@ -97,6 +101,7 @@ class WorldSlot:
         self.frames = torch.zeros(1, window, *ring.frames.shape[2:])  # the window trained on
         self.actions = torch.full((1, window), -1, dtype=torch.long)
         self.published = {k: v.detach().clone() for k, v in learner.params.items()}
+        self.gen = torch.Generator().manual_seed(learner.mcfg.seed + 2)  # replay draws
         self.swap_lock = threading.Lock()
         self.version = 0  # bumped on each publish (under swap_lock)
         self.epoch = 0  # bumped by reset/load (under swap_lock)
@@ -111,10 +116,21 @@ class WorldSlot:
         self.applied = 0  # version in the inference adapter
         self.frames_seen = 0
 
+    def restart(self) -> None:
+        """The trainer's side, after a reset/load: a fresh learner seeded from the target."""
+        self.learner.reset()
+        self.gen.manual_seed(self.learner.mcfg.seed + 2)
+        copy_lora(self.target, self.learner.params)
+
     def learn(self, update_every: int) -> tuple[float, int] | None:
-        """The trainer's side: one learner update on the ring's newest window. Returns the loss
-        and how many windows went untrained since the last update, or None (fewer than 2 frames)."""
-        k, count = self.ring.latest(self.frames, self.actions)
+        """The trainer's side: one learner update on the ring's newest window (or, with
+        probability `replay`, a window drawn from anywhere in the ring). Returns the loss and how
+        many windows went untrained since the last update, or None (fewer than 2 frames)."""
+        back = 0
+        mcfg = self.learner.mcfg
+        if mcfg.replay > 0 and torch.rand((), generator=self.gen) < mcfg.replay:
+            back = int(torch.randint(0, self.ring.capacity, (), generator=self.gen))
+        k, count = self.ring.latest(self.frames, self.actions, back)
         if k < 2:
             return None
         skipped = max(0, count - self.seen - update_every)
@@ -140,6 +156,7 @@ class MemoryWorker:
         self.skipped = 0
         self.last_loss = float("nan")  # of the last update, whichever world
         self.update_s = 0.0  # duration of the last update
+        self.update_s_total = 0.0  # over all updates
         self.error: BaseException | None = None
         self._stop = False
         self._next = 0  # the world to look at first (round-robin)
@@ -239,8 +256,7 @@ class MemoryWorker:
             if slot.seen_epoch != slot.epoch:
                 slot.seen_epoch = slot.epoch
                 slot.seen = 0
-                slot.learner.reset()
-                copy_lora(slot.target, slot.learner.params)
+                slot.restart()
             epoch = slot.epoch
         if not self._ready(slot):
             return
@@ -259,5 +275,6 @@ class MemoryWorker:
                 slot.skipped += skipped
                 slot.last_loss = loss
                 self.updates += 1
+                self.update_s_total += self.update_s
                 self.skipped += skipped
                 self.last_loss = loss

@@ -3,8 +3,9 @@
 Policy: sticky random actions biased to movement, plus scripted out-and-back trips (walk one way,
 then retrace the same steps) so revisits appear in the data. Deterministic per seed. Train and
 held-out seeds are disjoint ranges (`--split train|heldout`). `--revisit` records only
-out-and-back trips long enough to push the start out of the model's context window, for the
-memory benchmark.
+out-and-back trips long enough to push the start out of the model's context window: for the
+memory benchmark (held-out seeds, the default), or with `--split train` for slow-fast training
+(`python -m memory.train_slowfast`) on trips of their own seeds.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tqdm import tqdm
 
 from worldmodel.data.episode import EpisodeWriter
 
-SPLIT_SEED_BASE = {"train": 0, "heldout": 1_000_000, "revisit": 2_000_000}
+SPLIT_SEED_BASE = {"train": 0, "heldout": 1_000_000, "revisit": 2_000_000,
+                   "revisit_train": 3_000_000}
 MOVES = (1, 2, 3, 4)  # left, right, up, down
 OPPOSITE = {1: 2, 2: 1, 3: 4, 4: 3}
 
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to write episodes into")
     p.add_argument("--game", default="crafter")
-    p.add_argument("--split", choices=sorted(SPLIT_SEED_BASE), default="train")
+    p.add_argument("--split", choices=("train", "heldout"), default=None,
+                   help="seed range (default: train; with --revisit, the benchmark's own seeds)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--first", type=int, default=0, help="index of the first episode (to extend a set)")
     p.add_argument("--length", type=int, default=400, help="steps per episode")
@@ -97,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     from simulator.games import make_game
 
     game = make_game(args.game, size=args.size)
-    split = "revisit" if args.revisit else args.split
+    if args.revisit:  # the benchmark's (held-out) trips, or trips of training seeds
+        split = "revisit_train" if args.split == "train" else "revisit"
+    else:
+        split = args.split or "train"
     out = Path(args.out)
     total = 0
     bar = tqdm(range(args.first, args.first + args.episodes), desc=f"collect {split}", unit="ep")

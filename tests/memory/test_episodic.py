@@ -14,6 +14,7 @@ import torch
 from memory.config import MemoryConfig
 from memory.episodic import EpisodicMemory
 from memory.lora import lora_tensors
+from memory.fast_learner import FastLearner
 from memory.worker import FrameRing
 from memory_fixtures import rollout_frames, scroll_sequence
 
@@ -46,8 +47,30 @@ def test_ring_keeps_the_newest_frames_in_order():
         ring.push(torch.full((1, 1, 3, 2, 2), float(i)), torch.tensor([[i]]))
     assert ring.latest(out_f, out_a) == (3, 6)
     assert out_a.tolist() == [[3, 4, 5]] and out_f[0, :, 0, 0, 0].tolist() == [3.0, 4.0, 5.0]
+    # `back`: the window ending that many frames before the newest, clamped to what is held
+    assert ring.latest(out_f, out_a, back=1) == (3, 6) and out_a.tolist() == [[2, 3, 4]]
+    assert ring.latest(out_f, out_a, back=9) == (3, 6) and out_a.tolist() == [[2, 3, 4]]
     ring.clear()
     assert ring.latest(out_f, out_a)[0] == 0
+
+
+def test_replay_learns_older_windows_too(tiny_cfg, perturbed_model):
+    """replay=1: each update's window is drawn from anywhere in the ring, not just the newest."""
+    from memory.worker import WorldSlot
+
+    mcfg = MemoryConfig(rank=2, window=3, buffer_frames=8, replay=1.0)
+    learner = FastLearner(perturbed_model(tiny_cfg), tiny_cfg.diffusion, mcfg,
+                          tiny_cfg.model.action_space)
+    ring = FrameRing(8, 1, tiny_cfg.model.frame_size)
+    slot = WorldSlot(0, learner, ring, {k: v.clone() for k, v in learner.params.items()})
+    for i in range(8):
+        ring.push(torch.full((1, 1, 3, tiny_cfg.model.frame_size, tiny_cfg.model.frame_size),
+                             i / 8), torch.tensor([[i % 4]]))
+    ends = set()
+    for _ in range(12):
+        assert slot.learn(1) is not None
+        ends.add(int(slot.actions[0, -1]))
+    assert len(ends) > 1, "every replayed window was the newest"
 
 
 def test_worker_learns_in_the_background_and_swaps_between_frames(tiny_cfg, perturbed_model):

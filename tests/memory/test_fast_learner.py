@@ -73,3 +73,55 @@ def test_a_reversed_window_undoes_each_move():
     # 4 -> 3 would undo "do": unknown
     assert rev_a.tolist() == [[-1, -1, noop, down, left]]
     assert opp[left] == right and opp[down] == up
+
+
+def test_a_blocked_move_reverses_to_a_noop():
+    """A move that did not change the frame (walked into a wall) undoes nothing: reversed, it is
+    a noop, not the opposite move (which would teach that moving does not scroll)."""
+    from memory.fast_learner import noop_action, opposite_actions, reverse_window, still_frames
+    from worldmodel.actions import get_action_space
+
+    space = get_action_space("crafter")
+    right, left, noop = (space.index(a) for a in ("move_right", "move_left", "noop"))
+    assert noop_action(space) == noop
+    frames = torch.zeros(1, 4, 3, 8, 8)
+    frames[:, 1:3] = 0.5  # frame 1 scrolled; frame 2 is the same as 1 (blocked); frame 3 scrolled
+    frames[:, 3] = -0.5
+    frames[:, 2, :, 0, 0] = 0.51  # a sprite-sized change stays under the threshold
+    still = still_frames(frames, None, 0.01)
+    assert still.tolist() == [[False, False, True, False]]
+    actions = torch.tensor([[-1, right, right, right]])
+    _, rev_a = reverse_window(frames, actions, opposite_actions(space), still, noop)
+    # reversed: 3 -> 2 undoes the move that made 3 (left); 2 -> 1 was blocked (noop); 1 -> 0 (left)
+    assert rev_a.tolist() == [[-1, left, noop, left]]
+    # pixels a mask ignores do not count as change
+    weight = torch.ones(8, 8)
+    weight[:, :4] = 0
+    frames[:, 2, :, :, :4] = 0.9
+    assert still_frames(frames, weight, 0.01)[0, 2]
+
+
+def test_ignored_pixels_do_not_count_in_a_reversed_windows_loss():
+    from memory.fast_learner import ignore_weight, weighted_mse
+
+    w = ignore_weight([[0, 2, 0, 8]], (8, 8))
+    assert w[:2].sum() == 0 and w[2:].all()
+    target = torch.zeros(2, 3, 3, 8, 8)
+    pred = target.clone()
+    pred[..., :2, :] = 5.0  # wrong only where ignored
+    assert weighted_mse(pred, target, w) == 0
+    pred[..., 2:, :] = 1.0  # wrong by 1 everywhere kept: the mean over kept pixels is 1
+    assert torch.isclose(weighted_mse(pred, target, w), torch.tensor(1.0))
+    assert torch.isclose(weighted_mse(pred, target), torch.tensor((25 * 2 + 6) / 8))
+    with pytest.raises(ValueError, match="whole"):
+        ignore_weight([[0, 8, 0, 8]], (8, 8))
+
+
+@pytest.mark.parametrize("bad", [{"reverse_ignore": [[5, 2, 0, 8]]}, {"reverse_ignore": [[0, 1, 2]]},
+                                 {"reverse_still": -0.1}, {"replay": 1.5}])
+def test_bad_reversal_and_replay_settings_are_clear_errors(bad):
+    from memory.config import memory_config_from_dict
+    from worldmodel.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"memory.{next(iter(bad))}"):
+        memory_config_from_dict(bad)

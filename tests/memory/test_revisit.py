@@ -133,3 +133,6 @@ def test_fps_harness_runs(tiny_cfg, perturbed_model):
     res = measure(perturbed_model(tiny_cfg), tiny_cfg, MemoryConfig(rank=2, window=4, buffer_frames=8,
                                                                     worker_nice=0), frames, 3, 2)
     assert res["fps_off"] > 0 and res["fps_on"] > 0 and len(res["fps_on_rounds"]) == 2
+    # the long-session trace: one RSS and mean-update figure per memory-on block
+    assert len(res["rss_mb_rounds"]) == len(res["update_ms_rounds"]) == 2
+    assert res["frames_on"] == 6 and all(ms >= 0 for ms in res["update_ms_rounds"])

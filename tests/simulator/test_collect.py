@@ -43,7 +43,7 @@ def test_positions_follow_the_moves(game, tmp_path):
 
 def test_train_and_heldout_splits_use_disjoint_seeds(tmp_path):
     seeds = {split: {base + i for i in range(1000)} for split, base in SPLIT_SEED_BASE.items()}
-    assert not seeds["train"] & seeds["heldout"] and not seeds["train"] & seeds["revisit"]
+    assert sum(map(len, seeds.values())) == len(set().union(*seeds.values()))  # pairwise disjoint
 
     for split in ("train", "heldout"):
         main(["--out", str(tmp_path), "--split", split, "--episodes", "1", "--length", "4",
@@ -52,6 +52,19 @@ def test_train_and_heldout_splits_use_disjoint_seeds(tmp_path):
     heldout = load_episode(tmp_path / "heldout_1000000")
     assert train.meta["seed"] == 0 and heldout.meta["seed"] == 1_000_000
     assert not np.array_equal(train.frames[0], heldout.frames[0])
+
+
+def test_revisit_trips_for_training_use_their_own_seeds(tmp_path):
+    """`--revisit` records the benchmark's held-out trips; `--revisit --split train` records trips
+    of training seeds (for slow-fast training), never the benchmark's."""
+    common = ["--out", str(tmp_path), "--revisit", "--episodes", "1", "--length", "12",
+              "--trip", "4", "--size", str(CRAFTER_SIZE)]
+    main(common)
+    main(common + ["--split", "train"])
+    bench, train = load_episode(tmp_path / "revisit_2000000"), load_episode(tmp_path / "revisit_train_3000000")
+    assert bench.meta["policy"] == train.meta["policy"] == "revisit"
+    assert train.meta["seed"] == 3_000_000
+    assert list(train.actions) == list(revisit_policy(3_000_000, 12, trip=4))
 
 
 def test_exploration_policy_is_seeded_valid_and_mostly_moves():
