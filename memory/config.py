@@ -47,7 +47,7 @@ class MemoryConfig:
     # on the revisit benchmark with the real trip out (-0.56 vs +0.11 dB): in Crafter the player
     # sprite still faces the way out, and a blocked move reversed teaches that the opposite move
     # does not scroll. With both fixed (reverse_ignore, reverse_still) it no longer hurts but
-    # does not help either: +0.12 vs +0.11 dB (real trip out), +0.10 vs +0.19 dB (real context).
+    # does not help either: +0.117 dB, as forward-only (real trip out); +0.10 vs +0.19 (context).
     reverse_prob: float = 0.0
     # Pixel boxes [y0, y1, x0, x1] (at the model's frame size) a reversed window is not scored
     # on: what time reversal gets wrong (in Crafter the player sprite, which faces the way out,
