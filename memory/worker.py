@@ -129,7 +129,8 @@ class WorldSlot:
         back = 0
         mcfg = self.learner.mcfg
         if mcfg.replay > 0 and torch.rand((), generator=self.gen) < mcfg.replay:
-            back = int(torch.randint(0, self.ring.capacity, (), generator=self.gen))
+            held = min(self.ring.count, self.ring.capacity)  # any window end, uniformly
+            back = int(torch.randint(0, max(1, held - mcfg.window + 1), (), generator=self.gen))
         k, count = self.ring.latest(self.frames, self.actions, back)
         if k < 2:
             return None
