@@ -99,6 +99,21 @@ def test_probe_measures_the_way_back_before_and_after_learning_the_trip_out(tiny
     assert again["way_back_after"] == row["way_back_after"]  # seeded: settings compare exactly
 
 
+def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturbed_model, tmp_path):
+    from memory.probe import ceiling_episode, main
+
+    write_trip(tmp_path / "data" / "revisit_0")
+    context = tiny_cfg.data.window - 1
+    ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
+    mcfg = MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8)
+    row = ceiling_episode(perturbed_model(tiny_cfg), tiny_cfg, mcfg, ep, [0, 3], reps=2)
+    assert row["steps"] == [0, 3] and len(row["change"]) == 2
+    assert row["change"][0] == 0.0  # no step: the base's own loss, the same noise
+    assert row["change"][1] != 0.0
+    with pytest.raises(SystemExit, match="ceiling"):
+        main(["--checkpoint", str(tmp_path / "none"), "--ceiling", "ten"])
+
+
 def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episodes, tmp_path):
     cfg = tiny_config(f"data.train={crafter_episodes}", size=CRAFTER_SIZE)
     torch.manual_seed(0)
