@@ -125,8 +125,9 @@ def opposite_actions(space: ActionSpace) -> Tensor | None:
     pairs = {"left": "right", "right": "left", "up": "down", "down": "up",
              "forward": "backward", "backward": "forward"}
     out = torch.full((len(names),), -1, dtype=torch.long)
+    noop = noop_action(space)
     for i, name in enumerate(names):
-        if i == noop_action(space):
+        if i == noop:
             out[i] = i
         elif name.startswith("move_") and f"move_{pairs.get(name[5:], '')}" in names:
             out[i] = names.index(f"move_{pairs[name[5:]]}")

@@ -61,13 +61,18 @@ def way_back_windows(mcfg: MemoryConfig, prefix: int, context: int,
     return windows
 
 
-def probe_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
-                  reps: int = 6, seed: int = 123) -> dict[str, Any]:
+def trip_and_way_back(cfg: Config, mcfg: MemoryConfig, ep: Episode):
+    """(context, real prefix, frames (1, T+1, 3, h, w), actions (1, T+1), way-back windows)."""
     context = cfg.data.window - 1
     prefix = real_prefix(ep, context, "trip")
     frames = to_float(torch.from_numpy(ep.frames))[None]
     actions = torch.from_numpy(frame_actions(ep, 0, len(ep.frames)))[None]
-    windows = way_back_windows(mcfg, prefix, context, ep)
+    return context, prefix, frames, actions, way_back_windows(mcfg, prefix, context, ep)
+
+
+def probe_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
+                  reps: int = 6, seed: int = 123) -> dict[str, Any]:
+    context, prefix, frames, actions, windows = trip_and_way_back(cfg, mcfg, ep)
     # The trip out goes through the memory as play feeds it (inline updates, same schedule).
     memory = EpisodicMemory(model, cfg, mcfg, threaded=False)
     memory.reset(frames[:, :context], actions[:, :context])
@@ -84,11 +89,7 @@ def probe_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
 def ceiling_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episode,
                     steps: list[int], reps: int = 6, seed: int = 123) -> dict[str, Any]:
     """The way-back loss after `steps` (increasing) Adam steps on random trip-out windows."""
-    context = cfg.data.window - 1
-    prefix = real_prefix(ep, context, "trip")
-    frames = to_float(torch.from_numpy(ep.frames))[None]
-    actions = torch.from_numpy(frame_actions(ep, 0, len(ep.frames)))[None]
-    windows = way_back_windows(mcfg, prefix, context, ep)
+    _, prefix, frames, actions, windows = trip_and_way_back(cfg, mcfg, ep)
     learner = FastLearner(model, cfg.diffusion, mcfg, cfg.model.action_space)
     gen = torch.Generator().manual_seed(seed)
     before = way_back_loss(learner, frames, actions, windows, reps, seed)

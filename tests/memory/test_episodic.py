@@ -4,6 +4,7 @@ and publishes, resets are exact, it stops on close and never deadlocks, memory s
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from pathlib import Path
@@ -13,8 +14,8 @@ import torch
 
 from memory.config import MemoryConfig
 from memory.episodic import EpisodicMemory
-from memory.lora import lora_tensors
 from memory.fast_learner import FastLearner
+from memory.lora import lora_tensors
 from memory.worker import FrameRing
 from memory_fixtures import rollout_frames, scroll_sequence
 
@@ -144,13 +145,12 @@ def test_no_deadlock_under_resets_toggles_and_loads(tiny_cfg, perturbed_model, t
 
 
 def rss_mb() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    pytest.skip("no /proc/self/status to read RSS from")
+    from memory.fps import rss_mb as read_rss
+
+    mb = read_rss()
+    if math.isnan(mb):
+        pytest.skip("no /proc/self/status to read RSS from")
+    return mb
 
 
 def test_rss_is_flat_across_many_updates(tiny_cfg, perturbed_model):
