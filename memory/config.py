@@ -1,9 +1,10 @@
 """`MemoryConfig`: the temporal LoRA and its fast learner, as a typed dataclass.
 
 It lives in the `memory:` section of a YAML config (or takes its defaults), beside the world
-model's sections: `worldmodel.config.load_config` validates it and leaves it here, `load_configs`
-splits a file into the world model's `Config` and the `MemoryConfig`; `memory.key=value`
-overrides work like the world model's.
+model's sections. This module registers the section with `worldmodel.config` when it is
+imported, so from then on `worldmodel.config.load_config` validates it and leaves it here;
+`load_configs` splits a file into the world model's `Config` and the `MemoryConfig`;
+`memory.key=value` overrides work like the world model's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from worldmodel.config import (Config, ConfigError, apply_overrides, from_dict, read_yaml,
-                               split_sections)
+                               register_section, split_sections)
 
 LOSS_FORMS = ("trajectory", "next_frame")
 LEVEL_MODES = ("sampler", "train")
@@ -108,6 +109,11 @@ def memory_config_from_dict(data: dict[str, Any] | None) -> MemoryConfig:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"memory must be a mapping, got {data!r}")
     return from_dict(MemoryConfig, data or {}, "memory")
+
+
+# Importing this module (everything that uses memory does) makes any config load check the
+# `memory:` section.
+register_section("memory", memory_config_from_dict)
 
 
 def load_configs(path: str | Path | None = None,

@@ -29,7 +29,7 @@ from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.rollout import Rollout
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 MOVES = (1, 2, 3, 4)
 

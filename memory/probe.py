@@ -35,7 +35,7 @@ from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 
 @torch.no_grad()

@@ -45,7 +45,7 @@ from worldmodel.data.episode import write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
 from worldmodel.rollout import Rollout
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 
 WARMUPS = ("context", "trip")

@@ -42,7 +42,8 @@ from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, add_noise, sample_levels, training_loss
 from worldmodel.dynamics import Denoiser, KVCache
-from worldmodel.train import lr_at, pick_device
+from worldmodel.device import pick_device
+from worldmodel.train import lr_at
 
 
 def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,

@@ -30,7 +30,7 @@ from worldmodel.config import Config
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
 from worldmodel.rollout import Rollout
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter"

@@ -39,7 +39,7 @@ from worldmodel.config import to_dict
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.rollout import Rollout
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 STAGES = ("denoiser", "cache_write", "decoder", "overhead")
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Callable, get_type_hints
 
 import yaml
 
@@ -161,25 +160,39 @@ def read_yaml(path: str | Path | None) -> dict[str, Any]:
     return data
 
 
-# Sections of a shared YAML file that other packages read: name -> "module:function" that
-# validates the section (so a typo there is still an error here).
-OTHER_SECTIONS = {"memory": "memory.config:memory_config_from_dict"}
+# Top-level sections of a shared YAML file that other packages own, by name -> the validator
+# the owner registered when it was imported (None until then). The world model's loader takes
+# them out and leaves them to their owners: worldmodel never imports an owner (that would be an
+# upward import), so an owner in use (memory/config.py registers `memory` on import) is what
+# makes its section checked, and a file with a `memory:` section still trains a world model
+# alone. Any other unknown top-level key is a ConfigError.
+SectionValidator = Callable[[Any], Any]
+_SECTIONS: dict[str, SectionValidator | None] = {"memory": None}
+
+
+def register_section(name: str, validate: SectionValidator) -> None:
+    """Own top-level section `name` of shared config files: `validate(raw)` checks it (raising
+    ConfigError) and returns what `split_sections` hands back for it."""
+    if name in {f.name for f in dataclasses.fields(Config)}:
+        raise ValueError(f"{name!r} is a section of the world model's own config")
+    _SECTIONS[name] = validate
 
 
 def split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A config mapping -> (the world model's sections, the validated sections of OTHER_SECTIONS)."""
+    """A config mapping -> (the world model's sections, the other packages' sections: validated
+    where their owner registered a validator, else as read)."""
     own = dict(data)
     other = {}
-    for name, ref in OTHER_SECTIONS.items():
+    for name, validate in _SECTIONS.items():
         if name in own:
-            module, func = ref.split(":")
-            other[name] = getattr(importlib.import_module(module), func)(own.pop(name))
+            raw = own.pop(name)
+            other[name] = raw if validate is None else validate(raw)
     return own, other
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The world model's config from a YAML file and `a.b=value` overrides; sections other
-    packages own (`memory:`) are checked and left to them."""
+    packages own (`memory:`) are left to them (and checked once their owner is imported)."""
     own, _ = split_sections(apply_overrides(read_yaml(path), overrides or []))
     return from_dict(Config, own)
 

@@ -41,7 +41,7 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.rollout import Rollout
-from worldmodel.train import pick_device
+from worldmodel.device import pick_device
 
 MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
 GROUPS = ("all", "moving", "static")

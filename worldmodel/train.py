@@ -28,14 +28,9 @@ from worldmodel.checkpoint import (TRAIN_STATE, CheckpointError, check_state_dic
                                    save_checkpoint, save_train_state)
 from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
 from worldmodel.data.dataset import WindowDataset, to_float
+from worldmodel.device import pick_device
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class DiffusionLoss(nn.Module):

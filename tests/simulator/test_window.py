@@ -255,15 +255,3 @@ def test_side_by_side_runs_the_real_game_with_the_same_actions(tmp_path):
         np.testing.assert_array_equal(shown(app, 0), app.frame)
     finally:
         app.close()
-
-
-def test_only_the_window_imports_pygame():
-    import ast
-
-    for path in [ROOT / "run_sim.py", *sorted((ROOT / "simulator").rglob("*.py"))]:
-        if path.name == "window.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] == "pygame" for n in names), f"{path} imports pygame"
