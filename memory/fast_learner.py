@@ -172,7 +172,8 @@ def fast_loss(model: Denoiser, frames: Tensor, actions: Tensor, space: ActionSpa
     if mcfg.reverse_prob > 0 and torch.rand((), generator=gen) < mcfg.reverse_prob:
         if mcfg.reverse_ignore:
             weight = ignore_weight(mcfg.reverse_ignore, tuple(frames.shape[-2:]))
-        still = still_frames(frames, weight, mcfg.reverse_still) if mcfg.reverse_still > 0 else None
+        still = (still_frames(frames, weight, mcfg.reverse_still).to(actions.device)
+                 if mcfg.reverse_still > 0 else None)  # the frames may be on a device, actions not
         frames, actions = reverse_window(frames, actions, opposite, still, noop_action(space))
     dev = frames.device
     if space.kind == "discrete":
@@ -201,10 +202,15 @@ class FastLearner:
         self.updates = 0
         self.last_loss = float("nan")
 
+    @property
+    def device(self) -> torch.device:
+        """Where the learner's model (and so its training) lives."""
+        return next(self.model.parameters()).device
+
     def loss(self, frames: Tensor, actions: Tensor) -> Tensor:
-        dev = next(self.model.parameters()).device
-        return fast_loss(self.model, frames.to(dev, torch.float32), torch.as_tensor(actions),
-                         self.space, self.opposite, self.dcfg, self.mcfg, self.gen)
+        return fast_loss(self.model, frames.to(self.device, torch.float32),
+                         torch.as_tensor(actions), self.space, self.opposite, self.dcfg, self.mcfg,
+                         self.gen)
 
     def update(self, frames: Tensor, actions: Tensor) -> float:
         """`steps_per_update` Adam steps on a window: frames (b, n, 3, h, w), actions (b, n)."""

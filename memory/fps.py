@@ -74,7 +74,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
                     frame = ro.step(act)
                     if on:
                         memory.observe(frame[:, None], act[:, None])
-                    to_uint8(frame).numpy()
+                    to_uint8(frame).cpu().numpy()
                     worst[mode] = max(worst[mode], time.perf_counter() - s)
                 el = time.perf_counter() - t0
                 fps[mode].append(frames / el)

@@ -43,7 +43,8 @@ def way_back_loss(learner: FastLearner, frames: torch.Tensor, actions: torch.Ten
                   windows: list[tuple[int, int]], reps: int, seed: int) -> float:
     """Mean teacher-forced loss over windows [a, b) of the way back, the same noise every call."""
     mcfg = replace(learner.mcfg, reverse_prob=0.0)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # host draws, as the learner's own
+    frames = frames.to(learner.device)
     losses = [float(fast_loss(learner.model, frames[:, a:b], actions[:, a:b], learner.space,
                               learner.opposite, learner.dcfg, mcfg, gen))
               for a, b in windows for _ in range(reps)]

@@ -102,7 +102,7 @@ class RandomFeatures(nn.Module):
 def feature_similarity(a: np.ndarray, b: np.ndarray, net: RandomFeatures) -> np.ndarray:
     if len(a) == 0:
         return np.zeros(0)
-    return (net(a) * net(b)).sum(1).numpy()
+    return (net(a) * net(b)).sum(1).cpu().numpy()
 
 
 def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
@@ -131,7 +131,7 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
             t0 = time.perf_counter()
             memory.observe(frame[:, None], act)
             upd += time.perf_counter() - t0
-        out.append(to_uint8(frame[0]).numpy())
+        out.append(to_uint8(frame[0]).cpu().numpy())
     return np.stack(out), upd
 
 

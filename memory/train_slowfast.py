@@ -42,18 +42,19 @@ from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, add_noise, sample_levels, training_loss
 from worldmodel.dynamics import Denoiser, KVCache
-from worldmodel.device import pick_device
+from worldmodel.device import generator, pick_device
 from worldmodel.train import lr_at
 
 
 def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,
                     dcfg: DiffusionConfig, n_new: int, context: int, gen: torch.Generator) -> Tensor:
     """MSE on x_0 of the last `n_new` frames of a window, each predicted from the (lightly
-    noised) `context` frames before it and its action: the one-frame-per-step play schedule."""
+    noised) `context` frames before it and its action: the one-frame-per-step play schedule.
+    Noise is drawn where `gen` lives and moved to the frames' device."""
     b, n = frames.shape[:2]
-    dev = frames.device
-    t_ctx = torch.rand(b, n, generator=gen).to(dev) * dcfg.train_context_noise_max
-    ctx = add_noise(frames, t_ctx, torch.randn(frames.shape, generator=gen).to(dev))
+    dev, at = frames.device, gen.device
+    t_ctx = torch.rand(b, n, generator=gen, device=at).to(dev) * dcfg.train_context_noise_max
+    ctx = add_noise(frames, t_ctx, torch.randn(frames.shape, generator=gen, device=at).to(dev))
     has_prev = torch.ones(b, n, dtype=torch.bool, device=dev)
     has_prev[:, 0] = False
     prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
@@ -62,8 +63,8 @@ def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,
     model(ctx, prev, t_ctx, t_prev, has_prev, act, drop, cache=cache, commit=True)
     s = n - n_new
     x0 = frames[:, s:]
-    t = sample_levels((b, n_new), dcfg, gen).to(dev)
-    xt = add_noise(x0, t, torch.randn(x0.shape, generator=gen).to(dev))
+    t = sample_levels((b, n_new), dcfg, gen, at).to(dev)
+    xt = add_noise(x0, t, torch.randn(x0.shape, generator=gen, device=at).to(dev))
     cache.pos = s
     pred = model(xt, prev[:, s:], t, t_prev[:, s:], has_prev[:, s:], act[:, s:], drop[:, s:],
                  cache=cache, chunk_start=torch.arange(s, n, device=dev), anchor=frames[:, s - 1:n - 1])
@@ -103,7 +104,8 @@ def slow_loss(model: Denoiser, objective: str, frames: Tensor, act: Tensor, drop
     """The base's loss on a window ending with the new chunk: `chunk` -> `next_chunk_loss` (the
     chunk predicted frame by frame, plain teacher forcing); `train` -> the world model's own
     training loss on the window's last `data.window` frames (self-forcing, context corruption and
-    chunked targets included, so fine-tuning keeps what makes rollouts robust)."""
+    chunked targets included, so fine-tuning keeps what makes rollouts robust; it draws on the
+    frames' device, so `gen` must live there)."""
     ctx_len = cfg.data.window - 1
     if objective == "chunk":
         return next_chunk_loss(model, frames, act, drop, cfg.diffusion, chunk, ctx_len, gen)
@@ -120,7 +122,9 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
     tc = cfg.train
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    gen = torch.Generator().manual_seed(tc.seed + 7)
+    gen = torch.Generator().manual_seed(tc.seed + 7)  # host draws (the fast learner's, dropout)
+    # The slow loss's draws: the world model's training loss makes them on the model's device.
+    slow_gen = gen if device.type == "cpu" else generator(device, tc.seed + 8)
     model = load_checkpoint(init, device)[0] if init else Denoiser(cfg.model).to(device)
     base = dict(model.named_parameters())  # the same Parameter objects survive the injection
     add_lora(model, mcfg)
@@ -166,20 +170,20 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
             fast_update(ctx_len)  # the memory starts from the real context, as in play
         for s in range(ctx_len, segment - chunk + 1, chunk):
             w = slice(max(0, s - ctx_len), s + chunk)  # the chunk and the context before it
-            state, np_state = gen.get_state(), rng.bit_generator.state
+            state, np_state = slow_gen.get_state(), rng.bit_generator.state
             loss = slow_loss(model, objective, frames[:, w], act[:, w], drop_slow[:, w], cfg,
-                             chunk, rng, gen)
+                             chunk, rng, slow_gen)
             (loss / accum).backward(inputs=list(base.values()))
             running.setdefault("loss", []).append(float(loss.detach()))
             if not plain and steps % log_every == 0:
                 with torch.no_grad():  # the same draw without the adapter: what memory adds
-                    after, np_after = gen.get_state(), rng.bit_generator.state
-                    gen.set_state(state)
+                    after, np_after = slow_gen.get_state(), rng.bit_generator.state
+                    slow_gen.set_state(state)
                     rng.bit_generator.state = np_state
                     set_lora_enabled(model, False)
                     bare = slow_loss(model, objective, frames[:, w], act[:, w], drop_slow[:, w],
-                                     cfg, chunk, rng, gen)
-                    gen.set_state(after)
+                                     cfg, chunk, rng, slow_gen)
+                    slow_gen.set_state(after)
                     rng.bit_generator.state = np_after
                     set_lora_enabled(model, True)
                 running.setdefault("memory_gain", []).append(float(bare) - float(loss.detach()))

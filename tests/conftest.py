@@ -6,6 +6,7 @@ parameters) at 16x16 for unit tests and 32x32 where frames come from the real Cr
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -30,6 +31,11 @@ CRAFTER_SIZE = 32  # the smallest size Crafter renders its inventory at
 # Tests share the machine with long training runs: one thread each.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The devices an entry point's device test runs on: the CPU always (CI), CUDA where present
+# (every entry point picks it by default there).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA device"))]
 
 
 @pytest.fixture
@@ -94,6 +100,35 @@ def write_episode(path: Path, frames: np.ndarray, actions: list, rewards: list |
         for t, a in enumerate(actions):
             w.add_step(a, frames[t + 1], rewards[t], t == len(actions) - 1, pos=[t, -t])
     return path
+
+
+class _FullDisk:
+    """A frames.u8 file whose writes fail with ENOSPC once `frames` of them went through."""
+
+    def __init__(self, f, frames: int):
+        self.f, self.left = f, frames
+
+    def write(self, data: bytes) -> int:
+        if self.left <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.left -= 1
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):  # flush, fileno, close, closed: the real file's
+        return getattr(self.f, name)
+
+
+def full_disk_after(monkeypatch, frames: int) -> None:
+    """Make every EpisodeWriter's disk fill up after `frames` frames (meta.json still writes)."""
+    import builtins
+
+    import worldmodel.data.episode as episode_module
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _FullDisk(f, frames) if Path(path).name == "frames.u8" else f
+
+    monkeypatch.setattr(episode_module, "open", fake_open, raising=False)
 
 
 def random_episode_arrays(steps: int, size: int = 8, seed: int = 0) -> tuple[np.ndarray, list[int]]:

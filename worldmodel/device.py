@@ -2,15 +2,14 @@
 
 Its own small module so that whatever only needs a device (the session, the memory, the
 benchmarks) does not import the trainer. Every entry point runs on CUDA when it is present, so
-the helpers here are what keeps a hot path device-agnostic: a `torch.Generator` draws only on its
-own device, and numpy only reads host memory.
+a hot path must stay device-agnostic: a `torch.Generator` draws only on its own device (make it
+with `generator`, or draw on the host and move the result), and numpy reads only host memory
+(`.cpu().numpy()`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from torch import Tensor
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -24,8 +23,3 @@ def generator(device: torch.device | str, seed: int) -> torch.Generator:
     """A seeded generator for draws made on `device` (`torch.rand(..., device=device,
     generator=g)` refuses a generator of another device)."""
     return torch.Generator(torch.device(device)).manual_seed(int(seed))
-
-
-def to_numpy(x: Tensor) -> np.ndarray:
-    """A tensor on any device as a host numpy array (detached)."""
-    return x.detach().cpu().numpy()

@@ -86,7 +86,7 @@ def ssim(a: np.ndarray, b: np.ndarray, batch: int = 512) -> np.ndarray:
         sxx, syy, sxy = xx - mx * mx, yy - my * my, xy - mx * my
         num = (2 * mx * my + c1) * (2 * sxy + c2)
         den = (mx * mx + my * my + c1) * (sxx + syy + c2)
-        out.append((num / den).mean(dim=(1, 2, 3)).numpy())
+        out.append((num / den).mean(dim=(1, 2, 3)).cpu().numpy())
     res = np.concatenate(out) if out else np.zeros(0)
     return res.reshape(lead)
 

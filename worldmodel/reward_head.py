@@ -179,8 +179,8 @@ def evaluate(head: RewardHead, data: Transitions, batch: int = 256) -> dict[str,
     for s in range(0, len(data), batch):
         prev, frame, _, _ = data.batch(np.arange(s, min(s + batch, len(data))))
         r, logit = head(prev, frame)
-        preds.append(r.numpy())
-        probs.append(torch.sigmoid(logit).numpy())
+        preds.append(r.cpu().numpy())
+        probs.append(torch.sigmoid(logit).cpu().numpy())
     raw = np.concatenate(preds)
     prob = np.concatenate(probs)
     pred = snap_reward(raw, head.cfg.reward_step)

@@ -28,7 +28,7 @@ from worldmodel.checkpoint import (TRAIN_STATE, CheckpointError, check_state_dic
                                    save_checkpoint, save_train_state)
 from worldmodel.config import Config, DiffusionConfig, load_config, to_dict
 from worldmodel.data.dataset import WindowDataset, to_float
-from worldmodel.device import pick_device
+from worldmodel.device import generator, pick_device
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 
@@ -98,7 +98,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed + rank)
     rng = np.random.default_rng(tc.seed + 1000 * rank)
-    gen = torch.Generator(device).manual_seed(tc.seed + 7 + rank)
+    gen = generator(device, tc.seed + 7 + rank)
     out = Path(tc.out)
     space = get_action_space(cfg.model.action_space)
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DEVICES
 from memory.config import MemoryConfig
 from memory.lora import lora_tensors
 from simulator.session import WorldSession
 from test_episodic import TIMEOUT, adapter_is_zero, wait_for
+from worldmodel.checkpoint import save_checkpoint
 
 ACTIONS = [1, 1, 2, 3, 4, 0, 2, 2]
 
@@ -144,3 +146,23 @@ def test_batched_session_switches_memory_per_world(tiny_cfg, perturbed_model, tm
     finally:
         sess.close()
     assert not sess.memory.worker.running
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_loaded_session_plays_and_learns_on_the_device(tiny_cfg, perturbed_model, tmp_path,
+                                                         device):
+    """WorldSession.load on a device: frames come back as host uint8, and the memory's batched
+    adapters learn there (one world on, one off) and swap in."""
+    ckpt = save_checkpoint(tmp_path / "ckpt", perturbed_model(tiny_cfg), tiny_cfg)
+    mcfg = MemoryConfig(rank=4, window=4, buffer_frames=8, update_every=1, worker_nice=0)
+    sess = WorldSession.load(ckpt, device=device, batch=2, seed=0, memory=mcfg)
+    try:
+        assert sess.device.type == device
+        sess.set_memory(True, worlds=[1])
+        sess.reset(context=context(tiny_cfg), actions=np.array([-1, 1, 1]))
+        frames = [sess.step([x, x]) for x in ACTIONS]
+        assert wait_for(lambda: sess.memory.world_stats(1)["updates"] >= 1)
+        frames.append(sess.rollout(np.array([ACTIONS[:2]] * 2), chunk=2)[:, -1])
+        assert all(f.dtype == np.uint8 and f.shape == (2, 16, 16, 3) for f in frames)
+    finally:
+        sess.close()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CRAFTER_SIZE
+from conftest import CRAFTER_SIZE, DEVICES
 from memory.config import MemoryConfig
 from memory.revisit import find_revisits, load_revisit_episodes, real_prefix, run_benchmark
 from memory.train_slowfast import train
@@ -62,10 +62,11 @@ def test_benchmark_end_to_end(tiny_cfg, perturbed_model, tmp_path):
     assert (tmp_path / "out" / "revisit_strip.png").stat().st_size > 0
 
 
+@pytest.mark.parametrize("device", DEVICES)
 def test_trip_warmup_gives_the_real_trip_out_and_scores_only_the_way_back(tiny_cfg, perturbed_model,
-                                                                         tmp_path):
+                                                                         tmp_path, device):
     write_trip(tmp_path / "data" / "revisit_0")
-    model = perturbed_model(tiny_cfg)
+    model = perturbed_model(tiny_cfg).to(device)
     context = tiny_cfg.data.window - 1
     ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
     # moves made frames 2..6 (out) and 8..12 (back): the first frame of the way back is 8
@@ -83,19 +84,21 @@ def test_trip_warmup_gives_the_real_trip_out_and_scores_only_the_way_back(tiny_c
         real_prefix(ep, context, "all")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 def test_probe_measures_the_way_back_before_and_after_learning_the_trip_out(tiny_cfg,
-                                                                           perturbed_model, tmp_path):
+                                                                           perturbed_model, tmp_path,
+                                                                           device):
     from memory.probe import probe_episode
 
     write_trip(tmp_path / "data" / "revisit_0")
     context = tiny_cfg.data.window - 1
     ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
     mcfg = MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8, update_every=1)
-    row = probe_episode(perturbed_model(tiny_cfg), tiny_cfg, mcfg, ep, reps=2)
+    row = probe_episode(perturbed_model(tiny_cfg).to(device), tiny_cfg, mcfg, ep, reps=2)
     assert row["real_prefix"] == 8 and row["updates"] == 8 - context
     assert row["way_back_before"] > 0 and np.isfinite(row["way_back_after"])
     assert row["way_back_after"] != row["way_back_before"]  # the adapter learned something
-    again = probe_episode(perturbed_model(tiny_cfg), tiny_cfg, mcfg, ep, reps=2)
+    again = probe_episode(perturbed_model(tiny_cfg).to(device), tiny_cfg, mcfg, ep, reps=2)
     assert again["way_back_after"] == row["way_back_after"]  # seeded: settings compare exactly
 
 
@@ -114,7 +117,9 @@ def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturb
         main(["--checkpoint", str(tmp_path / "none"), "--ceiling", "ten"])
 
 
-def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episodes, tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episodes, tmp_path,
+                                                     device):
     cfg = tiny_config(f"data.train={crafter_episodes}", size=CRAFTER_SIZE)
     torch.manual_seed(0)
     from worldmodel.checkpoint import save_checkpoint
@@ -125,7 +130,7 @@ def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episod
     for plain, objective in ((False, "chunk"), (True, "chunk"), (False, "train")):
         out = tmp_path / f"{plain}_{objective}"
         info = train(cfg, mcfg, out, str(tmp_path / "init"), minutes=5, max_episodes=3,
-                     segment=10, chunk=3, accum=1, plain=plain, device=torch.device("cpu"),
+                     segment=10, chunk=3, accum=1, plain=plain, device=torch.device(device),
                      log_every=1, max_steps=2, objective=objective)
         assert info["objective"] == objective
         assert info["slowfast_episodes"] == 2 and info["slowfast_chunks"] == 4
@@ -140,13 +145,16 @@ def test_slowfast_training_writes_a_plain_checkpoint(tiny_config, crafter_episod
               accum=1, plain=True, device=torch.device("cpu"), objective="next")
 
 
-def test_fps_harness_runs(tiny_cfg, perturbed_model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_fps_harness_runs(tiny_cfg, perturbed_model, device):
     from memory.fps import measure
     from memory_fixtures import scroll_sequence
 
     frames, _ = scroll_sequence(tiny_cfg, n=3)
-    res = measure(perturbed_model(tiny_cfg), tiny_cfg, MemoryConfig(rank=2, window=4, buffer_frames=8,
-                                                                    worker_nice=0), frames, 3, 2)
+    res = measure(perturbed_model(tiny_cfg).to(device), tiny_cfg,
+                  MemoryConfig(rank=2, window=4, buffer_frames=8, worker_nice=0,
+                               reverse_prob=0.5, reverse_still=0.01),  # reversed windows too
+                  frames.to(device), 3, 2)
     assert res["fps_off"] > 0 and res["fps_on"] > 0 and len(res["fps_on_rounds"]) == 2
     # the long-session trace: one RSS and mean-update figure per memory-on block
     assert len(res["rss_mb_rounds"]) == len(res["update_ms_rounds"]) == 2

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import worldmodel.rollout as rollout_module
+from conftest import DEVICES
 from worldmodel import bench
 from worldmodel.checkpoint import save_checkpoint
 
@@ -17,11 +18,12 @@ def tiny_checkpoint(tmp_path, tiny_config, perturbed_model):
     return save_checkpoint(tmp_path / "ckpt", perturbed_model(cfg), cfg)
 
 
-def test_bench_writes_json_with_positive_fps(tiny_checkpoint, tmp_path, capsys):
+@pytest.mark.parametrize("device", DEVICES)
+def test_bench_writes_json_with_positive_fps(tiny_checkpoint, tmp_path, capsys, device):
     out = tmp_path / "bench.json"
     original = rollout_module.denoise_chunk
     report = bench.main(["--checkpoint", str(tiny_checkpoint), "--frames", "4", "--warmup", "1",
-                         "--batch", "1", "2", "--device", "cpu", "--out", str(out)])
+                         "--batch", "1", "2", "--device", device, "--out", str(out)])
     assert rollout_module.denoise_chunk is original  # the timing hooks are undone
     saved = json.loads(out.read_text())
     assert saved["results"] == json.loads(json.dumps(report["results"]))

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import DEVICES
 from worldmodel import evaluate, metrics
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import save_checkpoint
@@ -204,11 +205,13 @@ def eval_setup(tmp_path, tiny_config, perturbed_model):
     return ckpt, data, tmp_path / "out"
 
 
-def test_evaluate_end_to_end(eval_setup, capsys):
+@pytest.mark.parametrize("device", DEVICES)
+def test_evaluate_end_to_end(eval_setup, capsys, device):
     ckpt, data, out = eval_setup
     report = evaluate.main(["--checkpoint", str(ckpt), "--data", str(data), "--samples", "6",
                             "--horizons", "1", "4", "--batch", "4", "--long", "50",
-                            "--long-worlds", "2", "--out", str(out), "--seed", "3"])
+                            "--long-worlds", "2", "--out", str(out), "--seed", "3",
+                            "--device", device])
     for name in ("report.json", "metrics.png", "strip.png", "long_strip.png", "drift.png"):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "report.json").read_text())
