@@ -18,10 +18,9 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
+from simulator.seeds import SPLIT_SEED_BASE  # split -> first seed, from the one table of ranges
 from worldmodel.data.episode import EpisodeWriter
 
-SPLIT_SEED_BASE = {"train": 0, "heldout": 1_000_000, "revisit": 2_000_000,
-                   "revisit_train": 3_000_000}
 MOVES = (1, 2, 3, 4)  # left, right, up, down
 OPPOSITE = {1: 2, 2: 1, 3: 4, 4: 3}
 

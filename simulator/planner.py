@@ -38,10 +38,12 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from simulator.seeds import SEED_RANGES
+
 MOVES = (1, 2, 3, 4)  # Crafter's move_left, move_right, move_up, move_down
 PLAN_ACTIONS = (0, *MOVES)  # plus noop: "stay here" is a plan once at the goal
 TASKS = ("reach", "return")
-SEED_BASE = 3_000_000  # disjoint from collect.py's train (0), heldout (1e6) and revisit (2e6) seeds
+SEED_BASE = SEED_RANGES["plan"].first  # worlds no collected split uses (simulator/seeds.py)
 
 Features = Callable[[np.ndarray], np.ndarray]
 
