@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
 
-from conftest import random_episode_arrays, write_episode
+import worldmodel.data.episode as episode_module
+from conftest import full_disk_after, random_episode_arrays, write_episode
 from worldmodel.data.episode import (ACTIONS_FILE, FRAMES_FILE, META_FILE, EpisodeError,
-                                     EpisodeWriter, list_episodes, load_episode)
+                                     EpisodeWriter, list_episodes, load_episode,
+                                     write_json_atomic)
 
 
 def test_round_trip_keeps_frames_actions_rewards_and_meta(tmp_path):
@@ -142,3 +146,60 @@ def test_list_episodes_finds_nested_folders_sorted(tmp_path):
     assert list_episodes(tmp_path / "train_0") == [tmp_path / "train_0"]
     with pytest.raises(EpisodeError, match="no episodes"):
         list_episodes(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("size", ["abc", [0, 0], [8], [8, -1], [True, 8], [8.0, 8], None])
+def test_bad_frame_size_is_an_episode_error_naming_the_file(tmp_path, size):
+    frames, actions = random_episode_arrays(steps=2)
+    path = write_episode(tmp_path / "ep", frames, actions)
+    meta = json.loads((path / META_FILE).read_text())
+    (path / META_FILE).write_text(json.dumps(dict(meta, frame_size=size)))
+    with pytest.raises(EpisodeError, match=f"{META_FILE}: frame_size must be"):
+        load_episode(path)
+
+
+@pytest.mark.parametrize("text", ["[8, 8]", '{"frame_size": [1' + "0" * 5000 + ', 8]}'])
+def test_meta_that_is_no_object_or_past_the_int_limit_is_an_episode_error(tmp_path, text):
+    (tmp_path / META_FILE).write_text(text)
+    with pytest.raises(EpisodeError, match=META_FILE):
+        load_episode(tmp_path)
+
+
+def test_writer_block_that_raised_leaves_the_episode_incomplete_with_the_reason(tmp_path):
+    frames, actions = random_episode_arrays(steps=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        with EpisodeWriter(tmp_path / "ep", {"action_space": "crafter"}) as w:
+            w.add_frame(frames[0])
+            w.add_step(actions[0], frames[1])
+            raise RuntimeError("boom")
+    ep = load_episode(tmp_path / "ep")
+    assert ep.meta["complete"] is False and ep.meta["stopped"] == "RuntimeError: boom"
+    assert len(ep) == 1
+
+
+def test_full_disk_keeps_the_frames_and_notes_why_it_stopped(tmp_path, monkeypatch):
+    """ENOSPC on the 4th frame: the three before load, meta.json says "disk full", and the
+    block's own error is the one raised (no second one from closing on the same disk)."""
+    full_disk_after(monkeypatch, 3)
+    frames, actions = random_episode_arrays(steps=6)
+    with pytest.raises(OSError) as e:
+        write_episode(tmp_path / "ep", frames, actions)
+    assert e.value.errno == errno.ENOSPC and e.value.__context__ is None
+    ep = load_episode(tmp_path / "ep")
+    assert len(ep.frames) == 3 and not ep.meta["complete"]
+    assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")
+    assert [p.name for p in (tmp_path / "ep").iterdir() if "tmp" in p.name] == []
+
+
+def test_atomic_json_write_that_fails_leaves_no_tmp_file_and_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / META_FILE
+    write_json_atomic(path, {"a": 1})
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(episode_module.json, "dump", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(path, {"a": 2})
+    assert [p.name for p in tmp_path.iterdir()] == [META_FILE]
+    assert json.loads(path.read_text()) == {"a": 1}

@@ -7,7 +7,8 @@ An episode is a folder:
     actions.jsonl   one JSON object per step: {"t", "action", "reward", "done"} and optional extras
                     (e.g. "pos", the player's position after the step); line t is the action
                     taken on frame t that produced frame t + 1
-    video.mp4       optional, viewable copy (lossy; never read back for evaluation)
+    video.mp4       optional, viewable copy (lossy; never read back for evaluation; rebuilt from
+                    frames.u8 by worldmodel.data.video when a kill left it unplayable)
 
 Frames and actions are appended and flushed as they come, so a process killed mid-episode leaves
 a readable prefix: the loader keeps whole frames only and trims to the shorter of the two logs.
@@ -16,6 +17,8 @@ meta.json is written atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,14 +38,28 @@ class EpisodeError(ValueError):
     """An episode folder that cannot be read as the project's episode format."""
 
 
+def stop_reason(exc: BaseException) -> str:
+    """Why a recording stopped, for meta.json's "stopped": "disk full: ..." on ENOSPC, else the
+    exception's type and message."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return f"disk full: {text}"
+    return text
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no stray half-written tmp file beside the old one
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 @dataclass
@@ -120,39 +137,51 @@ class EpisodeWriter:
         self.add_frame(frame)
 
     def _write_video(self, frame: np.ndarray) -> None:
-        import cv2
+        from worldmodel.data.video import VideoFile
 
         if self._video is None:
-            fps = float(self.meta.get("fps", 15))
-            h, w = frame.shape[:2]
-            scale = max(1, 256 // max(h, w))
-            self._video_scale = scale
-            self._video = cv2.VideoWriter(str(self.path / VIDEO_FILE),
-                                          cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                          (w * scale, h * scale))
-        big = np.repeat(np.repeat(frame, self._video_scale, 0), self._video_scale, 1)
-        self._video.write(big[:, :, ::-1])
+            self._video = VideoFile(self.path / VIDEO_FILE, float(self.meta.get("fps", 15)),
+                                    frame.shape[:2])
+        self._video.write(frame)
 
     def sync(self) -> None:
         os.fsync(self._frames.fileno())
         os.fsync(self._actions.fileno())
 
     def close(self, **extra_meta: Any) -> None:
+        """Sync and close the logs, finish the video, and mark meta.json complete (`extra_meta`
+        may say otherwise: complete=False, stopped=why). On a failing disk every file is still
+        closed and meta.json still tried, so what was written stays readable; the first OSError
+        is raised after."""
         if self._frames.closed:
             return
-        self.sync()
-        self._frames.close()
-        self._actions.close()
-        if self._video is not None:
-            self._video.release()
-        self.meta.update(extra_meta, complete=True, num_steps=self.num_steps)
-        write_json_atomic(self.path / META_FILE, self.meta)
+        error: OSError | None = None
+        video = self._video.release if self._video is not None else None
+        for step in (self.sync, self._frames.close, self._actions.close, video):
+            try:
+                if step is not None:
+                    step()
+            except OSError as e:
+                error = error or e
+        self.meta.update({"complete": error is None, **extra_meta}, num_steps=self.num_steps)
+        try:
+            write_json_atomic(self.path / META_FILE, self.meta)
+        except OSError as e:
+            error = error or e
+        if error is not None:
+            raise error
 
     def __enter__(self) -> "EpisodeWriter":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        """A block that raised leaves the episode incomplete, saying why it stopped; a disk that
+        fails again while closing does not bury the block's own error under a second one."""
+        if exc is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):
+            self.close(complete=False, stopped=stop_reason(exc))
 
 
 def load_episode(path: str | Path, mmap: bool = False) -> Episode:
@@ -163,11 +192,13 @@ def load_episode(path: str | Path, mmap: bool = False) -> Episode:
         raise EpisodeError(f"{path} is not an episode: no {META_FILE}")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a 5,000-digit int, deep nesting
         raise EpisodeError(f"{meta_path} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise EpisodeError(f"{meta_path} is not a JSON object")
     if "frame_size" not in meta:
         raise EpisodeError(f"{meta_path} has no frame_size (no frame was ever written)")
-    h, w = meta["frame_size"]
+    h, w = check_frame_size(meta["frame_size"], meta_path)
     frame_bytes = h * w * 3
     frames_path = path / FRAMES_FILE
     n_frames = frames_path.stat().st_size // frame_bytes if frames_path.exists() else 0
@@ -198,6 +229,16 @@ def load_episode(path: str | Path, mmap: bool = False) -> Episode:
     rewards = np.asarray([s.get("reward", 0.0) for s in steps], np.float32)
     dones = np.asarray([s.get("done", False) for s in steps], bool)
     return Episode(frames, actions, meta, rewards, dones, path, steps)
+
+
+def check_frame_size(value: Any, meta_path: Path) -> tuple[int, int]:
+    """meta.json's frame_size, checked: a hand-edited or foreign one would otherwise fail deep in
+    the loader (an unpacking error, a division by zero)."""
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise EpisodeError(f"{meta_path}: frame_size must be [height, width] in pixels (two "
+                           f"positive ints), got {value!r:.100}")
+    return value[0], value[1]
 
 
 def list_episodes(root: str | Path) -> list[Path]:
