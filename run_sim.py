@@ -3,6 +3,7 @@
   python run_sim.py [options]                  play: every frame after the real start is imagined
   python run_sim.py record --actions FILE --out DIR [--frames N] ...   headless scripted rollout
   python run_sim.py replay DIR                 play a recording back
+  python run_sim.py export DIR                 (re)write its video.mp4 from frames.u8
   python run_sim.py serve [--host 127.0.0.1] [--port 8765] [--checkpoint DIR] [--batch B]
                                                reset/step/rollout over local HTTP (JSON)
   python run_sim.py plan --task reach|return|both --episodes N [--checkpoint DIR]
@@ -15,7 +16,8 @@ Controls: h help overlay, enter (or Pause) pause, n or . one frame while paused,
 backspace reset to a new start (next seed / next episode of --start), o or F12 screenshot,
 c start/stop recording, m episodic memory on/off (models that have it), esc or closing quits.
 
-Exit codes: 0 done, 1 error (bad checkpoint, episode or actions file), 2 no display.
+Exit codes: 0 done, 1 error (bad checkpoint, config, episode or actions file; a folder that
+cannot be written), 2 no display.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def play_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_sim.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(sp.format_help() for sp in (record_parser(), replay_parser())))
+        epilog="\n\n".join(sp.format_help() for sp in (record_parser(), replay_parser(),
+                                                       export_parser())))
     _common(p)
     p.add_argument("--seed", type=int, default=None,
                    help="real-game seed of the start frames (default: a random one, printed)")
@@ -92,16 +95,26 @@ def record_parser() -> argparse.ArgumentParser:
     return p
 
 
-def replay_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="run_sim.py replay",
-        description="Play an episode folder back: space/p pause, n or . step, left/right scrub, "
-                    "home/end jump, o screenshot, esc quit.")
+def episode_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand that takes one episode folder."""
+    p = argparse.ArgumentParser(prog=f"run_sim.py {command}", description=description)
     p.add_argument("episode", metavar="DIR", help="episode folder (meta.json, frames.u8, ...)")
+    return p
+
+
+def replay_parser() -> argparse.ArgumentParser:
+    p = episode_parser("replay", "Play an episode folder back: space/p pause, n or . step, "
+                                 "left/right scrub, home/end jump, o screenshot, esc quit.")
     p.add_argument("--fps", type=float, default=None, help="playback fps (default: the episode's)")
     p.add_argument("--scale", type=int, default=8)
     p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames")
     return p
+
+
+def export_parser() -> argparse.ArgumentParser:
+    return episode_parser("export", "Write an episode folder's video.mp4 from its lossless "
+                                    "frames.u8 (e.g. after a kill left the video unplayable; "
+                                    "replay also rebuilds such a video).")
 
 
 def fail(msg: str, code: int = 1) -> int:
@@ -128,8 +141,6 @@ def load_session(args: argparse.Namespace, seed: int):
                                 sample_steps=args.steps, seed=seed,
                                 memory=load_memory_config(args.memory_config))
     if args.memory:
-        if not hasattr(session, "set_memory"):
-            raise ValueError("this build has no episodic memory (WorldSession.set_memory)")
         session.set_memory(True)
     return session
 
@@ -183,9 +194,10 @@ def play(args: argparse.Namespace) -> int:
 
 
 def record(args: argparse.Namespace) -> int:
-    from simulator.recorder import Start, load_actions, record_rollout
+    from simulator.recorder import Start, check_out_folder, load_actions, record_rollout
     from worldmodel.actions import get_action_space
 
+    check_out_folder(args.out)  # an unwritable --out is told before the model loads
     ckpt = checkpoint_path(args.checkpoint)
     from worldmodel.checkpoint import load_config_from_checkpoint
 
@@ -213,8 +225,15 @@ def record(args: argparse.Namespace) -> int:
 
 def replay(args: argparse.Namespace) -> int:
     from worldmodel.data.episode import load_episode
+    from worldmodel.data.video import ensure_video
 
     episode = load_episode(args.episode)
+    try:  # a recorder killed mid-way left a video nothing plays
+        if ensure_video(episode) is not None:
+            print(f"rebuilt {episode.path}/video.mp4 from frames.u8 (it was unplayable or cut "
+                  f"short)", file=sys.stderr)
+    except OSError as e:  # e.g. a read-only copy: replay does not need the video
+        print(f"warning: could not rebuild the video: {e}", file=sys.stderr)
     from simulator.window import NoDisplayError, Window
     from simulator.replay import ReplayApp
 
@@ -227,17 +246,24 @@ def replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    from worldmodel.data.episode import load_episode
+    from worldmodel.data.video import export_video
+
+    episode = load_episode(args.episode, mmap=True)
+    print(f"wrote {export_video(episode)} ({len(episode.frames)} frames)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     from simulator.service import COMMANDS as SERVICE_COMMANDS  # serve, plan
 
     commands = {"record": (record_parser, record), "replay": (replay_parser, replay),
-                **SERVICE_COMMANDS}
+                "export": (export_parser, export), **SERVICE_COMMANDS}
     make, run = commands.get(argv[0], (play_parser, play)) if argv else (play_parser, play)
     args = make().parse_args(argv[1:] if make is not play_parser else argv)
-    from worldmodel.actions import ActionError
-    from worldmodel.checkpoint import CheckpointError
-    from worldmodel.data.episode import EpisodeError
+    from worldmodel.cli import USER_ERRORS
 
     threads = getattr(args, "threads", None)
     if threads is not None:
@@ -248,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     try:
         return run(args)
-    except (FileNotFoundError, CheckpointError, EpisodeError, ActionError, ValueError) as e:
+    except (*USER_ERRORS, OSError) as e:  # bad input or a failing disk; bugs keep tracebacks
         return fail(str(e))
     except KeyboardInterrupt:
         return 130

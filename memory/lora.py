@@ -20,13 +20,15 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
-from peft import set_peft_model_state_dict
+from peft import NoMatchingPeftModuleError, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from memory.config import MemoryConfig
 from worldmodel.checkpoint import check_state_dict
+from worldmodel.config import ConfigError
 
 ADAPTER = "memory"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -47,9 +49,12 @@ def add_lora(model: nn.Module, mcfg: MemoryConfig) -> nn.Module:
     """Inject the memory adapter into `model` in place; base weights frozen, A seeded, B zero."""
     if has_lora(model):
         raise ValueError("the model already carries a memory adapter")
-    inject_adapter_in_model(lora_config(mcfg), model, adapter_name=ADAPTER)
+    try:
+        inject_adapter_in_model(lora_config(mcfg), model, adapter_name=ADAPTER)
+    except NoMatchingPeftModuleError:
+        pass  # the same answer as below
     if not lora_layers(model):
-        raise ValueError(f"memory.target_modules {mcfg.target_modules} match no layer of the model")
+        raise ConfigError(f"memory.target_modules {mcfg.target_modules} match no layer of the model")
     for name, p in model.named_parameters():
         p.requires_grad_(is_lora_name(name))
     reset_lora(model, mcfg.seed)
@@ -152,11 +157,9 @@ def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
     saved = read_lora_config(path)
     try:
         state = load_file(str(path / WEIGHTS_NAME))
-        from safetensors import safe_open
-
         with safe_open(str(path / WEIGHTS_NAME), "pt") as f:
             meta = dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises several types for a bad file
+    except (SafetensorError, OSError) as e:  # missing, truncated or not safetensors at all
         raise MemoryFileError(f"{path / WEIGHTS_NAME} is missing or corrupt: {e}") from e
     live = lora_tensors(model)
     expected = {k.replace(f".{ADAPTER}.", "."): v for k, v in live.items()}

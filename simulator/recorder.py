@@ -5,7 +5,8 @@
 - `Recorder`: wraps `EpisodeWriter` for the window. Frames as displayed, actions as applied,
   flushed every frame and fsynced about once a second; an OSError (full disk, unwritable folder)
   stops the recording with a message and never stops the game.
-- `load_actions` + `record_rollout`: the headless `run_sim.py record` path (scripted actions).
+- `load_actions` + `record_rollout`: the headless `run_sim.py record` path (scripted actions);
+  `check_out_folder` refuses an unwritable or taken folder before any model is loaded.
 
 No pygame here.
 """
@@ -13,6 +14,8 @@ No pygame here.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,7 +25,14 @@ from typing import Any, Callable
 import numpy as np
 
 from worldmodel.actions import ActionError, DiscreteActionSpace
-from worldmodel.data.episode import EpisodeError, EpisodeWriter, list_episodes, load_episode
+from worldmodel.data.episode import (EpisodeError, EpisodeWriter, list_episodes, load_episode,
+                                     stop_reason)
+
+INDEX = re.compile(r"-?[0-9]+")  # ASCII digits only: int() also takes '٣' (Arabic-Indic 3)
+
+
+class RecordingError(OSError):
+    """A recording that cannot be written or stopped part-way (unwritable folder, full disk)."""
 
 
 def fresh_path(base: str | Path) -> Path:
@@ -69,9 +79,13 @@ class Start:
         else:
             self.seed += 1
 
-    def _context(self, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    def _context(self, session) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         ep = load_episode(self.episode)
-        n = min(n, len(ep.frames))
+        h, w = ep.frames.shape[1:3]
+        if (h, w) != (session.frame_size, session.frame_size):
+            raise EpisodeError(f"{self.episode} holds {w}x{h} frames; the model takes "
+                               f"{session.frame_size}x{session.frame_size}")
+        n = min(session.context_len, len(ep.frames))
         acts = ep.actions[: n - 1]
         first = np.full((1, *acts.shape[1:]), -1 if acts.ndim == 1 else 0, acts.dtype)
         return ep.frames[:n], np.concatenate([first, acts]), ep.meta
@@ -80,7 +94,7 @@ class Start:
         """Reset `session` (a WorldSession) here; returns the frame the model continues from."""
         if self.episode is None:
             return session.reset(seed=self.seed)
-        frames, acts, _ = self._context(session.context_len)
+        frames, acts, _ = self._context(session)
         b = session.batch  # one copy per world, writable (torch warns on read-only arrays)
         return session.reset(context=np.stack([frames] * b), actions=np.stack([acts] * b))
 
@@ -94,7 +108,7 @@ class Start:
             for _ in range(session.context_len - 1):  # as session.reset(seed) does
                 frame = game.step(0).obs
             return game, frame
-        frames, acts, meta = self._context(session.context_len)
+        frames, acts, meta = self._context(session)
         if meta.get("source") == "model" or meta.get("seed") is None:
             raise EpisodeError(f"{self.episode} is not a real-game episode with a seed, so the "
                                f"real game cannot be put at its start (side by side needs one)")
@@ -175,39 +189,64 @@ class Recorder:
         writer, self.writer = self.writer, None
         if writer is not None:
             try:
-                writer.close(error=msg)
-            except Exception:  # the disk that just failed may fail again; the prefix is kept
-                pass
+                writer.close(complete=False, stopped=msg)
+            except (OSError, EpisodeError):  # the disk that just failed may fail again; the
+                pass                         # prefix is kept
+
+
+def check_out_folder(path: str | Path) -> None:
+    """Refuse an episode folder that cannot be recorded into before anything slow (a model) loads:
+    one that is taken, lies under a file, or is on a read-only or unwritable filesystem. Creates
+    nothing: it probes the nearest folder that exists with a file it removes at once."""
+    path = Path(path)
+    try:
+        if path.is_dir() and any(path.iterdir()):
+            raise EpisodeError(f"episode folder {path} exists and is not empty")
+        existing = path
+        while not existing.is_dir():
+            if existing.exists():
+                raise RecordingError(f"cannot record to {path}: {existing} is a file, not a folder")
+            existing = existing.parent
+        probe = existing / f".write-test-{os.getpid()}"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except RecordingError:
+        raise
+    except OSError as e:  # PermissionError, EROFS, ENOSPC, ...
+        raise RecordingError(f"cannot record to {path}: {e.strerror or e}") from e
 
 
 def load_actions(path: str | Path, space: DiscreteActionSpace) -> list[int]:
     """Actions from a file: a JSON list of ints or names, or one action (name or int) per line;
-    blank lines and `#` comments are skipped. Unknown names are errors that list valid ones."""
+    blank lines and `#` comments are skipped. Indices are ASCII digits; every error names the
+    file and the line (or item), and unknown names list the valid ones."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ActionError(f"{path} is not a text file of actions (byte {e.start} is not "
+                          f"UTF-8)") from e
     except OSError as e:
         raise ActionError(f"cannot read actions file {path}: {e}") from e
-    stripped = text.lstrip()
-    if stripped.startswith("["):
+    if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # bad JSON, a 5,000-digit int, deep nesting
             raise ActionError(f"{path} is not a valid JSON list: {e}") from e
         where = [f"item {i}" for i in range(len(items))]
     else:
         items, where = [], []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):  # as editors count lines
             line = line.split("#", 1)[0].strip()
             if line:
-                items.append(int(line) if line.lstrip("-").isdigit() else line)
+                items.append(int(line) if INDEX.fullmatch(line) and len(line) < 20 else line)
                 where.append(f"line {n}")
     out = []
     for item, w in zip(items, where):
         if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise ActionError(f"{path} {w}: {item!r} is not an action name or index")
+            raise ActionError(f"{path} {w}: {item!r:.60} is not an action name or index")
         if isinstance(item, str) and item not in space.actions:
-            raise ActionError(f"{path} {w}: unknown action {item!r}; valid names: "
+            raise ActionError(f"{path} {w}: unknown action {item!r:.60}; valid names: "
                               f"{', '.join(space.actions)} (or 0..{space.n - 1})")
         try:
             out.append(space.index(item))
@@ -216,7 +255,6 @@ def load_actions(path: str | Path, space: DiscreteActionSpace) -> list[int]:
     if not out:
         raise ActionError(f"{path} holds no actions")
     return out
-
 
 def record_rollout(session, start: Start, actions: list[int], out: str | Path, frames: int,
                    chunk: int = 1, fps: int = 10, meta: dict[str, Any] | None = None,
@@ -230,14 +268,20 @@ def record_rollout(session, start: Start, actions: list[int], out: str | Path, f
                 action_space=session.space.name, context_frames=session.context_len)
     bar = tqdm(total=frames, desc="record", unit="frame", disable=not progress)
     t0 = time.perf_counter()
-    with EpisodeWriter(out, meta, video=True, fsync_every=fps) as writer:
-        writer.add_frame(frame)
-        for s in range(0, frames, chunk):
-            block = acts[s:s + chunk]
-            imagined = session.rollout(block[None], chunk=len(block))[0]
-            for a, f in zip(block, imagined):
-                writer.add_step(int(a), f)
-            bar.update(len(block))
-            bar.set_postfix(ms_per_frame=f"{(time.perf_counter() - t0) * 1000 / (s + len(block)):.1f}")
-    bar.close()
+    writer = None
+    try:
+        with EpisodeWriter(out, meta, video=True, fsync_every=fps) as writer:
+            writer.add_frame(frame)
+            for s in range(0, frames, chunk):
+                block = acts[s:s + chunk]
+                imagined = session.rollout(block[None], chunk=len(block))[0]
+                for a, f in zip(block, imagined):
+                    writer.add_step(int(a), f)
+                bar.update(len(block))
+                bar.set_postfix(ms_per_frame=f"{(time.perf_counter() - t0) * 1000 / (s + len(block)):.1f}")
+    except OSError as e:  # a full disk: meta.json says why (when it still can) and the frames stay
+        kept = f"after {writer.num_frames} frames (kept)" if writer is not None else "at the start"
+        raise RecordingError(f"recording to {out} stopped {kept}: {stop_reason(e)}") from e
+    finally:
+        bar.close()
     return Path(out)

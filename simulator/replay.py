@@ -15,7 +15,7 @@ import numpy as np
 
 from simulator.keymap import REPLAY_CONTROLS, control_lookup, help_lines
 from simulator.window import GREY, RED, WHITE, YELLOW, KeyEvent, Line, Window, run_paced
-from worldmodel.actions import get_action_space
+from worldmodel.actions import ActionError, get_action_space
 from worldmodel.data.episode import Episode
 
 SCRUB_DELAY = 3  # ticks a scrub key is held before it repeats every tick
@@ -43,7 +43,7 @@ class ReplayApp:
         if space:
             try:
                 self.names = getattr(get_action_space(space), "actions", None)
-            except ValueError:
+            except ActionError:  # an action space this build does not know: show indices
                 pass
         window.open(episode.frames.shape[1:3], 1, scale, hud_lines=3)
 
@@ -100,7 +100,7 @@ class ReplayApp:
             path = Path("screenshots") / f"replay-{time.strftime('%Y%m%d-%H%M%S')}-t{self.t}.png"
             try:
                 print(f"screenshot saved to {self.window.screenshot(path)}")
-            except Exception as e:  # pygame.error or OSError; replay goes on
+            except OSError as e:  # replay goes on
                 print(f"error: screenshot failed: {e}", file=sys.stderr)
 
     def tick(self) -> bool:

@@ -146,9 +146,14 @@ class Window:
             self.screen.blit(self._text(what, WHITE), (x + min(key_w, col_w // 2), y))
 
     def screenshot(self, path: str | Path) -> Path:
+        """Save what the window shows; any failure is an OSError (pygame's own error too), so
+        callers need not import pygame to go on after one."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pygame.image.save(self.screen, str(path))
+        try:
+            pygame.image.save(self.screen, str(path))
+        except pygame.error as e:
+            raise OSError(f"cannot save {path}: {e}") from e
         return path
 
     def close(self) -> None:
@@ -311,7 +316,7 @@ class PlayApp:
         name = f"shot-{time.strftime('%Y%m%d-%H%M%S')}-step{self.session.steps}.png"
         try:
             path = self.window.screenshot(fresh_path(self.screenshots / name))
-        except (OSError, pygame.error) as e:
+        except OSError as e:
             self.say(f"screenshot failed: {e}", RED)
             print(f"error: screenshot failed: {e}", file=sys.stderr)
             return

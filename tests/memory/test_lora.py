@@ -46,7 +46,7 @@ def test_target_patterns_are_configurable(tiny_cfg, perturbed_model):
     lora = add_lora(perturbed_model(tiny_cfg), MemoryConfig(rank=2, target_modules=["mid.temporal.out"]))
     assert sorted(lora_tensors(lora)) == ["mid.temporal.out.lora_A.memory.weight",
                                           "mid.temporal.out.lora_B.memory.weight"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="memory.target_modules"):  # a config error: one line
         add_lora(perturbed_model(tiny_cfg), MemoryConfig(target_modules=["no_such_layer"]))
 
 
@@ -68,6 +68,9 @@ def test_save_load_round_trip_in_peft_format(tiny_cfg, perturbed_model, tmp_path
         load_lora(other, tmp_path / "mem")
     with pytest.raises(MemoryFileError):
         load_lora(other, tmp_path / "nothing_here")
+    (tmp_path / "mem" / WEIGHTS_NAME).write_bytes(b"not safetensors")
+    with pytest.raises(MemoryFileError, match="corrupt"):
+        load_lora(other, tmp_path / "mem")
 
 
 def test_memory_config_from_yaml_section_and_overrides(tmp_path):

@@ -136,7 +136,9 @@ def test_full_disk_mid_recording_stops_recording_not_playing(tmp_path, capsys):
         app.close()
     assert "still playing" in capsys.readouterr().err
     (path,) = (tmp_path / "rec").iterdir()
-    assert len(load_episode(path)) == 2  # what was written before the failure loads
+    ep = load_episode(path)
+    assert len(ep) == 2  # what was written before the failure loads
+    assert not ep.meta["complete"] and "No space left" in ep.meta["stopped"]
 
 
 def test_fresh_path(tmp_path):
@@ -179,3 +181,22 @@ def test_load_actions_errors(tmp_path, text, match):
     (tmp_path / "acts").write_text(text)
     with pytest.raises(ActionError, match=match):
         load_actions(tmp_path / "acts", SPACE)
+
+
+@pytest.mark.parametrize("data,match", [
+    (b"\x89PNG\r\n\x1a\n\x00\xff", "acts is not a text file of actions"),
+    ("noop\n\u00b2\n".encode(), "acts line 2: unknown action '\u00b2'"),
+    ("noop\n\u0663\n".encode(), "acts line 2: unknown action '\u0663'"),  # Arabic-Indic 3
+    ("noop\n\u0663\u0663\n".encode(), "acts line 2: unknown action"),
+    (b"noop\n" + b"9" * 5000 + b"\n", "acts line 2: unknown action"),
+    (b"[1, " + b"9" * 5000 + b"]", "acts is not a valid JSON list"),
+    (b"[" * 100_000, "acts is not a valid JSON list"),
+    ("[\"\u0663\"]".encode(), "acts item 0: unknown action"),
+    (b"noop\x0bnoop\nfly\n", "acts line 1: unknown action"),  # lines as editors count them
+])
+def test_load_actions_accepts_ascii_indices_and_names_only_and_names_file_and_line(
+        tmp_path, data, match):
+    (tmp_path / "acts").write_bytes(data)
+    with pytest.raises(ActionError, match=match) as e:
+        load_actions(tmp_path / "acts", SPACE)
+    assert str(tmp_path / "acts") in str(e.value)

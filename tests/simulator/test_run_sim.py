@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import signal
 import subprocess
@@ -25,7 +27,8 @@ from simulator.window import Window  # noqa: E402
 from worldmodel.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.checkpoint import save_checkpoint  # noqa: E402
 from worldmodel.data.episode import EpisodeError, EpisodeWriter, load_episode  # noqa: E402
-from conftest import tiny_perturbed
+from worldmodel.data.video import video_frames  # noqa: E402
+from conftest import full_disk_after, random_episode_arrays, tiny_perturbed, write_episode
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -191,7 +194,111 @@ def test_killed_recording_loads_back_and_replays(files, tmp_path):
         assert app.tick() is False
     finally:
         app.window.close()
+    assert video_frames(out / "video.mp4") == 0  # the kill left it without an index
     assert run_sim.main(["replay", str(out), "--max-frames", "3", "--fps", "0"]) == 0
+    assert video_frames(out / "video.mp4") == len(ep.frames)  # replay rebuilt it
+
+
+def record_args(files, out, *extra: str) -> list[str]:
+    return ["record", "--checkpoint", str(files["ckpt"]), "--actions", str(files["actions"]),
+            "--out", str(out), "--start", str(files["start"]), "--no-progress", *extra]
+
+
+def no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded before the folder was checked")
+
+
+def refuse_writes_under(monkeypatch, root: Path, err: int) -> None:
+    """os.open fails with `err` for paths under `root` (root ignores chmod: fake the filesystem)."""
+    real = os.open
+
+    def fake(path, *args, **kwargs):
+        if str(path).startswith(str(root)):
+            raise OSError(err, os.strerror(err), str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", fake)
+
+
+@pytest.mark.parametrize("case,fragment", [("under_a_file", "is a file, not a folder"),
+                                           ("permission", "Permission denied"),
+                                           ("read_only", "Read-only file system"),
+                                           ("taken", "exists and is not empty")])
+def test_record_into_an_unwritable_folder_is_one_line_before_the_model_loads(
+        files, tmp_path, monkeypatch, capsys, case, fragment):
+    out = tmp_path / "ro" / "rec"
+    if case == "under_a_file":
+        (tmp_path / "file.txt").write_text("x")
+        out = tmp_path / "file.txt" / "sub"
+    elif case == "taken":
+        out.mkdir(parents=True)
+        (out / "x").touch()
+    else:
+        (tmp_path / "ro").mkdir()
+        refuse_writes_under(monkeypatch, tmp_path / "ro",
+                            errno.EACCES if case == "permission" else errno.EROFS)
+    monkeypatch.setattr(run_sim, "load_session", no_model)
+    assert run_sim.main(record_args(files, out, "--frames", "3")) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists() or case == "taken"
+
+
+def test_record_on_a_full_disk_keeps_the_frames_and_says_why(files, tmp_path, capsys):
+    out = tmp_path / "full"
+    with pytest.MonkeyPatch.context() as mp:
+        full_disk_after(mp, 4)
+        assert run_sim.main(record_args(files, out, "--frames", "10")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"recording to {out} stopped after 4 frames (kept): disk full" in err
+    ep = load_episode(out)
+    assert len(ep.frames) == 4 and not ep.meta["complete"]
+    assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")
+    assert sorted(p.name for p in out.iterdir()) == ["actions.jsonl", "frames.u8", "meta.json",
+                                                     "video.mp4"]  # no stray tmp file
+    assert video_frames(out / "video.mp4") == 4  # closed properly: it plays
+
+
+def test_export_writes_a_playable_video_from_the_frames(tmp_path, capsys):
+    frames, actions = random_episode_arrays(steps=5, size=SIZE)
+    path = write_episode(tmp_path / "ep", frames, actions)  # no video.mp4
+    assert run_sim.main(["export", str(path)]) == 0
+    assert "6 frames" in capsys.readouterr().out
+    assert video_frames(path / "video.mp4") == 6
+    assert run_sim.main(["export", str(tmp_path / "nothing")]) == 1
+    assert "not an episode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["abc", [0, 0]])
+def test_replay_of_a_bad_frame_size_is_one_line(tmp_path, capsys, size):
+    frames, actions = random_episode_arrays(steps=2, size=SIZE)
+    path = write_episode(tmp_path / "ep", frames, actions)
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps(dict(meta, frame_size=size)))
+    assert run_sim.main(["replay", str(path), "--max-frames", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "meta.json: frame_size must be" in err and err.count("\n") == 1
+
+
+def test_a_start_episode_of_another_frame_size_is_one_line(files, tmp_path, capsys):
+    frames, actions = random_episode_arrays(steps=3, size=8)
+    start = write_episode(tmp_path / "small", frames, actions)
+    args = record_args(files, tmp_path / "out", "--frames", "2")
+    args[args.index("--start") + 1] = str(start)
+    assert run_sim.main(args) == 1
+    assert "holds 8x8 frames; the model takes 16x16" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(files, tmp_path, monkeypatch):
+    import simulator.recorder
+
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(simulator.recorder, "record_rollout", buggy)
+    with pytest.raises(ValueError, match="a bug"):
+        run_sim.main(record_args(files, tmp_path / "out", "--frames", "2"))
 
 
 def test_no_display_prints_a_message_and_exits_2(files):

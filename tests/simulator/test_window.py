@@ -255,3 +255,19 @@ def test_side_by_side_runs_the_real_game_with_the_same_actions(tmp_path):
         np.testing.assert_array_equal(shown(app, 0), app.frame)
     finally:
         app.close()
+
+
+def test_a_screenshot_pygame_cannot_save_is_an_oserror(tmp_path, monkeypatch):
+    """Callers (the replay window too) catch OSError alone, not every exception."""
+    window = Window()
+    window.open((8, 8), 1, 2, hud_lines=1)
+
+    def broken(*args):
+        raise pygame.error("no encoder")
+
+    monkeypatch.setattr(pygame.image, "save", broken)
+    try:
+        with pytest.raises(OSError, match="no encoder"):
+            window.screenshot(tmp_path / "shot.png")
+    finally:
+        window.close()
