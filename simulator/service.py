@@ -1,6 +1,6 @@
 """A `WorldSession` over HTTP, for planners and RL code in other processes or languages.
 
-    python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8 [--memory]
+    python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8 [--memory] [--threads N]
 
 Stdlib only (http.server): a ThreadingHTTPServer whose handlers share one session behind a lock.
 Binds 127.0.0.1 unless told otherwise: the service runs a model for anyone who can reach it.
@@ -31,9 +31,12 @@ and a request's "context" is FRAMES with shape (n, h, w, 3) (shared by all world
 (B, n, h, w, 3), or simply a list of base64 PNG strings (n frames, shared). Context actions are
 ints or names, -1 for "none" (the first frame's).
 
-Errors are JSON {"error": message} with 400 (malformed JSON or field), 404 (path), 405 (method),
-411 (no Content-Length), 413 (body too large), 409 (step before any reset), 500 (a bug: the
-server stays up and logs it). Examples: see tests/simulator/test_service.py.
+Errors are JSON {"error": message} with 400 (malformed JSON or field, nesting deeper than
+MAX_DEPTH, a garbage request line), 404 (path), 405 (method, e.g. HEAD or OPTIONS), 408 (a body
+that stops arriving), 411 (no Content-Length), 413 (body too large), 409 (step before any reset),
+501 (a method HTTP does not have), 505 (HTTP/2 and up), 500 (a bug: the server stays up and logs
+it). A connection idle for `timeout` seconds (30; `--timeout`) is closed. Examples: see
+tests/simulator/test_service.py.
 """
 
 from __future__ import annotations
@@ -54,18 +57,22 @@ from typing import Any
 import numpy as np
 
 DEFAULT_PORT = 8765
+DEFAULT_TIMEOUT = 30.0  # seconds a connection may sit idle (or a body take to arrive)
+MAX_DEPTH = 16  # JSON nesting; the deepest valid request nests 3
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
-def bad(message: str, status: int = HTTPStatus.BAD_REQUEST) -> RequestError:
-    return RequestError(int(status), message)
+def bad(message: str, status: int = HTTPStatus.BAD_REQUEST,
+        headers: dict[str, str] | None = None) -> RequestError:
+    return RequestError(int(status), message, headers)
 
 
 # ---------------------------------------------------------------------------- frame encoding
@@ -161,6 +168,18 @@ def check_keys(obj: dict, allowed: set[str], where: str, required: set[str] = fr
 
 def is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def nesting(obj: Any) -> int:
+    """How deep JSON `obj` nests lists and objects, counted without recursion (the messages that
+    quote a request could not print one nested past Python's recursion limit)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        o, depth = stack.pop()
+        if isinstance(o, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return deepest
 
 
 class WorldService:
@@ -260,15 +279,20 @@ class WorldService:
         if path not in routes:
             raise bad(f"no such endpoint {path}; endpoints: {sorted(routes)}", HTTPStatus.NOT_FOUND)
         if method != routes[path]:
-            raise bad(f"{path} takes {routes[path]}", HTTPStatus.METHOD_NOT_ALLOWED)
+            raise bad(f"{path} takes {routes[path]}", HTTPStatus.METHOD_NOT_ALLOWED,
+                      {"Allow": routes[path]})
         if path == "/info":
             return 200, self.info()
         try:
             req = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except RecursionError:
+            raise bad(f"body nests deeper than {MAX_DEPTH} levels") from None
+        except ValueError as e:  # bad JSON or UTF-8, or an int past Python's 4,300 digits
             raise bad(f"body is not valid JSON: {e}") from None
         if not isinstance(req, dict):
             raise bad("body must be a JSON object")
+        if nesting(req) > MAX_DEPTH:
+            raise bad(f"body nests deeper than {MAX_DEPTH} levels")
         sess = self.session
         if path == "/memory":
             on, worlds = self.memory_switch(req)
@@ -316,18 +340,38 @@ class Handler(BaseHTTPRequestHandler):
     service: WorldService  # set on the subclass make_server builds
     server_version = "worldmodel-service/1"
     quiet = False
+    timeout = DEFAULT_TIMEOUT  # socketserver applies it to every connection
 
-    def reply(self, status: int, obj: dict[str, Any]) -> None:
+    def reply(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         body = json.dumps(obj).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # HEAD answers carry the headers only
+            self.wfile.write(body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a garbage request line, HTTP/2 and up, a method it has no
+        do_ for, oversized headers) in JSON like every other error. A request too broken to name
+        its version still gets a status line: this service does not speak HTTP/0.9."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        phrase = self.responses.get(code, ("error",))[0]
+        self.reply(code, {"error": message or phrase})
 
     def dispatch(self, method: str) -> None:
+        headers = None
         try:
             body = b""
+            if method != "POST" and self.headers.get("Content-Length", "0") != "0":
+                self.close_connection = True  # a body we do not read would pose as the next request
             if method == "POST":
                 length = self.headers.get("Content-Length")
                 if length is None:
@@ -345,11 +389,14 @@ class Handler(BaseHTTPRequestHandler):
                 body = self.rfile.read(n)
             status, obj = self.service.handle(method, self.path, body)
         except RequestError as e:
-            status, obj = e.status, {"error": e.message}
+            status, obj, headers = e.status, {"error": e.message}, e.headers
+        except TimeoutError:  # the body stopped arriving
+            self.close_connection = True
+            status, obj = 408, {"error": f"the body did not arrive within {self.timeout:g} s"}
         except Exception as e:  # a bug, not the client's fault: say so and stay up
             traceback.print_exc(file=sys.stderr)
             status, obj = 500, {"error": f"internal error: {type(e).__name__}: {e}"}
-        self.reply(status, obj)
+        self.reply(status, obj, headers)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self.dispatch("GET")
@@ -363,16 +410,24 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self.dispatch("DELETE")
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.dispatch("HEAD")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        self.dispatch("OPTIONS")
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if not self.quiet:
             super().log_message(format, *args)
 
 
 def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-                quiet: bool = False, **limits: int) -> ThreadingHTTPServer:
-    """A server (not yet serving) around `session`; port 0 picks a free one (`server.server_port`)."""
+                quiet: bool = False, timeout: float = DEFAULT_TIMEOUT,
+                **limits: int) -> ThreadingHTTPServer:
+    """A server (not yet serving) around `session`; port 0 picks a free one (`server.server_port`);
+    a connection idle for `timeout` seconds is closed (else idle clients hold threads forever)."""
     handler = type("WorldHandler", (Handler,), {"service": WorldService(session, **limits),
-                                                "quiet": quiet})
+                                                "quiet": quiet, "timeout": timeout})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
@@ -381,7 +436,7 @@ def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | Path | None = None,
           batch: int = 1, device: str | None = None, sample_steps: int | None = None,
           max_steps: int = 256, memory: bool = False,
-          memory_config: str | Path | None = None) -> None:
+          memory_config: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
     """Load a session and serve it until interrupted (memory: episodic memory on for every
     world from the start; memory_config: a YAML whose memory: section sets it up)."""
     from memory.config import load_memory_config
@@ -391,7 +446,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
                                 memory=load_memory_config(memory_config))
     if memory:
         session.set_memory(True)
-    server = make_server(session, host, port, max_steps=max_steps)
+    server = make_server(session, host, port, timeout=timeout, max_steps=max_steps)
     print(f"serving {session.checkpoint} (batch {batch}) on http://{host}:{server.server_port} "
           f"- GET /info, POST /reset /step /rollout /memory", flush=True)
     try:
@@ -416,6 +471,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame")
     p.add_argument("--max-rollout-steps", type=int, default=256)
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help="seconds a connection may sit idle before it is closed (default: "
+                        f"{DEFAULT_TIMEOUT:g})")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads of the model (default: torch's, all cores)")
     p.add_argument("--memory", action="store_true",
                    help="episodic memory on for every world from the start (POST /memory "
                         "switches it)")
@@ -424,9 +484,31 @@ def serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def serve_args_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with `serve`'s arguments, told at start-up (a batch of 0 would start and then
+    fail every reset), or None."""
+    for name, value in (("--batch", args.batch), ("--max-rollout-steps", args.max_rollout_steps),
+                        ("--threads", 1 if args.threads is None else args.threads)):
+        if value < 1:
+            return f"{name} must be at least 1, got {value}"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be in 0..65535, got {args.port}"
+    if not args.timeout > 0:
+        return f"--timeout must be positive, got {args.timeout:g}"
+    return None
+
+
 def serve_command(args: argparse.Namespace) -> int:
+    error = serve_args_error(args)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if args.threads is not None:  # run_sim.py sets it too; `python -m simulator.service` does not
+        import torch
+
+        torch.set_num_threads(args.threads)
     serve(args.host, args.port, args.checkpoint, args.batch, args.device, args.steps,
-          args.max_rollout_steps, args.memory, args.memory_config)
+          args.max_rollout_steps, args.memory, args.memory_config, args.timeout)
     return 0
 
 
@@ -436,6 +518,7 @@ def plan_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_sim.py plan", description=planner.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     planner.add_arguments(p)
+    p.set_defaults(threads=None)  # run_sim.py takes None as torch's default and refuses 0
     return p
 
 

@@ -8,6 +8,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -190,3 +191,92 @@ def test_memory_switches_per_world(server):
     status, out = call(server, "POST", "/memory", {"on": True, "worlds": [5]})
     assert status == 400 and "out of range" in out["error"]
     assert call(server, "POST", "/step", {"actions": [0, 0]})[0] == 200  # still serving
+
+
+@pytest.mark.parametrize("raw,fragment", [
+    (b'{"seed": 1' + b"0" * 5000 + b"}", "not valid JSON"),  # past Python's int-string limit
+    (b'{"actions": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nests deeper"),
+    (b'{"actions": ' + b"[" * 500 + b"]" * 500 + b"}", "nests deeper"),  # parses; still refused
+])
+def test_bodies_python_chokes_on_are_400s(server, raw, fragment):
+    got, out = call(server, "POST", "/reset", raw=raw)
+    assert got == 400 and fragment in out["error"], out
+    assert call(server, "GET", "/info")[0] == 200
+
+
+def raw_exchange(srv, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as is; (status, headers, body) of the reply, read until the server closes."""
+    with socket.create_connection(("127.0.0.1", srv.server_port), timeout=10) as s:
+        s.sendall(request)
+        reply = s.makefile("rb").read()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split(" ")[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize("request_bytes,status,fragment", [
+    (b"OPTIONS /step HTTP/1.0\r\n\r\n", 405, "takes POST"),
+    (b"garbage\r\n\r\n", 400, "Bad request syntax"),
+    (b"GET /info HTTP/9.9\r\n\r\n", 505, "Invalid HTTP version"),
+    (b"GET /info HTTP/x\r\n\r\n", 400, "Bad request version"),
+    (b"PATCH /step HTTP/1.0\r\n\r\n", 501, "Unsupported method"),
+])
+def test_protocol_errors_are_json_too(server, request_bytes, status, fragment):
+    got, headers, body = raw_exchange(server, request_bytes)
+    assert got == status and headers["content-type"] == "application/json"
+    assert fragment in json.loads(body)["error"]
+    assert call(server, "GET", "/info")[0] == 200
+
+
+def test_head_is_a_405_with_json_headers_and_no_body(server):
+    got, headers, body = raw_exchange(server, b"HEAD /info HTTP/1.0\r\n\r\n")
+    assert got == 405 and headers["content-type"] == "application/json" and body == b""
+    assert headers["allow"] == "GET"
+
+
+def test_idle_connections_time_out(tiny_config, perturbed_model):
+    cfg = tiny_config()
+    sess = WorldSession(perturbed_model(cfg), cfg, batch=1)
+    srv = make_server(sess, "127.0.0.1", 0, quiet=True, timeout=0.2)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.server_port), timeout=10) as s:
+            t0 = time.monotonic()
+            assert s.recv(100) == b""  # closed by the server, not by our 10 s
+            assert time.monotonic() - t0 < 5
+        with socket.create_connection(("127.0.0.1", srv.server_port), timeout=10) as s:
+            s.sendall(b"POST /step HTTP/1.0\r\nContent-Length: 100\r\n\r\n{")  # body stalls
+            reply = s.makefile("rb").read()
+        assert reply.split(b" ", 2)[1] == b"408" and b"did not arrive" in reply
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        sess.close()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--batch", "0"], "--batch must be at least 1, got 0"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--port", "70000"], "--port must be in 0..65535"),
+    (["--timeout", "0"], "--timeout must be positive"),
+])
+def test_serve_refuses_bad_arguments_at_start_up(monkeypatch, capsys, args, fragment):
+    import run_sim
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(WorldSession, "load", no_model)
+    assert run_sim.main(["serve", *args]) == 1
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+
+
+def test_serve_and_plan_take_threads():
+    from simulator.service import plan_parser, serve_parser
+
+    assert serve_parser().parse_args(["--threads", "1"]).threads == 1
+    assert serve_parser().parse_args([]).threads is None
+    assert plan_parser().parse_args([]).threads is None  # None: torch's default, not a refused 0
