@@ -15,9 +15,9 @@ CNN trained on the real game's reward and death signals. Episodes are truncated 
 reproducible (Gymnasium's `check_env` asserts it).
 
 The vector env autoresets in SAME_STEP mode: a world that ends returns its first frame of the next
-episode at once, with the last frame in `infos["final_obs"]`. Because one batched session holds
-every world, a reset re-writes all worlds' context from their last frames (uint8, fresh context
-noise): the worlds that go on see their own last frames again, as at any reset.
+episode at once, with the last frame in `infos["final_obs"]`. Only the ended worlds' context is
+rewritten (`WorldSession.reset_worlds`): the worlds that go on are untouched, so a world's
+trajectory does not depend on whether its neighbours ended.
 
 Episodic memory (`memory=True`; off by default): each world fast-learns a temporal LoRA from its
 own frames in a background thread (see `simulator.session`), so a world keeps looking the same
@@ -264,9 +264,8 @@ class WorldModelVectorEnv(VectorEnv):
                 self._hist[i], self._hist_act[i] = self._context(seed)
                 obs[i] = self._hist[i, -1]
                 self._t[i] = 0
-            # the worlds that go on keep their memories; the ended ones start new episodes
-            self.session.reset(context=self._hist, actions=self._hist_act,
-                               memory_worlds=ended.tolist())
+            # the ended worlds start new episodes (memories too); the others go on untouched
+            self.session.reset_worlds(ended.tolist(), self._hist[ended], self._hist_act[ended])
         return obs, rewards.astype(np.float32), terminated, truncated, infos
 
     def render(self) -> np.ndarray | None:

@@ -4,6 +4,7 @@
     frame = sess.reset(seed=3)                    # real context frames from the real game
     frame = sess.step("move_left")               # (64, 64, 3) uint8, imagined
     frames = sess.rollout(context, actions)       # batched: (B, T, 64, 64, 3)
+    sess.reset_worlds([1], context)               # a new episode for world 1; the others go on
     sess.set_memory(True)                         # episodic memory: a LoRA fast-learned as you play
     sess.set_memory(False, worlds=[0, 2])         # ... switched per world (each learns its own)
     sess.memory_worlds                            # [False, True, False, ...]: on/off per world
@@ -160,8 +161,8 @@ class WorldSession:
         (default: `seed + i` when a seed is given; otherwise the noise streams go on), so world i
         of a batch is exactly the single world with those seeds. The memory of `memory_worlds`
         (None: every world) starts a new episode: empty, learning first from this context; the
-        other worlds keep theirs (a vector env restarting only the worlds that ended).
-        Returns the last context frame(s)."""
+        other worlds keep theirs (`reset_worlds` restarts some worlds and leaves the others
+        untouched). Returns the last context frame(s)."""
         mem_worlds = world_indices(memory_worlds, self.batch)
         if noise_seed is None and seed is not None:
             noise_seed = seed
@@ -171,13 +172,60 @@ class WorldSession:
                      for i in range(self.batch)]
             context = np.stack([p[0] for p in pairs])
             actions = np.stack([p[1] for p in pairs])
+        context, ctx, acts = self._context_tensors(context, actions, self.batch)
+        self.rollout_state.reset(ctx, acts, None if noise_seed is None else
+                                 [noise_seed + i for i in range(self.batch)])
+        if self._memory is not None:  # a new episode: the memory starts empty, from this context
+            self._memory.reset(ctx[:, -self.context_len:],
+                               None if acts is None else acts[:, -self.context_len:], mem_worlds)
+        self.steps = 0
+        self.frame = context[:, -1].copy()
+        return self.frame[0] if self.batch == 1 else self.frame
+
+    def reset_worlds(self, worlds: int | Sequence[int], context: np.ndarray,
+                     actions: np.ndarray | None = None,
+                     noise_seeds: Sequence[int] | None = None) -> np.ndarray:
+        """Start only `worlds` (an index or a list) on new episodes, from real frames `context`
+        (k, n, h, w, 3) uint8 (n = `context_len`), one row per world in sorted order, with the
+        actions that produced them (k, n): their memories start empty, their noise streams
+        restart from `noise_seeds` (else go on). Every other world is left exactly as it was, so
+        its trajectory does not depend on whether its neighbours restarted (a vector env's
+        autoreset). Returns the last context frame(s) of all worlds."""
+        idx = world_indices(worlds, self.batch)
+        if self.frame is None:
+            raise RuntimeError("reset() the session before restarting some of its worlds")
+        if noise_seeds is not None and len(noise_seeds) != len(idx):
+            raise ValueError(f"need {len(idx)} noise seeds (one per restarted world), "
+                             f"got {len(noise_seeds)}")
+        context, ctx, acts = self._context_tensors(context, actions, len(idx))
+        n = self.context_len
+        if self._memory is not None:
+            # First: the restarted worlds' adapters go back to zero before their new context is
+            # written. The memory takes a row per world of the batch; only those of idx are read.
+            full = torch.zeros(self.batch, *ctx.shape[1:])
+            full[idx] = ctx
+            full_acts = torch.full(full.shape[:2], -1, dtype=torch.long)
+            if acts is not None:
+                full_acts[idx] = acts
+            self._memory.reset(full[:, -n:], full_acts[:, -n:], idx)
+        self.rollout_state.reset_worlds(idx, ctx[:, -n:], None if acts is None else acts[:, -n:],
+                                        None if noise_seeds is None else list(noise_seeds))
+        self.frame = self.frame.copy()
+        self.frame[idx] = context[:, -1]
+        return self.frame[0] if self.batch == 1 else self.frame
+
+    def _context_tensors(self, context: np.ndarray, actions: np.ndarray | None,
+                         worlds: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None]:
+        """Context for `worlds` worlds, (n, h, w, 3) (shared) or (worlds, n, h, w, 3) uint8, and
+        its actions, checked -> (the uint8 frames per world, floats (worlds, n, 3, h, w), the
+        actions as a tensor or None)."""
         context = np.asarray(context)
         if context.ndim == 4:
-            context = np.broadcast_to(context[None], (self.batch, *context.shape))
+            context = np.broadcast_to(context[None], (worlds, *context.shape))
             if actions is not None:
-                actions = np.broadcast_to(np.asarray(actions)[None], (self.batch, len(actions)))
-        if context.ndim != 5 or context.shape[0] != self.batch or context.shape[-1] != 3:
-            raise ValueError(f"context must be (n, h, w, 3) or ({self.batch}, n, h, w, 3) uint8, "
+                actions = np.broadcast_to(np.asarray(actions)[None], (worlds, len(actions)))
+        if context.ndim != 5 or context.shape[0] != worlds or context.shape[-1] != 3:
+            raise ValueError(f"context must be (n, h, w, 3) or ({worlds}, n, h, w, 3) uint8, "
                              f"got {context.shape}")
         if context.shape[2:4] != (self.frame_size, self.frame_size):
             raise ValueError(f"context frames are {context.shape[2:4]}, the model takes "
@@ -188,15 +236,7 @@ class WorldSession:
             valid = acts >= 0
             self.space.validate(acts[valid])
             acts = torch.from_numpy(acts)
-        ctx = to_float(torch.from_numpy(np.array(context)))  # a writable copy
-        self.rollout_state.reset(ctx, acts, None if noise_seed is None else
-                                 [noise_seed + i for i in range(self.batch)])
-        if self._memory is not None:  # a new episode: the memory starts empty, from this context
-            self._memory.reset(ctx[:, -self.context_len:],
-                               None if acts is None else acts[:, -self.context_len:], mem_worlds)
-        self.steps = 0
-        self.frame = context[:, -1].copy()
-        return self.frame[0] if self.batch == 1 else self.frame
+        return context, to_float(torch.from_numpy(np.array(context))), acts  # a writable copy
 
     def _actions_tensor(self, actions) -> torch.Tensor:
         if isinstance(actions, (int, str, np.integer)):

@@ -7,6 +7,10 @@ writes the finished frame into the cache (Self-Forcing's "re-run at the context 
 
 Schedules: `step(actions)` generates one frame per call (interactive); `chunk(actions)` generates
 f_g frames jointly after the f_p context frames in the cache (masked-conditional chunks).
+
+`reset_worlds` restarts some worlds of the batch and leaves the others exactly as they were
+(cache rows, last frames, noise streams), so a world's trajectory never depends on whether its
+neighbours restarted.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ def autocast_for(device: torch.device, bf16: bool | None = None) -> contextlib.A
     if bf16:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def take_rows(old: Tensor, new: Tensor, idx: Tensor, batch: int) -> Tensor:
+    """World-major rows (batch * m, ...): worlds `idx` from `new`, the others from `old`."""
+    out = old.reshape(batch, -1, *old.shape[1:]).clone()
+    out[idx] = new.reshape(batch, -1, *new.shape[1:])[idx].to(out.dtype)
+    return out.reshape(old.shape)
 
 
 class Rollout:
@@ -94,10 +105,18 @@ class Rollout:
         self._commit(frames, actions, first=True)
 
     def _commit(self, frames: Tensor, actions: Tensor, first: bool = False) -> None:
+        ctx = self._write(frames, actions, self._noise(frames.shape), self.cache, first)
+        self.last = ctx[:, -1:]
+        self.last_clean = frames[:, -1:]
+
+    def _write(self, frames: Tensor, actions: Tensor, noise: Tensor, cache: KVCache,
+               first: bool) -> Tensor:
+        """Write frames (b, n, ...), noised to the context level with `noise`, into `cache`;
+        returns them as written."""
         b, n = frames.shape[:2]
         sigma = self.dcfg.context_noise
         t = torch.full((b, n), sigma, device=self.device)
-        ctx = add_noise(frames, t, self._noise(frames.shape))
+        ctx = add_noise(frames, t, noise)
         t_prev = t.clone()
         if first:
             prev = torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :-1]], 1)
@@ -109,9 +128,50 @@ class Rollout:
             has_prev = torch.ones(b, n, dtype=torch.bool, device=self.device)
         act, drop = self.encode_actions(actions)
         with autocast_for(self.device, self.bf16):
-            self.model(ctx, prev, t, t_prev, has_prev, act, drop, cache=self.cache, commit=True)
-        self.last = ctx[:, -1:]
-        self.last_clean = frames[:, -1:]
+            self.model(ctx, prev, t, t_prev, has_prev, act, drop, cache=cache, commit=True)
+        return ctx
+
+    @torch.inference_mode()
+    def reset_worlds(self, worlds: list[int], frames: Tensor, actions: Tensor | None = None,
+                     seeds: list[int] | None = None) -> None:
+        """Restart worlds `worlds` (sorted indices) from real context frames (k, n, 3, h, w),
+        n the frames the cache holds now, and their actions (k, n); the other worlds go on
+        untouched. `seeds` restarts the restarted worlds' noise streams (else they go on).
+
+        The new context is written through one batched pass into a scratch cache (the other
+        rows get no noise drawn and are thrown away), and the restarted rows replace theirs in
+        the live cache. Attention sees only frame distances, so rows written at positions
+        0..n-1 serve beside rows at the live cache's positions."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before restarting worlds")
+        k, n = frames.shape[:2]
+        held = self.cache.positions.numel()
+        if k != len(worlds) or n != held:
+            raise ValueError(f"restarting {len(worlds)} world(s) takes ({len(worlds)}, {held}, "
+                             f"3, h, w) frames (what the cache holds), got {tuple(frames.shape)}")
+        if seeds is not None:
+            for i, s in zip(worlds, seeds):
+                self.gens[i] = torch.Generator(self.device).manual_seed(int(s))
+        idx = torch.as_tensor(worlds, device=self.device)
+        full = torch.zeros((self.batch, *frames.shape[1:]), device=self.device)
+        full[idx] = frames.to(self.device, full.dtype)
+        noise = torch.zeros_like(full)
+        noise[idx] = torch.stack([torch.randn(full.shape[1:], generator=self.gens[i],
+                                              device=self.device) for i in worlds])
+        given = (torch.full((k, n), -1, dtype=torch.long) if actions is None
+                 else torch.as_tensor(actions).clone())
+        if given.dtype == torch.long:  # as in reset: frame 0's action is not given
+            given[:, 0] = -1
+        acts = torch.full((self.batch, *given.shape[1:]), -1, dtype=given.dtype)
+        acts[torch.as_tensor(worlds)] = given
+        scratch = KVCache(max_len=self.context)
+        ctx = self._write(full, acts, noise, scratch, first=True)
+        for name, lc in self.cache.layers.items():
+            new = scratch.layers[name]
+            lc.k, lc.v = (take_rows(old, fresh, idx, self.batch)
+                          for old, fresh in ((lc.k, new.k), (lc.v, new.v)))
+        self.last = take_rows(self.last, ctx[:, -1:], idx, self.batch)
+        self.last_clean = take_rows(self.last_clean, full[:, -1:], idx, self.batch)
 
     @torch.inference_mode()
     def chunk(self, actions: Tensor) -> Tensor:

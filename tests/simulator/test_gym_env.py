@@ -101,6 +101,35 @@ def test_vector_env_steps_batch_and_autoresets(make_session):
         envs.step(np.array([0, 0, 99]))
 
 
+class EndsOneWorld:
+    """A reward/termination head that ends world `world` at step `at` (and nothing else)."""
+
+    def __init__(self, batch: int, world: int, at: int):
+        self.batch, self.world, self.at, self.t = batch, world, at, 0
+
+    def predict(self, prev: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.t += 1
+        done = np.zeros(self.batch, np.float32)
+        done[self.world] = float(self.t == self.at)
+        return np.zeros(self.batch, np.float32), done
+
+
+def test_a_world_goes_on_untouched_when_its_neighbour_ends(make_session):
+    """World 0's trajectory is the same whether or not world 1 ends (and autoresets) at step 3."""
+    runs = {}
+    for at in (3, 0):  # 0: world 1 never ends
+        sess = make_session(batch=2)
+        envs = WorldModelVectorEnv(sess, None, max_episode_steps=100,
+                                   context_fn=fake_context(sess.context_len))
+        envs.reset(seed=[4, 5])
+        envs.reward_head = EndsOneWorld(2, world=1, at=at)
+        steps = [envs.step(np.array([a, 5 - a])) for a in (1, 2, 3, 4, 1, 2)]
+        assert [bool(s[2][1]) for s in steps] == [i + 1 == at for i in range(6)]
+        runs[at] = np.stack([s[0] for s in steps], 1)
+    np.testing.assert_array_equal(runs[3][0], runs[0][0])
+    assert not np.array_equal(runs[3][1, 2:], runs[0][1, 2:])  # world 1 did start over
+
+
 def test_vector_env_matches_single_env_with_one_world(make_session):
     """A vector env of one world is the single env (same seed, same context, same noise)."""
     s1, s2 = make_session(), make_session()

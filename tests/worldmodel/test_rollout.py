@@ -237,3 +237,27 @@ def test_append_checks_its_input(tiny_cfg, perturbed_model):
     ro.reset(*context_and_actions(tiny_cfg))
     with pytest.raises(ValueError, match="append takes frames"):
         ro.append(torch.zeros(B + 1, 1, 3, s, s), torch.zeros(B + 1, 1, dtype=torch.long))
+
+
+def test_restarting_a_world_leaves_the_others_untouched(tiny_cfg, perturbed_model):
+    """World 1 restarts after 3 steps: world 0 gets exactly the frames it gets when nothing
+    restarts, and world 1 exactly those of a fresh rollout from its new context."""
+    model = perturbed_model(tiny_cfg)
+    acts = step_actions(7)
+    new_ctx, new_acts = context_and_actions(tiny_cfg, seed=5)
+    plain, restarted = Rollout(model, tiny_cfg, seed=0), Rollout(model, tiny_cfg, seed=0)
+    out = {}
+    for name, ro in (("plain", plain), ("restarted", restarted)):
+        ro.reset(*context_and_actions(tiny_cfg))
+        frames = [ro.step(a) for a in acts[:3]]
+        if name == "restarted":
+            ro.reset_worlds([1], new_ctx[1:], new_acts[1:], seeds=[9])
+        out[name] = torch.stack(frames + [ro.step(a) for a in acts[3:]], 1)
+    assert torch.equal(out["plain"][0], out["restarted"][0])
+    fresh = Rollout(model, tiny_cfg)  # world 1 from its new context, beside any world 0
+    fresh.reset(new_ctx, new_acts, seeds=[0, 9])
+    again = torch.stack([fresh.step(a) for a in acts[3:]], 1)
+    assert torch.equal(out["restarted"][1, 3:], again[1])
+    assert not torch.equal(out["plain"][1, 3:], out["restarted"][1, 3:])
+    with pytest.raises(ValueError, match="what the cache holds"):
+        restarted.reset_worlds([0], new_ctx[:1, :2])
