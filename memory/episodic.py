@@ -29,6 +29,7 @@ then computes what it computes alone with B = 1, up to float rounding (unmerged 
 from __future__ import annotations
 
 import copy
+import logging
 import numbers
 import time
 from collections.abc import Iterable
@@ -47,6 +48,7 @@ from worldmodel.config import Config
 from worldmodel.dynamics import Denoiser
 
 Worlds = int | Iterable[int] | None
+log = logging.getLogger(__name__)
 
 
 def world_index(world: int, batch: int) -> int:
@@ -103,12 +105,12 @@ class EpisodicMemory:
         self._on = [False] * batch
         self.threaded = threaded
         self.worker: MemoryWorker | None = None
+        self.failure: str | None = None  # why memory switched itself off, until switched on
         if threaded:
             # torch keeps one global thread count that threads initialise from; pin the frame
             # loop's own before the worker lowers the global one for itself.
             torch.set_num_threads(torch.get_num_threads())
-            self.worker = MemoryWorker(self.mcfg.update_every, self.mcfg.worker_threads,
-                                       self.mcfg.worker_nice, self.mcfg.worker_duty)
+            self.worker = self._new_worker()
         self._last_loss = float("nan")  # of the last inline update
         self.hook_ms_max = 0.0  # the longest the frame loop spent in memory hooks
         self.set_enabled(enabled)
@@ -129,7 +131,10 @@ class EpisodicMemory:
         Off: their learning pauses and they get the base model's outputs; what they learned is
         kept. `worlds`: None (all), an index or a list of indices."""
         on = bool(on)
-        for i in world_indices(worlds, self.batch):
+        idx = world_indices(worlds, self.batch)
+        if on and idx and self.failure is not None:
+            self._replace_failed_worker()
+        for i in idx:
             slot = self._slot(i) if on else self._slots[i]
             self._on[i] = on
             if slot is not None:
@@ -139,6 +144,24 @@ class EpisodicMemory:
             if self.enabled:
                 self.worker.start()
             self.worker.notify()
+
+    def _new_worker(self) -> MemoryWorker:
+        return MemoryWorker(self.mcfg.update_every, self.mcfg.worker_threads,
+                            self.mcfg.worker_nice, self.mcfg.worker_duty)
+
+    def _replace_failed_worker(self) -> None:
+        """A fresh worker thread in place of the one that failed: every world's learner
+        restarts from the adapter the world generates with (what the failed one had in flight,
+        Adam state included, is dropped)."""
+        if self.worker is not None:
+            self.worker.close(timeout=0.0)
+            self.worker = self._new_worker()
+            for slot in self._slots:
+                if slot is not None:
+                    with slot.swap_lock:
+                        MemoryWorker.new_epoch(slot)
+                    self.worker.add(slot)
+        self.failure = None
 
     def _slot(self, world: int) -> WorldSlot:
         """World `world`'s learner and ring, made on first use (a model copy: only for worlds
@@ -179,9 +202,15 @@ class EpisodicMemory:
 
     # -- the frame loop ----------------------------------------------------------------------
     def _check_worker(self) -> None:
-        if self.worker is not None and self.worker.error is not None:
-            err, self.worker.error = self.worker.error, None
-            raise RuntimeError(f"memory worker failed: {err!r}") from err
+        """A worker that failed (its thread has ended) switches memory off for every world,
+        visibly: `failure` says why and one warning is logged. Play goes on with the base model;
+        `set_enabled(True)` starts a fresh worker."""
+        if self.worker is None or self.worker.error is None or self.failure is not None:
+            return
+        err = self.worker.error
+        self.failure = f"the memory worker failed: {type(err).__name__}: {err}"
+        log.warning("episodic memory switched off: %s (switch it on to restart it)", self.failure)
+        self.set_enabled(False)
 
     def before_step(self) -> None:
         """Swap in the newest adapters the worker published (each if its lock is free now)."""

@@ -247,9 +247,9 @@ class MemoryWorker:
                 if self._stop:
                     return
                 self._serve(slot)
-        except BaseException as e:  # surfaced to the frame loop by EpisodicMemory
+        except BaseException as e:  # EpisodicMemory switches memory off and says why
             self.error = e
-            log.exception("memory worker failed")
+            log.debug("memory worker failed", exc_info=True)
 
     def _serve(self, slot: WorldSlot) -> None:
         """Re-seed the world's learner after a reset/load, then train on its newest window."""

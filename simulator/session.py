@@ -110,6 +110,12 @@ class WorldSession:
         return self._memory is not None and self._memory.enabled
 
     @property
+    def memory_error(self) -> str | None:
+        """Why memory switched itself off (its background worker failed), until it is switched
+        on again (which starts a fresh worker); None otherwise."""
+        return self._memory.failure if self._memory is not None else None
+
+    @property
     def memory_worlds(self) -> list[bool]:
         """Memory on or off, per world."""
         return self._memory.worlds_enabled if self._memory is not None else [False] * self.batch
@@ -123,6 +129,18 @@ class WorldSession:
             return
         self.memory.set_enabled(on, idx)
         self.rollout_state.model = self.memory.model if self.memory.enabled else self.model
+
+    def _memory_before_step(self) -> EpisodicMemory | None:
+        """The memory to hand this frame to (None: off), after it swapped in its newest
+        adapters. One that switched itself off (`memory_error`) gives the base model back."""
+        mem = self._memory if self.memory_enabled else None
+        if mem is None:
+            return None
+        mem.before_step()
+        if not mem.enabled:
+            self.rollout_state.model = self.model
+            return None
+        return mem
 
     def save_memory(self, path: str | Path, world: int = 0) -> Path:
         """Write world `world`'s current memory (peft adapter format) into folder `path`."""
@@ -251,9 +269,7 @@ class WorldSession:
         """Advance every world one frame; returns (h, w, 3) uint8 for one world, else (B, h, w, 3)."""
         act = self._actions_tensor(actions)
         t0 = time.perf_counter()
-        mem = self._memory if self.memory_enabled else None
-        if mem is not None:
-            mem.before_step()
+        mem = self._memory_before_step()
         frames = self.rollout_state.step(act)
         if mem is not None:
             mem.observe(frames[:, None], act[:, None])
@@ -280,10 +296,8 @@ class WorldSession:
             raise ActionError(f"actions are for {actions.shape[0]} worlds, the session has {self.batch}")
         acts = torch.from_numpy(self.space.validate(actions))
         out = []
-        mem = self._memory if self.memory_enabled else None
         for s in range(0, acts.shape[1], chunk):
-            if mem is not None:
-                mem.before_step()
+            mem = self._memory_before_step()
             frames = self.rollout_state.chunk(acts[:, s:s + chunk])
             if mem is not None:
                 mem.observe(frames, acts[:, s:s + chunk])

@@ -415,10 +415,13 @@ class PlayApp:
         target = f"{self.fps:g}" if self.fps > 0 else "max"
         mem = getattr(self.session, "memory_enabled", None)
         mem = "n/a" if mem is None else ("on" if mem else "off")
+        mem_error = getattr(self.session, "memory_error", None)  # it switched itself off
         lines: list[Line] = []
         lines.append([(f"fps {st.fps:4.1f}/{target}   model {st.recent(st.model_ms):5.1f} ms/frame"
                        f"   window {st.recent(st.window_ms):4.2f} ms/frame", WHITE)])
         line = [(f"step {self.session.steps}   action {self.last_action}   memory {mem}", WHITE)]
+        if mem_error:
+            line.append((" (failed)", RED))
         if self.paused:
             line.append(("   PAUSED (n: step)", YELLOW))
         if self.recorder.active:
@@ -426,6 +429,8 @@ class PlayApp:
         lines.append(line)
         if self.message and time.monotonic() < self.message[2]:
             lines.append([self.message[:2]])
+        elif mem_error:
+            lines.append([(f"memory off: {mem_error} (m: on again)", RED)])
         elif self.recorder.active:
             lines.append([(f"recording to {self.recorder.path}", RED)])
         elif self.recorder.error:

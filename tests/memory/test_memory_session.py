@@ -3,6 +3,8 @@ per-episode reset, save/load, and a clean close."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -164,5 +166,39 @@ def test_a_loaded_session_plays_and_learns_on_the_device(tiny_cfg, perturbed_mod
         assert wait_for(lambda: sess.memory.world_stats(1)["updates"] >= 1)
         frames.append(sess.rollout(np.array([ACTIONS[:2]] * 2), chunk=2)[:, -1])
         assert all(f.dtype == np.uint8 and f.shape == (2, 16, 16, 3) for f in frames)
+    finally:
+        sess.close()
+
+
+def test_a_failed_worker_switches_memory_off_visibly_and_on_again_learns(tiny_cfg,
+                                                                         perturbed_model, caplog):
+    sess = session(tiny_cfg, perturbed_model(tiny_cfg), enabled=True)
+    try:
+        sess.reset(context=context(tiny_cfg), actions=np.array([-1, 1, 1]))
+        learner = sess.memory._slots[0].learner
+
+        def broken(frames, actions):
+            raise RuntimeError("injected failure")
+
+        learner.update = broken  # the worker's next update fails
+        for x in ACTIONS:
+            sess.step(x)
+        assert wait_for(lambda: sess.memory.worker.error is not None)
+        with caplog.at_level(logging.WARNING, logger="memory.episodic"):
+            assert sess.step(0).shape == (16, 16, 3)  # the frame loop notices; play goes on
+            sess.step(1)
+        assert not sess.memory_enabled and sess.memory_worlds == [False]
+        assert "RuntimeError: injected failure" in sess.memory_error
+        assert sess.rollout_state.model is sess.model  # the base model alone
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warned) == 1 and "injected failure" in warned[0] and "\n" not in warned[0]
+        del learner.update
+        sess.set_memory(True)  # a fresh worker
+        assert sess.memory_enabled and sess.memory_error is None and sess.memory.worker.running
+        for x in ACTIONS:
+            sess.step(x)
+        assert wait_for(lambda: sess.memory.worker.updates >= 1)
+        sess.step(0)  # swaps in what it learned
+        assert not adapter_is_zero(sess.memory)
     finally:
         sess.close()

@@ -185,6 +185,13 @@ def test_help_screenshot_and_quit(app, tmp_path):
     assert app.tick() is False and not app.running
 
 
+def test_hud_says_why_memory_switched_itself_off(app, monkeypatch):
+    monkeypatch.setattr(type(app.session), "memory_error", property(
+        lambda s: "the memory worker failed: RuntimeError: boom"), raising=False)
+    hud = hud_text(app)
+    assert "memory off" in hud and "(failed)" in hud and "RuntimeError: boom" in hud
+
+
 def test_memory_key_toggles_the_session_memory(app, monkeypatch):
     state = {"on": False}  # the session's (optional) memory API, faked
     monkeypatch.setattr(type(app.session), "memory_enabled", property(lambda s: state["on"]),
