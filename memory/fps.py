@@ -28,6 +28,7 @@ from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.reports import command_line
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     context = to_float(torch.from_numpy(ep.frames[:n]))[None].to(next(model.parameters()).device)
     res = measure(model, cfg, mcfg, context, args.frames, args.rounds)
     res["memory"] = to_dict(mcfg)
+    res["command"] = command_line("memory.fps", argv)
     print(json.dumps({k: v for k, v in res.items() if k != "memory"}, indent=1))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,9 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
+from worldmodel.reports import bootstrap_interval, command_line
 from worldmodel.rollout import Rollout
+from worldmodel.tiles import DEFAULT_BANK, TileClassifier, TileError
 from worldmodel.device import pick_device
 
 
@@ -135,9 +137,16 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
     return np.stack(out), upd
 
 
-def frame_scores(gen: np.ndarray, ref: np.ndarray, net: RandomFeatures) -> dict[str, np.ndarray]:
-    return {"psnr": metrics.psnr(gen, ref), "ssim": metrics.ssim(gen, ref),
-            "feat": feature_similarity(gen, ref, net)}
+def frame_scores(gen: np.ndarray, ref: np.ndarray, net: RandomFeatures,
+                 gen_labels: np.ndarray | None = None,
+                 ref_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per frame: PSNR, MSE, SSIM, feature similarity and, with tile labels of both sides, the
+    share of world-view tiles with the same label ("tiles")."""
+    out = {"psnr": metrics.psnr(gen, ref), "mse": metrics.mse(gen, ref),
+           "ssim": metrics.ssim(gen, ref), "feat": feature_similarity(gen, ref, net)}
+    if gen_labels is not None and ref_labels is not None:
+        out["tiles"] = (gen_labels == ref_labels).mean((-2, -1))
+    return out
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -163,7 +172,8 @@ def real_prefix(ep: Episode, context: int, warmup: str) -> int:
 
 def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
                      variants: dict[str, MemoryConfig], seed: int,
-                     net: RandomFeatures, warmup: str = "context") -> dict[str, Any]:
+                     net: RandomFeatures, warmup: str = "context",
+                     tiles: TileClassifier | None = None) -> dict[str, Any]:
     pos = player_positions(ep)
     prefix = real_prefix(ep, context, warmup)
     rv = find_revisits(pos, context)
@@ -179,16 +189,34 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
                            "at_start": rv.at_start.tolist(), "modes": {}}
     j, e = rv.frames, rv.first
     real = ep.frames
-    res["real_consistency"] = {k: v.tolist() for k, v in frame_scores(real[j], real[e], net).items()}
+    labels = ep.labels if tiles is not None else None  # the real game's own tile labels
+    res["real_consistency"] = {k: v.tolist() for k, v in frame_scores(
+        real[j], real[e], net, *((labels[j], labels[e]) if labels is not None else ())).items()}
     for name, (gen, upd) in gens.items():
+        drawn = tiles.classify(gen) if labels is not None else None
         res["modes"][name] = {
             "psnr_curve": metrics.psnr(gen, real).tolist(),  # every frame (context: capped)
-            "vs_real": {k: v.tolist() for k, v in frame_scores(gen[j], real[j], net).items()},
-            "vs_first_visit": {k: v.tolist() for k, v in frame_scores(gen[j], gen[e], net).items()},
+            "vs_real": {k: v.tolist() for k, v in frame_scores(
+                gen[j], real[j], net, *((drawn[j], labels[j]) if drawn is not None else ())).items()},
+            "vs_first_visit": {k: v.tolist() for k, v in frame_scores(
+                gen[j], gen[e], net, *((drawn[j], drawn[e]) if drawn is not None else ())).items()},
             "update_s": upd,
         }
     res["_gens"] = gens
     return res
+
+
+def episode_gains(results: list[dict[str, Any]], mode: str, subset: str) -> list[float]:
+    """Per episode with frames in `subset`: mean revisit PSNR vs real, `mode` minus off."""
+    out = []
+    for r in results:
+        keep = (np.asarray(r["at_start"], bool) if subset == "at_start"
+                else np.ones(len(r["revisit_frames"]), bool))
+        if keep.any():
+            on = np.asarray(r["modes"][mode]["vs_real"]["psnr"])[keep].mean()
+            off = np.asarray(r["modes"]["off"]["vs_real"]["psnr"])[keep].mean()
+            out.append(float(on - off))
+    return out
 
 
 def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
@@ -199,12 +227,17 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
         for mode in modes:
             row: dict[str, Any] = {}
             for ref in ("vs_real", "vs_first_visit"):
-                for m in ("psnr", "ssim", "feat"):
+                for m in ("psnr", "mse", "ssim", "feat", "tiles"):
+                    if any(m not in r["modes"][mode][ref] for r in results):
+                        continue
                     vals = []
                     for r in results:
                         v = np.asarray(r["modes"][mode][ref][m])
                         vals.append(v[np.asarray(r["at_start"], bool)] if subset == "at_start" else v)
                     row[f"{ref}_{m}"] = _mean(np.concatenate(vals)) if vals else None
+                mse = row.pop(f"{ref}_mse", None)  # PSNR of the mean MSE: no per-frame cap
+                row[f"{ref}_psnr_mean_mse"] = (None if mse is None else
+                                               float(metrics.psnr_from_mse(mse, cap=None)))
             block[mode] = row
         block["n"] = int(sum(np.asarray(r["at_start"], bool).sum() if subset == "at_start"
                              else len(r["revisit_frames"]) for r in results))
@@ -217,6 +250,9 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
             if mode != "off" and block["off"]["vs_real_psnr"] is not None:
                 gain = block[mode]["vs_real_psnr"] - block["off"]["vs_real_psnr"]
                 block[mode]["gain_vs_real_psnr_db"] = gain
+                block[mode]["gain_per_episode_db"] = per_episode = episode_gains(
+                    results, mode, subset)
+                block[mode]["gain_interval90_db"] = bootstrap_interval(per_episode)
         out[subset] = block
     # Control: generated frames that are not revisits. Memory that only adapts to the episode's
     # look (colours, textures; less drift) gains here as much as on revisits; memory of places
@@ -362,20 +398,26 @@ def load_revisit_episodes(root: str | Path, samples: int, context: int) -> list[
 
 def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
                   variants: dict[str, MemoryConfig], seed: int = 0,
-                  out: Path | None = None, log=print, warmup: str = "context") -> dict[str, Any]:
+                  out: Path | None = None, log=print, warmup: str = "context",
+                  tiles: TileClassifier | None = None) -> dict[str, Any]:
     context = cfg.data.window - 1
     net = RandomFeatures(seed)
     modes = ["off", *variants]
     results = []
     t0 = time.perf_counter()
     for i, ep in enumerate(episodes):
-        results.append(evaluate_episode(model, cfg, ep, context, variants, seed + i, net, warmup))
+        results.append(evaluate_episode(model, cfg, ep, context, variants, seed + i, net, warmup,
+                                        tiles))
         r = results[-1]
         log(f"{r['episode']}: {len(r['revisit_frames'])} revisit frames; revisit PSNR vs real " +
             ", ".join(f"{m} {_mean(np.asarray(r['modes'][m]['vs_real']['psnr'])):.2f}" for m in modes))
     summary = summarize(results, modes)
     gen_frames = sum(len(ep.frames) - context for ep in episodes)
     report = {"context": context, "warmup": warmup, "episodes": len(episodes), "seed": seed,
+              "tiles": "tile agreement: share of world-view tiles with the same label "
+                       "(worldmodel.tiles; real frames by the game's own labels)"
+                       if tiles is not None and all(ep.labels is not None for ep in episodes)
+                       else None,
               "memory": {k: to_dict(v) for k, v in variants.items()},
               "summary": summary, "seconds": time.perf_counter() - t0,
               "update_ms_per_frame": {m: 1000 * sum(r["modes"][m]["update_s"] for r in results)
@@ -409,6 +451,9 @@ def format_summary(summary: dict[str, Any]) -> str:
                          f"visit PSNR {f['vs_first_visit_psnr']:6.2f} "
                          f"SSIM {f['vs_first_visit_ssim']:.3f} "
                          f"feat {f['vs_first_visit_feat']:.3f}"
+                         + (f" | tiles vs real {f['vs_real_tiles']:.3f} vs own first visit "
+                            f"{f['vs_first_visit_tiles']:.3f}" if "vs_real_tiles" in f else "")
+                         + f" | PSNR of mean MSE {f['vs_real_psnr_mean_mse']:.2f}"
                          + (f" | gain {f['gain_vs_real_psnr_db']:+.2f} dB"
                             if "gain_vs_real_psnr_db" in f else "")
                          + (f" (over control {f['gain_over_control_db']:+.2f})"
@@ -433,6 +478,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "generated, so every first visit is a real frame)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--tiles", default=str(DEFAULT_BANK),
+                   help="tile bank for tile agreement (worldmodel.tiles); 'none' skips it")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. lr=1e-3 update_every=4")
     args = p.parse_args(argv)
     model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
@@ -443,9 +490,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         variants = {form: replace(mcfg, loss=form) for form in LOSS_FORMS}
     episodes = load_revisit_episodes(args.data, args.samples, cfg.data.window - 1)
+    tiles = None
+    if args.tiles != "none" and all(ep.labels is not None for ep in episodes):
+        tiles = TileClassifier.load(args.tiles)
     report = run_benchmark(model, cfg, episodes, variants, args.seed,
-                           Path(args.out) if args.out else None, warmup=args.warmup)
+                           Path(args.out) if args.out else None, warmup=args.warmup, tiles=tiles)
     report["checkpoint"] = str(args.checkpoint)
+    report["command"] = command_line("memory.revisit", argv)
     if args.out:
         write_json_atomic(Path(args.out) / "revisit.json", report)
     print(format_summary(report["summary"]))
@@ -456,4 +507,4 @@ if __name__ == "__main__":
     from memory.lora import MemoryFileError
     from worldmodel.cli import run_cli
 
-    run_cli(main, (MemoryFileError,))
+    run_cli(main, (MemoryFileError, TileError))

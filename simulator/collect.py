@@ -67,15 +67,19 @@ def collect_episode(game, out: Path, seed: int, length: int, policy: str = "expl
     obs = game.reset(seed)
     meta = {"game": game.name, "action_space": game.action_space.name, "seed": seed,
             "fps": game.fps, "policy": policy, "length": length, "start_pos": list(game.player_pos)}
+    labels = getattr(game, "view_labels", None)  # the game's per-tile ground truth, if it has one
+    if labels is not None:
+        meta["label_names"] = list(game.label_names)
     acts = (exploration_policy(seed, length) if policy == "explore"
             else revisit_policy(seed, length, trip))
     acts = itertools.islice(acts, length)
     # Collected data is re-creatable, so sync to disk only at close (recordings sync often).
     with EpisodeWriter(out, meta, video=video, overwrite=True, fsync_every=10**9) as writer:
-        writer.add_frame(obs)
+        writer.add_frame(obs, labels() if labels else None)
         for a in acts:
             res = game.step(a)
-            writer.add_step(a, res.obs, res.reward, res.done, pos=list(game.player_pos))
+            writer.add_step(a, res.obs, res.reward, res.done, labels() if labels else None,
+                            pos=list(game.player_pos))
             if res.done:
                 break
         return writer.num_steps

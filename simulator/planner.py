@@ -404,6 +404,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from simulator.session import WorldSession
     from worldmodel.data.episode import write_json_atomic
+    from worldmodel.reports import command_line
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -424,7 +425,8 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.time()
     results = evaluate(tasks, args.episodes, agents, args.k, args.budget, args.first_seed, size)
     report = {"results": results, "config": {**vars(args), "cem": asdict(cfg)},
-              "checkpoint": checkpoint, "seconds": round(time.time() - t0, 1)}
+              "checkpoint": checkpoint, "seconds": round(time.time() - t0, 1),
+              "command": command_line(None)}
     print(table(results))
     if mpc is not None:
         report["imagined_frames"] = mpc.imagined_frames

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -149,3 +150,53 @@ def crafter_episodes(tmp_path_factory) -> Path:
     for seed in range(3):
         collect_episode(game, root / f"train_{seed:07d}", seed, length=24)
     return root
+
+
+@dataclass
+class Labelled:
+    """Real Crafter episodes at 64x64 with the game's tile labels, and a tile bank built from them."""
+
+    root: Path  # train_*, heldout_* (explore) and revisit_* (out-and-back) episodes
+    bank: Path  # built from train_*, calibrated on heldout_*
+    report: dict
+
+
+@pytest.fixture(scope="session")
+def labelled_crafter(tmp_path_factory) -> Labelled:
+    """Seeded and small: 3 training, 3 held-out and 2 revisit episodes (seconds to collect)."""
+    from simulator.collect import collect_episode
+    from simulator.games import make_game
+    from simulator.seeds import SEED_RANGES
+    from worldmodel import tiles
+    from worldmodel.data import load_episode
+
+    root = tmp_path_factory.mktemp("labelled_crafter")
+    game = make_game("crafter", size=64)
+    for split, n, length, policy in (("train", 3, 60, "explore"), ("heldout", 3, 70, "explore"),
+                                     ("revisit", 2, 40, "revisit")):
+        for i in range(n):
+            seed = SEED_RANGES[split].seed(900 + i)
+            collect_episode(game, root / f"{split}_{seed:07d}", seed, length, policy, trip=6)
+    eps = {s: [load_episode(p) for p in sorted(root.glob(f"{s}_*"))] for s in ("train", "heldout")}
+    clf = tiles.build_bank(eps["train"], game.label_names)
+    report = tiles.calibrate(clf, eps["heldout"])
+    clf.save(root / "bank.npz")
+    return Labelled(root, root / "bank.npz", report)
+
+
+@pytest.fixture
+def semantic_report(labelled_crafter, tiny_config, perturbed_model, tmp_path):
+    """worldmodel.evaluate with the semantic evaluation, end to end on a tiny 64x64 model:
+    (checkpoint, output folder, report)."""
+    from worldmodel import evaluate
+    from worldmodel.checkpoint import save_checkpoint
+
+    cfg = tiny_config(size=64)
+    ckpt = save_checkpoint(tmp_path / "ckpt", perturbed_model(cfg), cfg, {"train_step": 7})
+    out = tmp_path / "out"
+    report = evaluate.main(["--checkpoint", str(ckpt), "--data", str(labelled_crafter.root),
+                            "--samples", "4", "--horizons", "1", "4", "--batch", "4",
+                            "--long", "24", "--long-worlds", "2", "--semantic-worlds", "3",
+                            "--semantic-horizon", "16", "--wander", "4",
+                            "--tiles", str(labelled_crafter.bank), "--out", str(out)])
+    return ckpt, out, report

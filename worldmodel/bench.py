@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--frames and --batch must be positive")
     report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,
                    bf16=True if args.bf16 else None)
+    from worldmodel.reports import command_line
+
+    report["command"] = command_line("worldmodel.bench", argv)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

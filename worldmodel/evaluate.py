@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import metrics
+from worldmodel import metrics, semantic
 from worldmodel.actions import DiscreteActionSpace, get_action_space
 from worldmodel.checkpoint import load_checkpoint, read_metrics
 from worldmodel.config import Config, to_dict
@@ -42,6 +42,8 @@ from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
+from worldmodel.reports import command_line
+from worldmodel.tiles import DEFAULT_BANK, REJECT, TileClassifier, TileError
 
 MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
 GROUPS = ("all", "moving", "static")
@@ -167,8 +169,10 @@ def _mean(x: np.ndarray) -> float | None:
 
 
 def summarize(ol: OpenLoop, horizons: list[int]) -> dict[str, Any]:
-    """Per horizon and group: n, and for model and baseline mean PSNR (per frame, capped at
-    metrics.PSNR_CAP), PSNR of the mean MSE, SSIM, and the fraction of exact frames."""
+    """Per horizon and group: n, and for model and baseline the PSNR of the mean squared error
+    over the group's frames ("psnr": no cap; an exact frame adds zero error instead of a capped
+    100 dB), the mean of per-frame PSNRs capped at metrics.PSNR_CAP ("psnr_frame_mean_capped",
+    kept for comparison with older reports), SSIM, and the fraction of exact frames."""
     out: dict[str, Any] = {}
     for g in GROUPS:
         out[g] = {}
@@ -180,8 +184,9 @@ def summarize(ol: OpenLoop, horizons: list[int]) -> dict[str, Any]:
             for who in ("model", "baseline"):
                 err = getattr(ol, f"{who}_mse")[mask, col]
                 row[who] = {
-                    "psnr": _mean(metrics.psnr_from_mse(err)),
-                    "psnr_of_mean_mse": float(metrics.psnr_from_mse(err.mean())) if err.size else None,
+                    "psnr": (float(metrics.psnr_from_mse(err.mean(), cap=None))
+                             if err.size else None),
+                    "psnr_frame_mean_capped": _mean(metrics.psnr_from_mse(err)),
                     "ssim": _mean(getattr(ol, f"{who}_ssim")[mask, col]),
                     "exact_fraction": _mean(err == 0),
                 }
@@ -190,16 +195,19 @@ def summarize(ol: OpenLoop, horizons: list[int]) -> dict[str, Any]:
 
 
 def curves(ol: OpenLoop) -> dict[str, list[float | None]]:
-    """Mean per step 1..horizon, for plots: {model,baseline}_{psnr,ssim}_{all,moving}."""
+    """Per step 1..horizon, for plots: {model,baseline}_{psnr,ssim}_{all,moving}; PSNR of the
+    step's mean MSE, mean SSIM."""
     out = {}
     for who in ("model", "baseline"):
         for m in ("psnr", "ssim"):
-            vals = (metrics.psnr_from_mse(getattr(ol, f"{who}_mse")) if m == "psnr"
-                    else getattr(ol, f"{who}_ssim"))
+            vals = getattr(ol, f"{who}_mse" if m == "psnr" else f"{who}_ssim")
             for g, mask in (("all", np.ones_like(ol.moving)), ("moving", ol.moving)):
                 n = mask.sum(0)
                 mean = np.where(n > 0, (vals * mask).sum(0) / np.maximum(n, 1), np.nan)
-                out[f"{who}_{m}_{g}"] = [None if math.isnan(v) else float(v) for v in mean]
+                if m == "psnr":
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        mean = metrics.psnr_from_mse(mean, cap=None)
+                out[f"{who}_{m}_{g}"] = [None if not math.isfinite(v) else float(v) for v in mean]
     return out
 
 
@@ -223,9 +231,11 @@ def reference_stats(episodes: list[Episode], max_frames: int = 4000,
 
 
 def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
-                 worlds: int, seed: int, ref_hist: np.ndarray, every: int) -> dict[str, Any]:
+                 worlds: int, seed: int, ref_hist: np.ndarray, every: int,
+                 tiles: TileClassifier | None = None, tiles_every: int = 4) -> dict[str, Any]:
     """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
-    per-frame drift statistics (worlds, length) and frames every `every` steps."""
+    per-frame drift statistics (worlds, length), frames every `every` steps, and (with a tile
+    classifier) the tile labels of every `tiles_every`-th frame."""
     space = get_action_space(cfg.model.action_space)
     if not isinstance(space, DiscreteActionSpace):
         raise ValueError(f"the long rollout's policy needs a discrete action space, not {space.name}")
@@ -244,15 +254,133 @@ def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context:
     stats = {k: np.zeros((worlds, length)) for k in metrics.DRIFT_STATS}
     prev = ctx[:, -1]
     snaps = [prev]
+    labels, label_steps = [], []
     for t in tqdm(range(length), desc="long rollout", unit="frame", dynamic_ncols=True):
         cur = to_uint8(ro.step(torch.from_numpy(acts[:, t]))).cpu().numpy()
         for k, v in metrics.drift_stats(cur, prev, ref_hist).items():
             stats[k][:, t] = v
         if (t + 1) % every == 0:
             snaps.append(cur)
+        if tiles is not None and (t + 1) % tiles_every == 0:
+            labels.append(tiles.classify(cur))
+            label_steps.append(t + 1)
         prev = cur
     return {"stats": stats, "snapshots": np.stack(snaps, 1), "episodes": [episodes[e].path.name for e in eps],
-            "starts": starts}
+            "starts": starts, "labels": np.stack(labels, 1) if labels else None,
+            "label_steps": np.asarray(label_steps)}
+
+
+# ---- semantic evaluation ------------------------------------------------------------------------
+
+def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon: int, wander: int,
+                    seed: int) -> list[tuple[int, int]]:
+    """(episode, s) for `worlds` worlds, s the last context frame, at least `wander` steps into
+    the episode (past the grassy spawn): one world per labelled episode long enough, in a seeded
+    order, then more starts from the same episodes if there are fewer episodes than worlds."""
+    rng = np.random.default_rng(seed + 7)
+    first = wander + context - 1
+    ok = [e for e, ep in enumerate(episodes)
+          if ep.labels is not None and player_positions(ep) is not None
+          and len(ep.frames) - 1 - horizon >= first]
+    if not ok:
+        raise EpisodeError(f"no labelled episode has {wander} wander + {context} context + "
+                           f"{horizon} future frames (collect held-out episodes with "
+                           "python -m simulator.collect --split heldout)")
+    order = rng.permutation(ok).tolist()
+    return [(e, int(rng.integers(first, len(episodes[e].frames) - horizon)))
+            for e in (order[i % len(order)] for i in range(worlds))]
+
+
+def _series(labels: np.ndarray, grass: int) -> dict[str, list[float]]:
+    """Per frame (mean over worlds and tiles): non-grass share and smear share."""
+    return {"non_grass": ((labels != grass) & (labels != REJECT)).mean((0, 2, 3)).tolist(),
+            "smear": (labels == REJECT).mean((0, 2, 3)).tolist()}
+
+
+def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
+                       context: int, worlds: int, horizon: int, wander: int, batch: int,
+                       seed: int) -> dict[str, Any]:
+    """Model vs the real game from the same real context under the same actions, one frame per
+    step, on per-tile labels (worldmodel.semantic), with repeat-last-frame beside the model."""
+    starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)
+    grass = tiles.grass
+    ctx = np.stack([episodes[e].frames[s - context + 1:s + 1] for e, s in starts])
+    ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context) for e, s in starts])
+    acts = np.stack([frame_actions(episodes[e], s + 1, horizon) for e, s in starts])
+    real_frames = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in starts])
+    real = np.stack([episodes[e].labels[s:s + 1 + horizon] for e, s in starts])
+    pos = np.stack([player_positions(episodes[e])[s:s + 1 + horizon] for e, s in starts])
+    seen = np.stack([player_positions(episodes[e])[s - context + 1:s + 1] for e, s in starts])
+    gen = np.concatenate([generate(model, cfg, ctx[i:i + batch], ctx_act[i:i + batch],
+                                   acts[i:i + batch], seed + 1000 + i)
+                          for i in range(0, len(starts), batch)])
+    drawn = tiles.classify(gen)
+    last = tiles.classify(ctx[:, -1])
+    real_classified = tiles.classify(real_frames)
+    repeat = np.repeat(last[:, None], horizon, 1)
+    horizons = [h for h in (1, 4, 16, 64, 128) if h <= horizon]
+    names = getattr(get_action_space(cfg.model.action_space), "actions", ())
+    n_labels = len(tiles.names)
+    mse = metrics.mse(gen, real_frames)
+    base_mse = metrics.mse(np.broadcast_to(ctx[:, -1:], real_frames.shape), real_frames)
+    moving = (pos[:, 1:] != pos[:, :1]).any(-1)
+    psnr = {}
+    for h in horizons:
+        for g, m in (("all", np.ones(len(starts), bool)), ("moving", moving[:, h - 1])):
+            psnr.setdefault(g, {})[str(h)] = {
+                "n": int(m.sum()),
+                "model": float(metrics.psnr_from_mse(mse[m, h - 1].mean(), cap=None)) if m.any() else None,
+                "repeat_last": (float(metrics.psnr_from_mse(base_mse[m, h - 1].mean(), cap=None))
+                                if m.any() else None)}
+    return {
+        "worlds": len(starts), "horizon": horizon, "wander": wander,
+        "starts": [[episodes[e].path.name, s] for e, s in starts],
+        "permanence": {"model": semantic.permanence(drawn, real, pos, horizons, grass),
+                       "repeat_last": semantic.repeat_last_permanence(last, real, pos, horizons, grass)},
+        "buckets": {"model": semantic.bucket_shares(drawn, semantic.OPEN_BUCKETS, grass),
+                    "real": semantic.bucket_shares(real[:, 1:], semantic.OPEN_BUCKETS, grass),
+                    "real_classified": semantic.bucket_shares(real_classified, semantic.OPEN_BUCKETS, grass),
+                    "repeat_last": semantic.bucket_shares(repeat, semantic.OPEN_BUCKETS, grass)},
+        "revealed": {"model": semantic.revealed(drawn, real, pos, seen, n_labels),
+                     "repeat_last": semantic.revealed(repeat, real, pos, seen, n_labels),
+                     "bins": [*tiles.names, "reject"]},
+        "distinct_labels": {"model": semantic.distinct_labels(drawn),
+                            "real": semantic.distinct_labels(real[:, 1:]),
+                            "repeat_last": semantic.distinct_labels(repeat)},
+        "scroll": {"model": semantic.scroll_agreement(gen, ctx[:, -1], pos, acts, names),
+                   "real_frames": semantic.scroll_agreement(real_frames, ctx[:, -1], pos, acts, names)},
+        "psnr_mean_mse": psnr,
+        "series": {"model": _series(drawn, grass), "real": _series(real[:, 1:], grass),
+                   "real_classified": _series(real_classified, grass)},
+        "_strip": (ctx[:, -1], real_frames, gen),
+    }
+
+
+def real_long_run(episodes: list[Episode], tiles: TileClassifier, every: int = 8) -> dict[str, float]:
+    """The real game's long-run shares over every labelled held-out frame: non-grass (true
+    labels) and smear (its own frames classified, every `every`-th frame)."""
+    labs = [ep.labels for ep in episodes if ep.labels is not None]
+    if not labs:
+        return {}
+    true = np.concatenate(labs)
+    frames = np.concatenate([ep.frames[::every] for ep in episodes if ep.labels is not None])
+    cls = tiles.classify(frames)
+    return {"frames": int(len(true)), "non_grass": float((true != tiles.grass).mean()),
+            "smear": float((cls == REJECT).mean())}
+
+
+def semantic_long(lr: dict[str, Any], tiles: TileClassifier) -> dict[str, Any]:
+    """Smear and non-grass shares of the long rollout per LONG_BUCKETS (by frame step)."""
+    labels, steps = lr["labels"], lr["label_steps"]
+    out = {}
+    for a, b in semantic.LONG_BUCKETS:
+        m = (steps >= a) & (steps <= b)
+        if m.any():
+            sl = labels[:, m]
+            out[f"{a}-{b}"] = {"non_grass": float(((sl != tiles.grass) & (sl != REJECT)).mean()),
+                               "smear": float((sl == REJECT).mean())}
+    return {"buckets": out, "distinct_labels": semantic.distinct_labels(labels),
+            "steps": steps.tolist(), "series": _series(labels, tiles.grass)}
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -354,6 +482,48 @@ def plot_drift(stats: dict[str, np.ndarray], band: dict[str, dict[str, float]], 
     plt.close(fig)
 
 
+def plot_semantic(sem: dict[str, Any], long: dict[str, Any] | None, real_run: dict[str, float],
+                  path: Path) -> None:
+    """Non-grass share and smear share per frame: model vs the real game (open loop, same
+    actions), and the model's long rollout against the real game's long-run share."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, key, title in ((axes[0], "non_grass", "non-grass share of tiles"),
+                           (axes[1], "smear", "smear share (tiles like no real tile)")):
+        t = np.arange(1, sem["horizon"] + 1)
+        ax.plot(t, sem["series"]["real"][key], color="tab:green", label="real game (same actions)")
+        ax.plot(t, sem["series"]["model"][key], color="tab:blue", label="model, open loop")
+        if key == "smear":
+            ax.plot(t, sem["series"]["real_classified"][key], color="tab:green", ls=":",
+                    label="real frames classified")
+        if long:
+            ax.plot(long["steps"], long["series"][key], color="tab:blue", alpha=0.5, lw=0.8,
+                    label="model, long rollout")
+        if key in real_run:
+            ax.axhline(real_run[key], color="tab:green", ls="--", lw=1, label="real long-run")
+        ax.set_xscale("log")
+        ax.set_xlabel("frames after the context")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_semantic_strip(strip: tuple[np.ndarray, np.ndarray, np.ndarray], path: Path,
+                        worlds: int = 4) -> None:
+    last, real, gen = strip
+    cols = [h for h in (1, 4, 16, 32, 64, 128) if h <= real.shape[1]]
+    rows, labels = [], []
+    for w in range(min(worlds, len(last))):
+        rows.append([last[w]] + [real[w, h - 1] for h in cols])
+        rows.append([None] + [gen[w, h - 1] for h in cols])
+        labels += [f"#{w} real", f"#{w} model"]
+    _grid(rows, labels, ["last context"] + [f"+{h}" for h in cols], path,
+          "After a wander, real game (top) vs model (bottom), same actions")
+
+
 # ---- main ---------------------------------------------------------------------------------------
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -369,6 +539,34 @@ def format_table(summary: dict[str, Any], horizons: list[int]) -> str:
             lines.append(f"{h:>7} {g:<7} {r['n']:>5}  {_fmt(r['model']['psnr'], '10.2f')} "
                          f"{_fmt(r['baseline']['psnr'], '6.2f')}  {_fmt(r['model']['ssim'], '10.3f')} "
                          f"{_fmt(r['baseline']['ssim'], '6.3f')}")
+    return "\n".join(lines)
+
+
+def format_semantic(report: dict[str, Any]) -> str:
+    sem = report["semantic"]
+    pm = sem["permanence"]
+    lines = [f"semantic ({sem['worlds']} worlds, {sem['horizon']} frames after a {sem['wander']}-step "
+             "wander): permanence non-grass / all, model | repeat-last"]
+    for h, r in pm["model"].items():
+        b = pm["repeat_last"][h]
+        lines.append(f"  h={h:>3}: {_fmt(r['non_grass'], '.3f')} / {_fmt(r['all'], '.3f')}   |   "
+                     f"{_fmt(b['non_grass'], '.3f')} / {_fmt(b['all'], '.3f')}")
+    for k, r in sem["buckets"]["model"].items():
+        real = sem["buckets"]["real"][k]
+        lines.append(f"  frames {k:>7}: non-grass model {r['non_grass']:.3f} real {real['non_grass']:.3f}"
+                     f"  smear model {r['smear']:.3f} real {sem['buckets']['real_classified'][k]['smear']:.3f}")
+    rv = sem["revealed"]["model"]
+    lines.append(f"  revealed cells: {rv['n']}, TV to real {_fmt(rv['tv'], '.3f')}; distinct labels "
+                 f"model {sem['distinct_labels']['model']['pooled']} real "
+                 f"{sem['distinct_labels']['real']['pooled']}")
+    sc = sem["scroll"]["model"]
+    lines.append("  scroll agrees with the real game: " + ", ".join(
+        f"{k} {_fmt(v['agree'], '.3f')} (n={v['n']})" for k, v in sc.items()))
+    long = report.get("long", {}).get("semantic")
+    if long:
+        lines.append("  long rollout smear / non-grass by frames: " + ", ".join(
+            f"{k}: {v['smear']:.3f}/{v['non_grass']:.3f}" for k, v in long["buckets"].items())
+            + f"  (real long-run non-grass {sem['real_long_run'].get('non_grass', float('nan')):.3f})")
     return "\n".join(lines)
 
 
@@ -415,22 +613,46 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),
         "moving_test": ("pos" if all(player_positions(ep) is not None for ep in episodes)
                         else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
-        "psnr_cap_db": metrics.PSNR_CAP, "config": to_dict(cfg), "results": summary, "curves": cv,
+        "psnr": "PSNR of the mean MSE over a group's frames (no cap); psnr_frame_mean_capped: "
+                f"mean of per-frame PSNRs capped at {metrics.PSNR_CAP:.0f} dB",
+        "command": command_line("worldmodel.evaluate", getattr(args, "argv", None)),
+        "config": to_dict(cfg), "results": summary, "curves": cv,
         "time": {"open_loop_s": open_loop_s,
                  "open_loop_frames_per_s": len(starts) * horizon / max(open_loop_s, 1e-9)},
     }
+    tiles = None
+    if args.semantic_worlds > 0:
+        if not any(ep.labels is not None for ep in episodes):
+            report["semantic"] = {"skipped": "no episode carries per-tile labels (labels.u8: "
+                                             "collect with python -m simulator.collect)"}
+        else:
+            tiles = TileClassifier.load(args.tiles)
+            t3 = time.time()
+            sem = semantic_open_loop(model, cfg, episodes, tiles, context, args.semantic_worlds,
+                                     args.semantic_horizon, args.wander, args.batch, args.seed)
+            plot_semantic_strip(sem.pop("_strip"), out / "semantic_strip.png")
+            real_run = real_long_run(episodes, tiles)
+            sem.update(real_long_run=real_run, tiles=str(args.tiles),
+                       tiles_info={k: tiles.info.get(k) for k in ("accuracy", "rejected", "command")},
+                       time_s=time.time() - t3)
+            report["semantic"] = sem
     if args.long > 0:
         every = args.long_every or max(1, args.long // 10)
         ref_hist, band = reference_stats(episodes, seed=args.seed)
         t2 = time.time()
         lr = long_rollout(model, cfg, episodes, context, args.long, args.long_worlds, args.seed,
-                          ref_hist, every)
+                          ref_hist, every, tiles)
         report["long"] = {"frames": args.long, "worlds": args.long_worlds, "every": every,
                           "episodes": lr["episodes"], "starts": lr["starts"],
                           "reference": band, **metrics.drift_summary(lr["stats"], band),
                           "time_s": time.time() - t2}
         plot_drift(lr["stats"], band, out / "drift.png")
         plot_long_strip(lr["snapshots"], every, out / "long_strip.png")
+        if tiles is not None:
+            report["long"]["semantic"] = semantic_long(lr, tiles)
+    if "permanence" in report.get("semantic", {}):
+        plot_semantic(report["semantic"], report.get("long", {}).get("semantic"),
+                      report["semantic"]["real_long_run"], out / "semantic.png")
     report["time"]["total_s"] = time.time() - t0
     write_json_atomic(out / "report.json", report)
     return report
@@ -452,11 +674,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (worldmodel.tiles)")
+    p.add_argument("--semantic-worlds", type=int, default=16,
+                   help="worlds of the semantic evaluation (0 = skip)")
+    p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")
+    p.add_argument("--wander", type=int, default=48,
+                   help="steps into an episode before its context starts (past the spawn)")
     args = p.parse_args(argv)
+    args.argv = argv
     report = evaluate(args)
     print(f"\n{report['samples']} samples from {report['episodes_sampled']} episodes, "
           f"{report['context_frames']} context frames, moving test: {report['moving_test']}")
     print(format_table(report["results"], report["horizons"]))
+    if "permanence" in report.get("semantic", {}):
+        print(format_semantic(report))
     if "long" in report:
         lg = report["long"]
         print(f"long rollout: {lg['frames']} frames x {lg['worlds']} worlds: {lg['verdict']}")
@@ -471,4 +702,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 if __name__ == "__main__":
     from worldmodel.cli import run_cli
 
-    run_cli(main)
+    run_cli(main, (TileError,))

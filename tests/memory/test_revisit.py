@@ -159,3 +159,28 @@ def test_fps_harness_runs(tiny_cfg, perturbed_model, device):
     # the long-session trace: one RSS and mean-update figure per memory-on block
     assert len(res["rss_mb_rounds"]) == len(res["update_ms_rounds"]) == 2
     assert res["frames_on"] == 6 and all(ms >= 0 for ms in res["update_ms_rounds"])
+
+
+def test_benchmark_scores_tile_agreement_on_labelled_trips(labelled_crafter, tiny_config,
+                                                          perturbed_model, tmp_path):
+    from worldmodel.tiles import TileClassifier
+
+    cfg = tiny_config(size=64)
+    model = perturbed_model(cfg)
+    from worldmodel.data import load_episode
+
+    episodes = [load_episode(p) for p in sorted(labelled_crafter.root.glob("revisit_*"))]
+    assert len(episodes) == 2 and all(ep.labels is not None for ep in episodes)
+    tiles = TileClassifier.load(labelled_crafter.bank)
+    variants = {"on": MemoryConfig(rank=4, window=4, buffer_frames=8)}
+    report = run_benchmark(model, cfg, episodes, variants, log=lambda s: None, tiles=tiles)
+    s = report["summary"]["revisit"]
+    for mode in ("off", "on"):
+        assert 0 <= s[mode]["vs_real_tiles"] <= 1 and 0 <= s[mode]["vs_first_visit_tiles"] <= 1
+        assert s[mode]["vs_real_psnr_mean_mse"] <= s[mode]["vs_real_psnr"] + 1e-9  # Jensen
+    assert len(s["on"]["gain_per_episode_db"]) == 2
+    lo, hi = s["on"]["gain_interval90_db"]
+    assert lo <= hi
+    # The real game agrees with itself on most tiles at the same place (animals move, light changes).
+    per = report["per_episode"][0]["real_consistency"]["tiles"]
+    assert np.mean(per) > 0.8

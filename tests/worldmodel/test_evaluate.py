@@ -264,3 +264,49 @@ def test_worldmodel_evaluation_imports_no_simulator_or_pygame():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('simulator', 'memory', 'pygame')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# ---- semantic evaluation, end to end on real Crafter frames ---------------------------------------
+
+def test_semantic_evaluation_end_to_end(semantic_report):
+    ckpt, out, report = semantic_report
+    for name in ("semantic.png", "semantic_strip.png"):
+        assert (out / name).stat().st_size > 0, name
+    sem = json.loads((out / "report.json").read_text())["semantic"]
+    assert sem["worlds"] == 3 and sem["horizon"] == 16 and len(sem["starts"]) == 3
+    assert all(s >= 4 + 3 - 1 for _, s in sem["starts"])  # past the wander (tiny: 3 context frames)
+    for who in ("model", "repeat_last"):
+        for h in ("1", "4", "16"):
+            row = sem["permanence"][who][h]
+            assert 0 <= row["all"] <= 1 and row["n_all"] > 0
+    assert set(sem["buckets"]["model"]) == {"1-4", "5-16"}
+    assert sem["buckets"]["real_classified"]["1-4"]["smear"] < 0.05  # real frames barely smear
+    assert 0 <= sem["revealed"]["model"]["tv"] <= 1
+    assert sem["distinct_labels"]["real"]["pooled"] >= 2
+    assert sem["scroll"]["real_frames"]["free_moves"]["agree"] == 1.0  # the pose estimate
+    long = report["long"]["semantic"]
+    assert set(long["buckets"]) == {"1-16", "17-64"} and long["steps"][0] == 4
+    assert report["command"].startswith("python -m worldmodel.evaluate --checkpoint")
+    assert "permanence non-grass" in evaluate.format_semantic(report)
+
+
+def test_episodes_without_labels_skip_the_semantic_evaluation(eval_setup):
+    ckpt, data, out = eval_setup
+    report = evaluate.main(["--checkpoint", str(ckpt), "--data", str(data), "--samples", "2",
+                            "--horizons", "1", "--long", "0", "--out", str(out)])
+    assert "labels" in report["semantic"]["skipped"]
+
+
+def test_psnr_is_of_the_mean_mse_without_caps():
+    # Two samples at h=1: one exact frame (error 0), one with MSE 100: PSNR of the mean MSE is
+    # 10 log10(255^2 / 50); the mean of capped per-frame PSNRs would be (100 + 28.13) / 2.
+    zeros = np.zeros((2, 1))
+    ol = evaluate.OpenLoop(model_mse=np.array([[0.0], [100.0]]), model_ssim=zeros + 1,
+                           baseline_mse=np.array([[100.0], [100.0]]), baseline_ssim=zeros,
+                           moving=np.array([[True], [False]]), strip_real=zeros, strip_gen=zeros)
+    res = evaluate.summarize(ol, [1])
+    assert res["all"]["1"]["model"]["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 50))
+    assert res["all"]["1"]["model"]["psnr_frame_mean_capped"] == pytest.approx(
+        (100 + 10 * math.log10(255 ** 2 / 100)) / 2)
+    assert res["moving"]["1"]["model"]["psnr"] == math.inf
+    assert res["static"]["1"]["baseline"]["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 100))

@@ -1,12 +1,12 @@
 import json
+import shutil
 
-from worldmodel.checkpoint import load_checkpoint, save_checkpoint
-from worldmodel.dynamics import Denoiser
+import pytest
+
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.model_card import (README_BEGIN, README_END, ModelCardError, collect_reports,
+                                   readme_block)
 from worldmodel.model_card import main as card_main
-
-
-def _entry(n, model_psnr, base_psnr):
-    return {"n": n, "model": {"psnr": model_psnr, "ssim": 0.9}, "baseline": {"psnr": base_psnr, "ssim": 0.8}}
 
 
 def test_consecutive_training_logs_join_into_one_step_axis(tmp_path):
@@ -23,31 +23,86 @@ def test_consecutive_training_logs_join_into_one_step_axis(tmp_path):
     assert trained_steps({"train_step": 50, "init_steps": 150, "init_from": "x"}) == "200 (150 up to x, then 50)"
 
 
-def test_card_reports_figures_and_target_verdicts(tmp_path, tiny_cfg):
-    ckpt = save_checkpoint(tmp_path / "ck", Denoiser(tiny_cfg.model), tiny_cfg, {"train_step": 7})
-    report = {"horizons": [1, 4], "context_frames": 3, "prefix": "heldout_", "data": "d",
-              "moving_test": "pos",
-              "results": {"all": {"1": _entry(10, 31.0, 30.0), "4": _entry(10, 20.0, 19.0)},
-                          "moving": {"1": _entry(4, 25.0, 20.0), "4": _entry(5, 18.0, 16.5)}}}
-    bench = {"params": 1000, "device": "cpu", "denoiser_passes_per_frame": 2,
-             "results": [{"batch": 1, "fps_per_world_median": 25.0, "imagined_fps_median": 25.0,
-                          "imagined_fps_vs_batch1": 1.0, "peak_rss_mb": 100.0,
-                          "stage_ms": {"denoiser": 30.0, "cache_write": 8.0, "decoder": 0.1,
-                                       "overhead": 1.0}}]}
-    (tmp_path / "r.json").write_text(json.dumps(report))
-    (tmp_path / "b.json").write_text(json.dumps(bench))
+BENCH = {"params": 1000, "device": "cpu", "denoiser_passes_per_frame": 2, "command": "python -m worldmodel.bench",
+         "results": [{"batch": b, "fps_per_world_median": 25.0 / b, "imagined_fps_median": 25.0 * x,
+                      "imagined_fps_vs_batch1": x, "peak_rss_mb": 100.0,
+                      "stage_ms": {"denoiser": 30.0, "cache_write": 8.0, "decoder": 0.1, "overhead": 1.0}}
+                     for b, x in ((1, 1.0), (32, 3.5))]}
+
+
+@pytest.fixture
+def card_setup(semantic_report, labelled_crafter, tmp_path):
+    ckpt, out, report = semantic_report
+    eval_dir = ckpt / "eval"
+    shutil.copytree(out, eval_dir)
+    (eval_dir / "bench.json").write_text(json.dumps(BENCH))
+    tiles_report = tmp_path / "tiles.json"
+    tiles_report.write_text(json.dumps({**labelled_crafter.report, "command": "python -m worldmodel.tiles",
+                                        "bank_tiles": 10, "train_episodes": 3, "heldout_episodes": 3,
+                                        "damage_rejected": {"blur3": 0.9}}))
+    return ckpt, eval_dir, tiles_report
+
+
+def test_card_is_made_from_reports_and_names_their_commands(card_setup, tmp_path):
+    ckpt, eval_dir, tiles_report = card_setup
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{README_BEGIN}\nold figures\n{README_END}\n\nafter\n")
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i, "copy_mse": 0.5})
                                                  for i in range(1, 5)))
-    card_main(["--checkpoint", str(ckpt), "--eval", str(tmp_path / "r.json"),
-               "--bench", str(tmp_path / "b.json"), "--train-log", str(tmp_path / "log.jsonl")])
-    assert (ckpt / "train_curve.png").stat().st_size > 1000
-    card = (ckpt / "MODEL_CARD.md").read_text()
-    assert "| 1 | all | 10 | 31.00 | 30.00 | +1.00 |" in card
-    assert "all steps >= 30 dB: 31.00 dB (met)" in card
-    assert "horizon 4 by >= 3 dB: +1.50 dB (missed by 1.50 dB)" in card
-    assert "horizon 1: +5.00 dB (met)" in card
-    assert ">= 20 fps: 25.0 fps (met)" in card
-    assert "Trained 7 steps" in card
+    card = card_main(["--checkpoint", str(ckpt), "--tiles-report", str(tiles_report),
+                      "--readme", str(readme), "--train-log", str(tmp_path / "log.jsonl")])
+    report = json.loads((eval_dir / "report.json").read_text())
+    assert f"Command: `{report['command']}`" in card
+    assert "Command: `python -m worldmodel.bench`" in card and "Command: `python -m worldmodel.tiles`" in card
+    pm = report["semantic"]["permanence"]["model"]["4"]
+    assert f"| 4 | {pm['non_grass']:.3f} (n={pm['n_non_grass']}) |" in card
+    m = report["results"]["all"]["1"]
+    assert f"| 1 | all | {m['n']} | {m['model']['psnr']:.2f} | {m['baseline']['psnr']:.2f} |" in card
+    assert "Batch 32: 3.50x batch 1's imagined fps (target >= 3x: met)" in card
+    assert "One frame per step: 25.0 fps (target >= 25: met)" in card
+    assert "Trained 7 steps" in card and (ckpt / "train_curve.png").stat().st_size > 1000
+    text = readme.read_text()
+    assert "old figures" not in text and text.endswith(f"{README_END}\n\nafter\n")
+    assert "Carried non-grass cells drawn right" in text
     metrics = json.loads((ckpt / "metrics.json").read_text())
-    assert metrics["train_step"] == 7 and metrics["evaluation"]["all"]["1"]["n"] == 10
+    assert metrics["train_step"] == 7 and "permanence" in metrics["semantic"]
     load_checkpoint(ckpt)  # still a loadable checkpoint
+
+
+def test_a_report_without_its_command_stops_the_card(card_setup):
+    ckpt, eval_dir, tiles_report = card_setup
+    bench = dict(BENCH)
+    del bench["command"]
+    (eval_dir / "bench.json").write_text(json.dumps(bench))
+    with pytest.raises(ModelCardError, match="bench.*names no command"):
+        card_main(["--checkpoint", str(ckpt), "--tiles-report", str(tiles_report)])
+
+
+def test_a_figure_missing_from_its_report_stops_the_card(card_setup):
+    ckpt, eval_dir, tiles_report = card_setup
+    report = json.loads((eval_dir / "report.json").read_text())
+    del report["semantic"]["revealed"]
+    (eval_dir / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ModelCardError, match="report evaluation .* has no semantic/revealed"):
+        card_main(["--checkpoint", str(ckpt), "--tiles-report", str(tiles_report)])
+    (eval_dir / "report.json").unlink()
+    with pytest.raises(ModelCardError, match="no evaluation report"):
+        card_main(["--checkpoint", str(ckpt)])
+
+
+def test_the_readme_results_are_the_shipped_reports():
+    """README.md's results block is what the generator writes from the committed reports: no
+    figure in it was typed by hand."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    ckpt = Path("assets/crafter")
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        block = readme_block(ckpt, collect_reports(ckpt, None, None))
+    finally:
+        os.chdir(cwd)
+    assert block in (root / "README.md").read_text()

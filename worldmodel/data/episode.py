@@ -9,6 +9,11 @@ An episode is a folder:
                     taken on frame t that produced frame t + 1
     video.mp4       optional, viewable copy (lossy; never read back for evaluation; rebuilt from
                     frames.u8 by worldmodel.data.video when a kill left it unplayable)
+    labels.u8       optional, the game's own per-tile labels of every frame, (T+1, *labels_shape)
+                    uint8 (Crafter: the 7x9 world-view tiles' semantic ids, names in
+                    meta["label_names"]); with "pos" in actions.jsonl they are the ground truth
+                    the semantic evaluation needs, so it never re-simulates. Recordings made
+                    without a game have none.
 
 Frames and actions are appended and flushed as they come, so a process killed mid-episode leaves
 a readable prefix: the loader keeps whole frames only and trims to the shorter of the two logs.
@@ -32,6 +37,7 @@ FRAMES_FILE = "frames.u8"
 ACTIONS_FILE = "actions.jsonl"
 META_FILE = "meta.json"
 VIDEO_FILE = "video.mp4"
+LABELS_FILE = "labels.u8"
 
 
 class EpisodeError(ValueError):
@@ -73,6 +79,7 @@ class Episode:
     dones: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     path: Path | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)  # the raw actions.jsonl records
+    labels: np.ndarray | None = None  # (T+1, *meta["labels_shape"]) uint8 per-tile ground truth
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -97,6 +104,7 @@ class EpisodeWriter:
         write_json_atomic(self.path / META_FILE, self.meta)
         self._frames = open(self.path / FRAMES_FILE, "wb")
         self._actions = open(self.path / ACTIONS_FILE, "w")
+        self._labels = None  # opened by the first frame that comes with labels
         self._video_wanted = video
         self._video = None
         self._fsync_every = max(1, fsync_every)
@@ -104,7 +112,9 @@ class EpisodeWriter:
         self.num_steps = 0
         self._shape: tuple[int, ...] | None = None
 
-    def add_frame(self, frame: np.ndarray) -> None:
+    def add_frame(self, frame: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Append a frame (and, for episodes from a game, its per-tile labels: every frame of an
+        episode has them or none does)."""
         frame = np.ascontiguousarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise EpisodeError(f"frames must be uint8 (H, W, 3), got {frame.dtype} {frame.shape}")
@@ -115,6 +125,7 @@ class EpisodeWriter:
                 write_json_atomic(self.path / META_FILE, self.meta)
         elif frame.shape != self._shape:
             raise EpisodeError(f"frame shape changed from {self._shape} to {frame.shape}")
+        self._add_labels(labels)
         self._frames.write(frame.tobytes())
         self._frames.flush()
         if self._video_wanted:
@@ -123,8 +134,27 @@ class EpisodeWriter:
         if self.num_frames % self._fsync_every == 0:
             self.sync()
 
+    def _add_labels(self, labels: np.ndarray | None) -> None:
+        has = self._labels is not None
+        if labels is None:
+            if has:
+                raise EpisodeError("this episode has labels: every frame needs them")
+            return
+        labels = np.ascontiguousarray(labels, np.uint8)
+        if not has:
+            if self.num_frames:
+                raise EpisodeError("labels must start with the first frame")
+            self._labels = open(self.path / LABELS_FILE, "wb")
+            self.meta["labels_shape"] = list(labels.shape)
+            write_json_atomic(self.path / META_FILE, self.meta)
+        elif list(labels.shape) != self.meta["labels_shape"]:
+            raise EpisodeError(f"labels shape changed from {self.meta['labels_shape']} to "
+                               f"{list(labels.shape)}")
+        self._labels.write(labels.tobytes())
+        self._labels.flush()
+
     def add_step(self, action: int | list[float], frame: np.ndarray, reward: float = 0.0,
-                 done: bool = False, **extra: Any) -> None:
+                 done: bool = False, labels: np.ndarray | None = None, **extra: Any) -> None:
         """Log the action taken on the last frame, then the frame it produced."""
         if self.num_frames == 0:
             raise EpisodeError("add_frame(first_frame) must come before add_step")
@@ -134,7 +164,7 @@ class EpisodeWriter:
         self._actions.write(json.dumps(line) + "\n")
         self._actions.flush()
         self.num_steps += 1
-        self.add_frame(frame)
+        self.add_frame(frame, labels)
 
     def _write_video(self, frame: np.ndarray) -> None:
         from worldmodel.data.video import VideoFile
@@ -147,6 +177,8 @@ class EpisodeWriter:
     def sync(self) -> None:
         os.fsync(self._frames.fileno())
         os.fsync(self._actions.fileno())
+        if self._labels is not None:
+            os.fsync(self._labels.fileno())
 
     def close(self, **extra_meta: Any) -> None:
         """Sync and close the logs, finish the video, and mark meta.json complete (`extra_meta`
@@ -157,7 +189,8 @@ class EpisodeWriter:
             return
         error: OSError | None = None
         video = self._video.release if self._video is not None else None
-        for step in (self.sync, self._frames.close, self._actions.close, video):
+        labels = self._labels.close if self._labels is not None else None
+        for step in (self.sync, self._frames.close, self._actions.close, labels, video):
             try:
                 if step is not None:
                     step()
@@ -213,9 +246,16 @@ def load_episode(path: str | Path, mmap: bool = False) -> Episode:
                 except json.JSONDecodeError:
                     break
     n_steps = min(len(steps), max(n_frames - 1, 0))
+    labels_shape, label_bytes, n_labels = _labels_layout(path, meta, meta_path)
+    if n_labels:  # labels, frames and actions trim to the shortest of the three after a crash
+        n_steps = min(n_steps, n_labels - 1)
     n_frames = n_steps + 1 if n_frames > 0 else 0
     if n_frames == 0:
         raise EpisodeError(f"{path} holds no complete frame")
+    labels = None
+    if n_labels:
+        labels = np.fromfile(path / LABELS_FILE, np.uint8, count=n_frames * label_bytes)
+        labels = labels.reshape(n_frames, *labels_shape)
     if mmap:
         frames = np.memmap(frames_path, np.uint8, "r", shape=(n_frames, h, w, 3))
     else:
@@ -228,7 +268,21 @@ def load_episode(path: str | Path, mmap: bool = False) -> Episode:
         actions = np.zeros(0, np.int64)
     rewards = np.asarray([s.get("reward", 0.0) for s in steps], np.float32)
     dones = np.asarray([s.get("done", False) for s in steps], bool)
-    return Episode(frames, actions, meta, rewards, dones, path, steps)
+    return Episode(frames, actions, meta, rewards, dones, path, steps, labels)
+
+
+def _labels_layout(path: Path, meta: dict[str, Any], meta_path: Path
+                   ) -> tuple[tuple[int, ...], int, int]:
+    """(labels_shape, bytes per frame, whole frames of labels on disk); 0 frames without them."""
+    shape = meta.get("labels_shape")
+    if shape is None or not (path / LABELS_FILE).is_file():
+        return (), 0, 0
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+        raise EpisodeError(f"{meta_path}: labels_shape must be a list of positive ints, got "
+                           f"{shape!r:.100}")
+    size = int(np.prod(shape))
+    return tuple(shape), size, (path / LABELS_FILE).stat().st_size // size
 
 
 def check_frame_size(value: Any, meta_path: Path) -> tuple[int, int]:

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Every figure the model card and the README publish, measured from scratch for one checkpoint:
+#
+#     scripts/measure.sh [CHECKPOINT] [--quick]
+#
+# 1. real-game data with the game's tile labels (simulator.collect; skipped where present),
+# 2. the tile bank (worldmodel.tiles; the shipped default checkpoint only),
+# 3. the semantic + PSNR evaluation, speed, revisits, live memory fps and the planner,
+# 4. the model card and the README's results block from those reports.
+# Each report records the command that wrote it. --quick: small runs, to check the pipeline;
+# KEEP_TILES=1 keeps an already built bank.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CKPT=${1:-assets/crafter}
+QUICK=${2:-}
+EVAL=$CKPT/eval
+mkdir -p "$EVAL"
+
+[ -d data/crafter ] || {
+  python -m simulator.collect --out data/crafter --split train --episodes 40 --length 400
+  python -m simulator.collect --out data/crafter --split heldout --episodes 60 --length 400
+}
+[ -d data/crafter_revisit ] || python -m simulator.collect --out data/crafter_revisit --revisit --episodes 16 --length 80
+
+if [ "$CKPT" = assets/crafter ] && [ -z "$QUICK" ] && [ -z "${KEEP_TILES:-}" ]; then
+  python -m worldmodel.tiles --data data/crafter --episodes 40
+fi
+
+if [ -n "$QUICK" ]; then
+  python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL" \
+    --samples 16 --long 200 --semantic-worlds 4 --semantic-horizon 32
+  python -m worldmodel.bench --checkpoint "$CKPT" --frames 20 --out "$EVAL/bench.json"
+  python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 2 \
+    --memory-config configs/crafter.yaml --out "$EVAL"
+else
+  python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL"
+  python -m worldmodel.bench --checkpoint "$CKPT" --out "$EVAL/bench.json"
+  python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
+    --memory-config configs/crafter.yaml --out "$EVAL"
+  python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
+    --memory-config configs/crafter.yaml --warmup trip --out "$EVAL/revisit_trip"
+  python -m memory.fps --checkpoint "$CKPT" --threads 1 --memory-config configs/crafter.yaml \
+    --out "$EVAL/memory_fps"
+  python run_sim.py plan --task both --episodes 12 --checkpoint "$CKPT" --population 16 \
+    --horizon 5 --elites 4 --threads 1 --out "$EVAL/plan.json"
+fi
+
+LOGS=$(ls "$CKPT"/train_log*.jsonl 2>/dev/null | sort || true)
+python -m worldmodel.model_card --checkpoint "$CKPT" ${LOGS:+--train-log $LOGS} \
+  $([ "$CKPT" = assets/crafter ] && echo --readme README.md)
