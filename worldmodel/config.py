@@ -30,10 +30,18 @@ class ModelConfig:
     emb_dim: int = 128
     shift_kernel: int = 0  # odd size of the learned per-frame shift kernel applied to the anchor
     # (0 = off): the network moves what is on screen with one predicted kernel and paints the rest
+    committed_move: int = 0  # tile size in px (Crafter: 7), 0 = off: instead of a soft kernel, a
+    # move head decides once per frame, from the anchor around the player and the action, among
+    # no move and the four one-tile scrolls, and the anchor is moved by exactly that (dynamics.MoveHead)
 
     def __post_init__(self) -> None:
         if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
             raise ConfigError(f"model.shift_kernel must be 0 (off) or odd, got {self.shift_kernel}")
+        if self.committed_move < 0 or (self.committed_move
+                                       and self.shift_kernel < 2 * self.committed_move + 1):
+            raise ConfigError(f"model.committed_move must be 0 (off) or a tile size whose one-tile "
+                              f"move fits model.shift_kernel ({self.shift_kernel}), got "
+                              f"{self.committed_move}")
 
 
 @dataclass
@@ -56,6 +64,7 @@ class DiffusionConfig:
     # one-step predictions (no grad), so it learns to correct its errors instead of compounding them
     self_forcing_depth: int = 1  # rounds of it: round k predicts every frame from round k-1's
     # frames, so its errors have compounded k times, as in a k-frame rollout
+    move_loss_weight: float = 0.1  # cross-entropy of the move head (model.committed_move)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from worldmodel.config import DiffusionConfig
@@ -53,6 +54,8 @@ def chunk_starts(n: int, rng: np.random.Generator, max_chunk: int = 4) -> np.nda
 class TrainBatch:
     frames: Tensor  # (b, n, 3, h, w) in [-1, 1]
     actions: Tensor  # (b, n, A): action that produced each frame (row 0 unused)
+    moves: Tensor | None = None  # (b, n) long: the camera move into each frame (tiles.SCROLLS
+    # index; row 0 unused), for a model with a move head (model.committed_move)
 
 
 def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
@@ -73,7 +76,9 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
 
     # Target stream: positions 1..n-1, grouped into chunks (one frame each, or several).
     mode = rng.random()
-    chunked = mode < cfg.chunk_prob + cfg.independent_prob
+    committed = model.move is not None and batch.moves is not None
+    # A committed move is one step's: every target opens its own chunk on the frame before it.
+    chunked = mode < cfg.chunk_prob + cfg.independent_prob and not committed
     starts = chunk_starts(n, rng) if chunked else np.arange(n)
     tgt = slice(1, n)
     starts_t = torch.as_tensor(starts[1:], device=dev)
@@ -90,13 +95,22 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     # The residual is anchored on the clean frame before each target's chunk.
     anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
-    pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
-                 act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor)
+    pred, logits = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
+                         act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t,
+                         anchor=anchor, moves=batch.moves[:, tgt] if committed else None,
+                         return_move_logits=True)
     err = (pred.float() - x0[:, tgt].float()).pow(2).mean(dim=(2, 3, 4))
     loss = err.mean()
     with torch.no_grad():
         copy_err = (x0[:, tgt] - x0[:, :-1]).float().pow(2).mean()
-    return loss, {"loss": loss.detach(), "copy_mse": copy_err}
+    info = {"loss": loss.detach(), "copy_mse": copy_err}
+    if committed:
+        target = batch.moves[:, tgt].flatten()
+        move_loss = F.cross_entropy(logits.float(), target)
+        loss = loss + cfg.move_loss_weight * move_loss
+        info.update(move_loss=move_loss.detach(),
+                    move_acc=(logits.argmax(-1) == target).float().mean())
+    return loss, info
 
 
 def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,

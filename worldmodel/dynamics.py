@@ -223,6 +223,49 @@ class ShiftHead(nn.Module):
         return anchor.float() + m * (moved - anchor.float())
 
 
+class MoveHead(nn.Module):
+    """A committed camera move per frame (model.committed_move): whether a Crafter step scrolls
+    the view, and which way, depends on the action and on the cell beside the player, always
+    at the centre of the view (../shared/CRAFTER.md). So the head reads the clean anchor's 3x3
+    tiles around the player and the action, and scores the five outcomes of tiles.SCROLLS (no
+    move, one tile left/right/up/down). Training supervises it with the real move (cross-entropy)
+    and shifts the anchor by the real move, so the residual learns on exact, committed moves; at
+    inference the argmax is the move, decided once per frame from the anchor (the same at every
+    sampler pass), and the anchor is moved by exactly one tile or not at all: no blur to
+    re-sharpen, frame after frame."""
+
+    def __init__(self, tile: int, action_dim: int, kernel: int, width: int = 32):
+        super().__init__()
+        from worldmodel.tiles import PLAYER_TILE, SCROLLS
+
+        self.tile = tile
+        self.kernel = kernel
+        r0, c0 = (PLAYER_TILE[0] - 1) * tile, (PLAYER_TILE[1] - 1) * tile
+        self.crop = (r0, r0 + 3 * tile, c0, c0 + 3 * tile)
+        self.scrolls = SCROLLS
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
+                                      nn.Conv2d(width, width, tile, stride=tile), nn.SiLU())
+        self.mlp = nn.Sequential(nn.Linear(9 * width + action_dim, 128), nn.SiLU(),
+                                 nn.Linear(128, len(SCROLLS)))
+
+    def forward(self, anchor: Tensor, act: Tensor, act_drop: Tensor) -> Tensor:
+        """anchor (n, 3, H, W), actions (n, A), drop (n,) -> logits (n, 5) over SCROLLS."""
+        r0, r1, c0, c1 = self.crop
+        f = self.features(anchor[:, :, r0:r1, c0:c1].float()).flatten(1)
+        a = torch.where(act_drop[:, None], torch.zeros_like(act), act).float()
+        return self.mlp(torch.cat([f, a], 1))
+
+    def kernels(self, moves: Tensor) -> Tensor:
+        """(n,) move classes -> (n, k, k) one-hot kernels for shift_image: the player moving by
+        (dx, dy) tiles shows the anchor moved by (-dx, -dy) tiles."""
+        r = self.kernel // 2
+        table = torch.tensor(self.scrolls, device=moves.device)
+        dx, dy = table[moves, 0], table[moves, 1]
+        k = torch.zeros(len(moves), self.kernel, self.kernel, device=moves.device)
+        k[torch.arange(len(moves), device=moves.device), r + self.tile * dy, r + self.tile * dx] = 1
+        return k
+
+
 class Denoiser(nn.Module):
     """x_0-predicting denoiser over a window of frames (see module docstring)."""
 
@@ -268,6 +311,8 @@ class Denoiser(nn.Module):
         self.head_norm = group_norm(ch[0])
         self.head = zero_(nn.Conv2d(ch[0], 3 * p * p, 3, padding=1))
         self.shift = ShiftHead(ch[-1], ch[0], cfg.shift_kernel, p) if cfg.shift_kernel else None
+        self.move = (MoveHead(cfg.committed_move, self.action_dim, cfg.shift_kernel)
+                     if cfg.committed_move else None)
 
     def temporal_layers(self) -> list[tuple[str, TemporalAttention]]:
         return [(n, m) for n, m in self.named_modules() if isinstance(m, TemporalAttention)]
@@ -282,7 +327,8 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, prev: Tensor, t: Tensor, t_prev: Tensor, has_prev: Tensor,
                 act: Tensor, act_drop: Tensor, cache: KVCache | None = None,
                 chunk_start: Tensor | None = None, commit: bool = False,
-                anchor: Tensor | None = None) -> Tensor | None:
+                anchor: Tensor | None = None, moves: Tensor | None = None,
+                return_move_logits: bool = False):
         """Predict clean frames x_0 `(b, n, 3, h, w)` for `n` frames that follow the cached ones.
 
         `prev[:, i]` is the frame before `x[:, i]` at level `t_prev[:, i]`; `has_prev` is False
@@ -292,6 +338,10 @@ class Denoiser(nn.Module):
         itself (default: all cached frames, causal within the call). `commit=True` appends this
         call's keys/values to the cache, trims it to `cache.max_len` frames, stops after the last
         temporal layer and returns None (finished frames are written as context this way).
+
+        With a move head, `moves` (b, n) long are the moves to apply to the anchor (training: the
+        real ones); default: the head's argmax. `return_move_logits` also returns its logits
+        (b * n, 5) (None without a move head).
         """
         b, n, c, hh, ww = x.shape
         assert c == 3 and prev.shape == x.shape, (x.shape, prev.shape)
@@ -333,7 +383,13 @@ class Denoiser(nn.Module):
                     lc.k, lc.v = lc.k[:, :, -keep:], lc.v[:, :, -keep:]
             return None
         h = self.mid2(h, emb)
-        kernels = self.shift.kernels(h) if self.shift is not None else None
+        logits = None
+        if self.move is not None:
+            src = (prev if anchor is None else anchor).expand(b, n, 3, hh, ww).flatten(0, 1)
+            logits = self.move(src, act.flatten(0, 1), act_drop.flatten(0, 1))
+            kernels = self.move.kernels(moves.flatten() if moves is not None else logits.argmax(-1))
+        else:
+            kernels = self.shift.kernels(h) if self.shift is not None else None
         for blocks, up in zip(self.up, self.upsample):
             for blk in blocks:
                 h = blk(torch.cat([h, skips.pop()], 1), emb)
@@ -345,4 +401,5 @@ class Denoiser(nn.Module):
         if self.shift is not None:
             anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
             anchor = self.shift(anchor, kernels, top).view(b, n, 3, hh, ww)
-        return anchor * hp + out.view(b, n, 3, hh, ww)
+        x0 = anchor * hp + out.view(b, n, 3, hh, ww)
+        return (x0, logits) if return_move_logits else x0

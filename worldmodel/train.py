@@ -33,6 +33,20 @@ from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 
 
+def window_moves(frames: np.ndarray, actions: np.ndarray, space) -> np.ndarray:
+    """The real camera move into each frame of training windows, read from the frames' pixels
+    (tiles.estimate_scroll, told the move each action asked for; exact on real Crafter frames):
+    uint8 (b, n, h, w, 3) and actions (b, n) -> (b, n) tiles.SCROLLS indices (row 0: no move)."""
+    from worldmodel.tiles import SCROLLS, estimate_scroll, intended_moves
+
+    intended = intended_moves(actions[:, 1:], space.actions)
+    est = estimate_scroll(frames[:, :-1], frames[:, 1:], intended)  # (b, n - 1, 2)
+    cls = np.zeros(actions.shape, np.int64)
+    for k, s in enumerate(SCROLLS):
+        cls[:, 1:][(est == s).all(-1)] = k
+    return cls
+
+
 class DiffusionLoss(nn.Module):
     """The denoiser plus its loss in one forward, so DDP sees one forward per backward."""
 
@@ -42,8 +56,8 @@ class DiffusionLoss(nn.Module):
         self.cfg = cfg
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor, rng: np.random.Generator,
-                gen: torch.Generator) -> tuple[torch.Tensor, dict]:
-        return training_loss(self.model, TrainBatch(frames, actions), self.cfg, rng, gen)
+                gen: torch.Generator, moves: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        return training_loss(self.model, TrainBatch(frames, actions, moves), self.cfg, rng, gen)
 
 
 class EMA:
@@ -75,6 +89,9 @@ def init_from(model: Denoiser, path: str, device: torch.device, verbose: bool = 
         print(f"--init {path}: {len(fresh)} tensors the checkpoint lacks start fresh: "
               f"{', '.join(fresh)}", flush=True)
     return fresh
+
+
+MOVE_LR_MULT = 10.0
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -111,7 +128,14 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         lineage = init_lineage(init)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # A move head is a small classifier that starts from scratch beside a trained network: it
+    # learns at MOVE_LR_MULT times the rate of the rest.
+    head = [p for n, p in model.named_parameters() if n.startswith("move.")]
+    rest = [p for n, p in model.named_parameters() if not n.startswith("move.")]
+    groups = [{"params": rest, "lr_mult": 1.0}]
+    if head:
+        groups.append({"params": head, "lr_mult": MOVE_LR_MULT})
+    opt = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     ema = EMA(model, tc.ema_decay)
     step = 0
     curve_path = out / "train_log.jsonl"
@@ -150,12 +174,14 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     running: dict[str, float] = {}
     while step < tc.steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg) * g["lr_mult"]
         frames_u8, acts = data.sample(per_rank, rng)
         frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
         actions = space.encode(torch.from_numpy(acts)).to(device)
+        moves = (torch.from_numpy(window_moves(frames_u8, acts, space)).to(device)
+                 if cfg.model.committed_move else None)
         with amp_ctx:
-            loss, info = loss_mod(frames, actions, rng, gen)
+            loss, info = loss_mod(frames, actions, rng, gen, moves)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
