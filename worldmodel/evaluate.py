@@ -577,6 +577,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
+    if getattr(args, "sample_steps", None):
+        if args.sample_steps < 1:
+            raise ValueError(f"--sample-steps must be positive, got {args.sample_steps}")
+        cfg.diffusion.sample_steps = args.sample_steps
     context = Rollout(model, cfg).context
     horizons = sorted(set(args.horizons))
     if not horizons or horizons[0] < 1:
@@ -675,6 +679,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (worldmodel.tiles)")
+    p.add_argument("--sample-steps", type=int, default=0,
+                   help="sampler steps (default: the checkpoint's own)")
     p.add_argument("--semantic-worlds", type=int, default=16,
                    help="worlds of the semantic evaluation (0 = skip)")
     p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")

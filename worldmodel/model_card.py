@@ -11,7 +11,8 @@ with no report behind it is never published. Nothing is typed in by hand.
 Reports (paths relative to the checkpoint's eval/ folder; all but report.json optional):
 report.json (worldmodel.evaluate), bench.json (worldmodel.bench), revisit.json and
 revisit_trip/revisit.json (memory.revisit), memory_fps/fps.json (memory.fps), plan.json
-(run_sim.py plan), levers.json (lever comparisons, issue 12), and the tile bank's report.
+(run_sim.py plan), levers/NAME/report.json (worldmodel.evaluate of each lever tried, issue 12),
+and the tile bank's report.
 """
 
 from __future__ import annotations
@@ -87,6 +88,12 @@ def _num(v: Any, spec: str = ".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+def _ordered(d: dict) -> list:
+    """A report's per-horizon or per-bucket keys ("16", "5-16") in numeric order (reports are
+    written with sorted keys, which puts "128" before "16")."""
+    return sorted(d, key=lambda k: int(str(k).split("-")[0]))
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "missed")
 
@@ -107,8 +114,8 @@ def semantic_section(r: Reports) -> list[str]:
              r.source("evaluation"), "",
              "| horizon | carried non-grass cells right: model | repeat-last | target | "
              "all carried cells: model | repeat-last |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for h, row in pm["model"].items():
-        base = pm["repeat_last"][h]
+    for h in _ordered(pm["model"]):
+        row, base = pm["model"][h], pm["repeat_last"][h]
         need = PERMANENCE_TARGETS.get(h)
         target = (f">= {need:.2f} ({_verdict(row['non_grass'] >= need)})"
                   if need is not None and row["non_grass"] is not None else "")
@@ -122,7 +129,8 @@ def semantic_section(r: Reports) -> list[str]:
     b = r.get("evaluation", "semantic", "buckets")
     lines += ["", "| frames after context | non-grass share: model | real game | repeat-last | "
               "smear share: model | real frames |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for k, row in b["model"].items():
+    for k in _ordered(b["model"]):
+        row = b["model"][k]
         lines.append(f"| {k} | {_num(row['non_grass'], '.3f')} | {_num(b['real'][k]['non_grass'], '.3f')} | "
                      f"{_num(b['repeat_last'][k]['non_grass'], '.3f')} | {_num(row['smear'], '.3f')} | "
                      f"{_num(b['real_classified'][k]['smear'], '.3f')} |")
@@ -151,7 +159,8 @@ def semantic_section(r: Reports) -> list[str]:
                   f"{_num(real_run.get('non_grass'), '.3f')} over {real_run.get('frames')} held-out "
                   f"frames (real frames' smear share {_num(real_run.get('smear'), '.3f')}):", "",
                   "| frames | non-grass share | smear share |", "| --- | ---: | ---: |"]
-        for k, row in long["buckets"].items():
+        for k in _ordered(long["buckets"]):
+            row = long["buckets"][k]
             lines.append(f"| {k} | {_num(row['non_grass'], '.3f')} | {_num(row['smear'], '.3f')} |")
         worst = max(row["smear"] for row in long["buckets"].values())
         lines += ["", f"Worst smear share in any bucket: {worst:.3f} (target <= {SMEAR_TARGET}: "
@@ -297,9 +306,41 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             f"{cfg.diffusion.self_forcing_prob}); the weights are the EMA.", ""]
 
 
+def levers_section(r: Reports) -> list[str]:
+    """Issue 12's comparison: every lever's evaluation on the same held-out seeds and metrics."""
+    names = [n for n in r.data if n.startswith("lever:")]
+    if not names:
+        return []
+    names = ["evaluation"] + names  # the shipped default first
+    label = {n: n[len("lever:"):] if n != "evaluation" else "shipped default" for n in names}
+    lines = ["## Levers tried for a world that holds together", "",
+             "Each row: `python -m worldmodel.evaluate` on the same held-out seeds and starts "
+             "(its command below the table); permanence is of carried non-grass cells; smear is "
+             "the worst open-loop bucket; non-grass share and scroll agreement over the whole "
+             "semantic rollout.", "",
+             "| lever | permanence h=4 | h=16 | h=64 | smear (worst) | non-grass model / real "
+             "(last bucket) | revealed TV | free moves scroll | blocked moves stay |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for n in names:
+        sem = r.get(n, "semantic")
+        pm, b, sc = sem["permanence"]["model"], sem["buckets"], sem["scroll"]["model"]
+        last = _ordered(b["model"])[-1]
+        lines.append(
+            f"| {label[n]} | " + " | ".join(_num(pm.get(h, {}).get("non_grass"), ".3f")
+                                                     for h in ("4", "16", "64"))
+            + f" | {max(v['smear'] for v in b['model'].values()):.3f} | "
+            f"{_num(b['model'][last]['non_grass'], '.3f')} / {_num(b['real'][last]['non_grass'], '.3f')} | "
+            f"{_num(sem['revealed']['model']['tv'], '.3f')} | {_num(sc['free_moves']['agree'], '.3f')} | "
+            f"{_num(sc['blocked_moves']['agree'], '.3f')} |")
+    lines.append("")
+    for n in names:
+        lines.append(f"- {label[n]}: {r.source(n)}")
+    return lines + [""]
+
+
 SECTIONS: tuple[Callable[[Reports], list[str]], ...] = (
-    semantic_section, tiles_section, psnr_section, bench_section, revisit_section,
-    memory_fps_section, plan_section)
+    semantic_section, tiles_section, levers_section, psnr_section, bench_section,
+    revisit_section, memory_fps_section, plan_section)
 
 
 def write_card(checkpoint: Path, r: Reports) -> str:
@@ -321,19 +362,22 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
              f"[`{checkpoint}/MODEL_CARD.md`]({checkpoint}/MODEL_CARD.md). Measured on this project's "
              "2-core CPU.", ""]
     if "permanence" in sem:
-        pm = sem["permanence"]["model"]
+        pm = {h: sem["permanence"]["model"][h] for h in _ordered(sem["permanence"]["model"])}
+        base = sem["permanence"]["repeat_last"]
         b = sem["buckets"]
-        last = list(b["model"])[-1]
+        last = _ordered(b["model"])[-1]
         lines += [f"What a player sees ({r.paths['evaluation']}: {sem['worlds']} held-out worlds, "
                   f"{sem['horizon']} frames after a wander, tile labels vs the real game):", "",
                   "- Carried non-grass cells drawn right at h = " + " / ".join(pm) + ": "
                   + " / ".join(_num(v["non_grass"], ".2f") for v in pm.values()) + " (repeat-last: "
-                  + " / ".join(_num(v["non_grass"], ".2f") for v in sem["permanence"]["repeat_last"].values())
+                  + " / ".join(_num(base[h]["non_grass"], ".2f") for h in pm)
                   + ").",
                   f"- Non-grass share of tiles, frames {last}: model {_num(b['model'][last]['non_grass'], '.2f')}, "
                   f"real game {_num(b['real'][last]['non_grass'], '.2f')}; smears "
-                  f"{_num(b['model'][last]['smear'], '.3f')} of tiles (real frames "
-                  f"{_num(b['real_classified'][last]['smear'], '.3f')}); revealed land's label histogram "
+                  f"{_num(b['model'][last]['smear'], '.3f')} of tiles there (real frames "
+                  f"{_num(b['real_classified'][last]['smear'], '.3f')}), "
+                  f"{max(v['smear'] for v in b['model'].values()):.3f} in the worst bucket; "
+                  "revealed land's label histogram "
                   f"{_num(sem['revealed']['model']['tv'], '.2f')} (total variation) from the real game's.",
                   f"- Blocked moves leave the view in place on {_num(sem['scroll']['model']['blocked_moves']['agree'], '.2f')} "
                   f"of them, free moves scroll it on {_num(sem['scroll']['model']['free_moves']['agree'], '.2f')}.", ""]
@@ -427,6 +471,8 @@ def collect_reports(checkpoint: Path, eval_dir: Path | None, tiles_report: Path 
         raise ModelCardError(f"no evaluation report at {paths['evaluation']} (python -m "
                              "worldmodel.evaluate --out ...)")
     paths.update({k: eval_dir / v for k, v in OPTIONAL.items() if (eval_dir / v).is_file()})
+    for lever in sorted((eval_dir / "levers").glob("*/report.json")):
+        paths[f"lever:{lever.parent.name}"] = lever
     tiles_report = tiles_report or DEFAULT_BANK.with_suffix(".json")
     if tiles_report.is_file():
         paths["tiles"] = tiles_report

@@ -151,8 +151,10 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         gen.manual_seed(tc.seed + 7 + rank + 100003 * step)
     loss_mod: nn.Module = DiffusionLoss(model, cfg.diffusion)
     if distributed:
+        # With a move head the soft shift kernel's layers are not used (they stay for --init).
         loss_mod = nn.parallel.DistributedDataParallel(
-            loss_mod, device_ids=[device.index] if device.type == "cuda" else None)
+            loss_mod, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(cfg.model.committed_move))
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))

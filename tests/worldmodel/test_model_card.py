@@ -36,6 +36,8 @@ def card_setup(semantic_report, labelled_crafter, tmp_path):
     eval_dir = ckpt / "eval"
     shutil.copytree(out, eval_dir)
     (eval_dir / "bench.json").write_text(json.dumps(BENCH))
+    (eval_dir / "levers" / "more_steps").mkdir(parents=True)
+    shutil.copy(out / "report.json", eval_dir / "levers" / "more_steps" / "report.json")
     tiles_report = tmp_path / "tiles.json"
     tiles_report.write_text(json.dumps({**labelled_crafter.report, "command": "python -m worldmodel.tiles",
                                         "bank_tiles": 10, "train_episodes": 3, "heldout_episodes": 3,
@@ -60,6 +62,7 @@ def test_card_is_made_from_reports_and_names_their_commands(card_setup, tmp_path
     assert f"| 1 | all | {m['n']} | {m['model']['psnr']:.2f} | {m['baseline']['psnr']:.2f} |" in card
     assert "Batch 32: 3.50x batch 1's imagined fps (target >= 3x: met)" in card
     assert "One frame per step: 25.0 fps (target >= 25: met)" in card
+    assert "| shipped default | " in card and "| more_steps | " in card  # the levers table
     assert "Trained 7 steps" in card and (ckpt / "train_curve.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old figures" not in text and text.endswith(f"{README_END}\n\nafter\n")
