@@ -76,7 +76,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
 
     # Target stream: positions 1..n-1, grouped into chunks (one frame each, or several).
     mode = rng.random()
-    committed = model.move is not None and batch.moves is not None
+    committed = getattr(model, "move", None) is not None and batch.moves is not None
     # A committed move is one step's: every target opens its own chunk on the frame before it.
     chunked = mode < cfg.chunk_prob + cfg.independent_prob and not committed
     starts = chunk_starts(n, rng) if chunked else np.arange(n)
@@ -95,10 +95,12 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     # The residual is anchored on the clean frame before each target's chunk.
     anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
-    pred, logits = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
-                         act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t,
-                         anchor=anchor, moves=batch.moves[:, tgt] if committed else None,
-                         return_move_logits=True)
+    moves = {"moves": batch.moves[:, tgt], "return_move_logits": True} if committed else {}
+    pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
+                 act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor,
+                 **moves)
+    if committed:
+        pred, logits = pred
     err = (pred.float() - x0[:, tgt].float()).pow(2).mean(dim=(2, 3, 4))
     loss = err.mean()
     with torch.no_grad():
