@@ -232,13 +232,17 @@ class MoveHead(nn.Module):
     and shifts the anchor by the real move, so the residual learns on exact, committed moves; at
     inference the argmax is the move, decided once per frame from the anchor (the same at every
     sampler pass), and the anchor is moved by exactly one tile or not at all: no blur to
-    re-sharpen, frame after frame."""
+    re-sharpen, frame after frame. What moves is the world view alone (the top VIEW_ROWS x
+    VIEW_COLS tiles, edges replicated into the revealed strip); the inventory below stays. A
+    learned soft mask (ShiftHead's) would blend moved and still views, and repeated moves turn
+    such blends into stripes (measured: a fine-tune with it striped within ~30 frames)."""
 
     def __init__(self, tile: int, action_dim: int, kernel: int, width: int = 32):
         super().__init__()
-        from worldmodel.tiles import PLAYER_TILE, SCROLLS
+        from worldmodel.tiles import PLAYER_TILE, SCROLLS, VIEW_COLS, VIEW_ROWS
 
         self.tile = tile
+        self.view = (VIEW_ROWS * tile, VIEW_COLS * tile)
         self.kernel = kernel
         r0, c0 = (PLAYER_TILE[0] - 1) * tile, (PLAYER_TILE[1] - 1) * tile
         self.crop = (r0, r0 + 3 * tile, c0, c0 + 3 * tile)
@@ -254,6 +258,13 @@ class MoveHead(nn.Module):
         f = self.features(anchor[:, :, r0:r1, c0:c1].float()).flatten(1)
         a = torch.where(act_drop[:, None], torch.zeros_like(act), act).float()
         return self.mlp(torch.cat([f, a], 1))
+
+    def apply(self, anchor: Tensor, kernels: Tensor) -> Tensor:
+        """anchor (n, 3, H, W) with its world view moved by `kernels` (from `kernels`)."""
+        rows, cols = self.view
+        out = anchor.float().clone()
+        out[:, :, :rows, :cols] = shift_image(anchor[:, :, :rows, :cols], kernels)
+        return out
 
     def kernels(self, moves: Tensor) -> Tensor:
         """(n,) move classes -> (n, k, k) one-hot kernels for shift_image: the player moving by
@@ -398,7 +409,10 @@ class Denoiser(nn.Module):
         out = self.head(top)
         out = F.pixel_shuffle(out, p) if p > 1 else out
         anchor = prev if anchor is None else anchor
-        if self.shift is not None:
+        if self.move is not None:
+            anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
+            anchor = self.move.apply(anchor, kernels).view(b, n, 3, hh, ww)
+        elif self.shift is not None:
             anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
             anchor = self.shift(anchor, kernels, top).view(b, n, 3, hh, ww)
         x0 = anchor * hp + out.view(b, n, 3, hh, ww)

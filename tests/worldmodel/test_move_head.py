@@ -11,7 +11,7 @@ from worldmodel.config import ConfigError
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
-from worldmodel.dynamics import Denoiser, shift_image
+from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import player_positions
 from worldmodel.tiles import SCROLLS
 from worldmodel.train import window_moves
@@ -21,22 +21,23 @@ def _cfg(tiny_config, *extra):
     return tiny_config("model.shift_kernel=17", "model.committed_move=7", *extra, size=64)
 
 
-def test_a_committed_move_shifts_the_anchor_by_exactly_one_tile(tiny_config):
+def test_a_committed_move_shifts_the_world_view_by_exactly_one_tile(tiny_config):
     model = Denoiser(_cfg(tiny_config).model)
     x = torch.rand(5, 3, 64, 64)
-    out = shift_image(x, model.move.kernels(torch.arange(5)))
+    out = model.move.apply(x, model.move.kernels(torch.arange(5)))
     assert torch.equal(out[0], x[0])  # no move (a blocked one): the anchor stays in place
     for k, (dx, dy) in enumerate(SCROLLS[1:], 1):
         # The player moves (dx, dy) tiles: the view shows the anchor moved the other way.
         want = torch.roll(x[k], shifts=(-7 * dy, -7 * dx), dims=(1, 2))
-        inner = (slice(None), slice(7, 57), slice(7, 57))
+        inner = (slice(None), slice(7, 42), slice(7, 56))
         assert torch.equal(out[k][inner], want[inner]), (dx, dy)
+        assert torch.equal(out[k][:, 49:], x[k][:, 49:])  # the inventory stays
+        assert torch.equal(out[k][:, :, 63:], x[k][:, :, 63:])
 
 
 def test_forward_applies_the_given_moves_else_its_own_decision(tiny_config):
     torch.manual_seed(0)
     model = Denoiser(_cfg(tiny_config).model).eval()
-    torch.nn.init.constant_(model.shift.mask.bias, 10.0)  # the moved anchor everywhere
     b, n = 2, 1
     anchor = torch.rand(b, n, 3, 64, 64) * 2 - 1
     x = torch.randn(b, n, 3, 64, 64)
@@ -51,7 +52,7 @@ def test_forward_applies_the_given_moves_else_its_own_decision(tiny_config):
         again = model(x, anchor, t, t * 0, hp, act, drop, anchor=anchor)
     assert logits.shape == (2, 5)
     # A fresh network's residual is zero: the output is the anchor, moved one tile right or kept.
-    inner = (slice(None), slice(7, 57), slice(7, 50))
+    inner = (slice(None), slice(0, 49), slice(0, 56))
     assert torch.allclose(moved[0, 0][inner], torch.roll(anchor[0, 0], -7, 2)[inner], atol=1e-4)
     assert torch.allclose(moved[1, 0], anchor[1, 0], atol=1e-4)
     assert torch.equal(own, again)  # the decision is deterministic
