@@ -306,6 +306,11 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             f"{cfg.diffusion.self_forcing_prob}); the weights are the EMA.", ""]
 
 
+def _lever_fps(r: Reports, name: str) -> str:
+    bench = "bench" if name == "evaluation" else f"bench:{name}"
+    return (f"{r.get(bench, 'results', 0, 'fps_per_world_median'):.1f}" if bench in r else "n/a")
+
+
 def levers_section(r: Reports) -> list[str]:
     """Issue 12's comparison: every lever's evaluation on the same held-out seeds and metrics."""
     names = [n for n in r.data if n.startswith("lever:")]
@@ -318,23 +323,26 @@ def levers_section(r: Reports) -> list[str]:
              "(its command below the table); permanence is of carried non-grass cells; smear is "
              "the worst open-loop bucket; non-grass share and scroll agreement over the whole "
              "semantic rollout.", "",
-             "| lever | permanence h=4 | h=16 | h=64 | smear (worst) | non-grass model / real "
-             "(last bucket) | revealed TV | free moves scroll | blocked moves stay |",
-             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+             "| lever | permanence h=1 | h=4 | h=16 | h=64 | smear (worst) | non-grass model / real "
+             "(last bucket) | revealed TV | free moves scroll | blocked moves stay | fps (batch 1) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for n in names:
         sem = r.get(n, "semantic")
         pm, b, sc = sem["permanence"]["model"], sem["buckets"], sem["scroll"]["model"]
         last = _ordered(b["model"])[-1]
         lines.append(
             f"| {label[n]} | " + " | ".join(_num(pm.get(h, {}).get("non_grass"), ".3f")
-                                                     for h in ("4", "16", "64"))
+                                                     for h in ("1", "4", "16", "64"))
             + f" | {max(v['smear'] for v in b['model'].values()):.3f} | "
             f"{_num(b['model'][last]['non_grass'], '.3f')} / {_num(b['real'][last]['non_grass'], '.3f')} | "
             f"{_num(sem['revealed']['model']['tv'], '.3f')} | {_num(sc['free_moves']['agree'], '.3f')} | "
-            f"{_num(sc['blocked_moves']['agree'], '.3f')} |")
+            f"{_num(sc['blocked_moves']['agree'], '.3f')} | {_lever_fps(r, n)} |")
     lines.append("")
     for n in names:
         lines.append(f"- {label[n]}: {r.source(n)}")
+        bench = "bench" if n == "evaluation" else f"bench:{n}"
+        if bench in r:
+            lines.append(f"  - fps: {r.source(bench)}")
     return lines + [""]
 
 
@@ -473,6 +481,8 @@ def collect_reports(checkpoint: Path, eval_dir: Path | None, tiles_report: Path 
     paths.update({k: eval_dir / v for k, v in OPTIONAL.items() if (eval_dir / v).is_file()})
     for lever in sorted((eval_dir / "levers").glob("*/report.json")):
         paths[f"lever:{lever.parent.name}"] = lever
+        if (lever.parent / "bench.json").is_file():
+            paths[f"bench:lever:{lever.parent.name}"] = lever.parent / "bench.json"
     tiles_report = tiles_report or DEFAULT_BANK.with_suffix(".json")
     if tiles_report.is_file():
         paths["tiles"] = tiles_report
