@@ -137,6 +137,10 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
     return np.stack(out), upd
 
 
+def _at(labels: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    return None if labels is None else labels[idx]
+
+
 def frame_scores(gen: np.ndarray, ref: np.ndarray, net: RandomFeatures,
                  gen_labels: np.ndarray | None = None,
                  ref_labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -191,15 +195,15 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
     real = ep.frames
     labels = ep.labels if tiles is not None else None  # the real game's own tile labels
     res["real_consistency"] = {k: v.tolist() for k, v in frame_scores(
-        real[j], real[e], net, *((labels[j], labels[e]) if labels is not None else ())).items()}
+        real[j], real[e], net, _at(labels, j), _at(labels, e)).items()}
     for name, (gen, upd) in gens.items():
         drawn = tiles.classify(gen) if labels is not None else None
         res["modes"][name] = {
             "psnr_curve": metrics.psnr(gen, real).tolist(),  # every frame (context: capped)
             "vs_real": {k: v.tolist() for k, v in frame_scores(
-                gen[j], real[j], net, *((drawn[j], labels[j]) if drawn is not None else ())).items()},
+                gen[j], real[j], net, _at(drawn, j), _at(labels, j)).items()},
             "vs_first_visit": {k: v.tolist() for k, v in frame_scores(
-                gen[j], gen[e], net, *((drawn[j], drawn[e]) if drawn is not None else ())).items()},
+                gen[j], gen[e], net, _at(drawn, j), _at(drawn, e)).items()},
             "update_s": upd,
         }
     res["_gens"] = gens

@@ -246,7 +246,8 @@ class MoveHead(nn.Module):
         self.kernel = kernel
         r0, c0 = (PLAYER_TILE[0] - 1) * tile, (PLAYER_TILE[1] - 1) * tile
         self.crop = (r0, r0 + 3 * tile, c0, c0 + 3 * tile)
-        self.scrolls = SCROLLS
+        # (dx, dy) per move class; not in the state dict, so checkpoints stay as they are.
+        self.register_buffer("scrolls", torch.tensor(SCROLLS), persistent=False)
         self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
                                       nn.Conv2d(width, width, tile, stride=tile), nn.SiLU())
         self.mlp = nn.Sequential(nn.Linear(9 * width + action_dim, 128), nn.SiLU(),
@@ -270,8 +271,7 @@ class MoveHead(nn.Module):
         """(n,) move classes -> (n, k, k) one-hot kernels for shift_image: the player moving by
         (dx, dy) tiles shows the anchor moved by (-dx, -dy) tiles."""
         r = self.kernel // 2
-        table = torch.tensor(self.scrolls, device=moves.device)
-        dx, dy = table[moves, 0], table[moves, 1]
+        dx, dy = self.scrolls[moves, 0], self.scrolls[moves, 1]
         k = torch.zeros(len(moves), self.kernel, self.kernel, device=moves.device)
         k[torch.arange(len(moves), device=moves.device), r + self.tile * dy, r + self.tile * dx] = 1
         return k

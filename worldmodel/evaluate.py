@@ -291,12 +291,6 @@ def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon:
             for e in (order[i % len(order)] for i in range(worlds))]
 
 
-def _series(labels: np.ndarray, grass: int) -> dict[str, list[float]]:
-    """Per frame (mean over worlds and tiles): non-grass share and smear share."""
-    return {"non_grass": ((labels != grass) & (labels != REJECT)).mean((0, 2, 3)).tolist(),
-            "smear": (labels == REJECT).mean((0, 2, 3)).tolist()}
-
-
 def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
                        context: int, worlds: int, horizon: int, wander: int, batch: int,
                        seed: int) -> dict[str, Any]:
@@ -350,8 +344,8 @@ def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], ti
         "scroll": {"model": semantic.scroll_agreement(gen, ctx[:, -1], pos, acts, names),
                    "real_frames": semantic.scroll_agreement(real_frames, ctx[:, -1], pos, acts, names)},
         "psnr_mean_mse": psnr,
-        "series": {"model": _series(drawn, grass), "real": _series(real[:, 1:], grass),
-                   "real_classified": _series(real_classified, grass)},
+        "series": {"model": semantic.series(drawn, grass), "real": semantic.series(real[:, 1:], grass),
+                   "real_classified": semantic.series(real_classified, grass)},
         "_strip": (ctx[:, -1], real_frames, gen),
     }
 
@@ -372,15 +366,9 @@ def real_long_run(episodes: list[Episode], tiles: TileClassifier, every: int = 8
 def semantic_long(lr: dict[str, Any], tiles: TileClassifier) -> dict[str, Any]:
     """Smear and non-grass shares of the long rollout per LONG_BUCKETS (by frame step)."""
     labels, steps = lr["labels"], lr["label_steps"]
-    out = {}
-    for a, b in semantic.LONG_BUCKETS:
-        m = (steps >= a) & (steps <= b)
-        if m.any():
-            sl = labels[:, m]
-            out[f"{a}-{b}"] = {"non_grass": float(((sl != tiles.grass) & (sl != REJECT)).mean()),
-                               "smear": float((sl == REJECT).mean())}
-    return {"buckets": out, "distinct_labels": semantic.distinct_labels(labels),
-            "steps": steps.tolist(), "series": _series(labels, tiles.grass)}
+    return {"buckets": semantic.bucket_shares(labels, semantic.LONG_BUCKETS, tiles.grass, steps),
+            "distinct_labels": semantic.distinct_labels(labels),
+            "steps": steps.tolist(), "series": semantic.series(labels, tiles.grass)}
 
 
 # ---- plots --------------------------------------------------------------------------------------
@@ -578,8 +566,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     device = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
     if getattr(args, "sample_steps", None):
-        if args.sample_steps < 1:
-            raise ValueError(f"--sample-steps must be positive, got {args.sample_steps}")
         cfg.diffusion.sample_steps = args.sample_steps
     context = Rollout(model, cfg).context
     horizons = sorted(set(args.horizons))
@@ -687,6 +673,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--wander", type=int, default=48,
                    help="steps into an episode before its context starts (past the spawn)")
     args = p.parse_args(argv)
+    if args.sample_steps < 0:
+        p.error(f"--sample-steps must be positive (0: the checkpoint's own), got {args.sample_steps}")
     args.argv = argv
     report = evaluate(args)
     print(f"\n{report['samples']} samples from {report['episodes_sampled']} episodes, "

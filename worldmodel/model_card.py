@@ -306,8 +306,13 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             f"{cfg.diffusion.self_forcing_prob}); the weights are the EMA.", ""]
 
 
+def _lever_bench(name: str) -> str:
+    """The name of a lever's bench report: the shipped default's own, or the one beside it."""
+    return "bench" if name == "evaluation" else f"bench:{name}"
+
+
 def _lever_fps(r: Reports, name: str) -> str:
-    bench = "bench" if name == "evaluation" else f"bench:{name}"
+    bench = _lever_bench(name)
     return (f"{r.get(bench, 'results', 0, 'fps_per_world_median'):.1f}" if bench in r else "n/a")
 
 
@@ -340,7 +345,7 @@ def levers_section(r: Reports) -> list[str]:
     lines.append("")
     for n in names:
         lines.append(f"- {label[n]}: {r.source(n)}")
-        bench = "bench" if n == "evaluation" else f"bench:{n}"
+        bench = _lever_bench(n)
         if bench in r:
             lines.append(f"  - fps: {r.source(bench)}")
     return lines + [""]

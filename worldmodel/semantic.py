@@ -73,18 +73,30 @@ def _share(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if np.size(x) else None
 
 
+def _non_grass(labels: np.ndarray, grass: int) -> np.ndarray:
+    return (labels != grass) & (labels != REJECT)
+
+
 def bucket_shares(labels: np.ndarray, buckets: Sequence[tuple[int, int]], grass: int,
-                  first: int = 1) -> dict[str, dict[str, float | None]]:
-    """labels (W, T, r, c) of frames `first`..: per bucket "a-b" the non-grass share (tiles with
-    a real label other than grass) and the smear share (REJECT)."""
+                  steps: np.ndarray | None = None) -> dict[str, dict[str, float | None]]:
+    """labels (W, T, r, c) of the frames at `steps` (T,) after the context (default 1..T): per
+    bucket "a-b" of steps the non-grass share (tiles with a real label other than grass) and the
+    smear share (REJECT); buckets no frame falls in are left out."""
+    steps = np.arange(1, labels.shape[1] + 1) if steps is None else np.asarray(steps)
     out = {}
     for a, b in buckets:
-        sl = labels[:, max(0, a - first):max(0, b - first + 1)]
+        sl = labels[:, (steps >= a) & (steps <= b)]
         if not sl.size:
             continue
-        out[f"{a}-{b}"] = {"non_grass": _share((sl != grass) & (sl != REJECT)),
+        out[f"{a}-{b}"] = {"non_grass": _share(_non_grass(sl, grass)),
                            "smear": _share(sl == REJECT)}
     return out
+
+
+def series(labels: np.ndarray, grass: int) -> dict[str, list[float]]:
+    """labels (W, T, r, c) -> per frame (mean over worlds and tiles) non-grass and smear shares."""
+    return {"non_grass": _non_grass(labels, grass).mean((0, 2, 3)).tolist(),
+            "smear": (labels == REJECT).mean((0, 2, 3)).tolist()}
 
 
 def revealed(drawn: np.ndarray, real: np.ndarray, pos: np.ndarray, seen_pos: np.ndarray,

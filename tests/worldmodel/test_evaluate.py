@@ -310,3 +310,10 @@ def test_psnr_is_of_the_mean_mse_without_caps():
         (100 + 10 * math.log10(255 ** 2 / 100)) / 2)
     assert res["moving"]["1"]["model"]["psnr"] == math.inf
     assert res["static"]["1"]["baseline"]["psnr"] == pytest.approx(10 * math.log10(255 ** 2 / 100))
+
+
+def test_a_negative_sample_steps_is_a_usage_error(eval_setup, capsys):
+    ckpt, data, out = eval_setup
+    with pytest.raises(SystemExit):
+        evaluate.main(["--checkpoint", str(ckpt), "--data", str(data), "--sample-steps", "-1"])
+    assert "--sample-steps must be positive" in capsys.readouterr().err

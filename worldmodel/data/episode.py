@@ -277,19 +277,23 @@ def _labels_layout(path: Path, meta: dict[str, Any], meta_path: Path
     shape = meta.get("labels_shape")
     if shape is None or not (path / LABELS_FILE).is_file():
         return (), 0, 0
-    if (not isinstance(shape, list) or not shape
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)):
+    if not _positive_ints(shape) or not shape:
         raise EpisodeError(f"{meta_path}: labels_shape must be a list of positive ints, got "
                            f"{shape!r:.100}")
     size = int(np.prod(shape))
     return tuple(shape), size, (path / LABELS_FILE).stat().st_size // size
 
 
+def _positive_ints(value: Any) -> bool:
+    """A JSON list of positive ints (bools, which JSON and Python let pass as ints, are not)."""
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
 def check_frame_size(value: Any, meta_path: Path) -> tuple[int, int]:
     """meta.json's frame_size, checked: a hand-edited or foreign one would otherwise fail deep in
     the loader (an unpacking error, a division by zero)."""
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+    if not _positive_ints(value) or len(value) != 2:
         raise EpisodeError(f"{meta_path}: frame_size must be [height, width] in pixels (two "
                            f"positive ints), got {value!r:.100}")
     return value[0], value[1]
