@@ -14,10 +14,13 @@ tab = sleep, r/t/f/p = place stone/table/furnace/plant, 1-6 = make wood/stone/ir
 wood/stone/iron sword. A held key repeats once per frame; no key = noop.
 Controls: h help overlay, enter (or Pause) pause, n or . one frame while paused,
 backspace reset to a new start (next seed / next episode of --start), o or F12 screenshot,
-c start/stop recording, m episodic memory on/off (models that have it), esc or closing quits.
+c start/stop recording, m episodic memory on/off (models that have it), v the remembered map
+(models with a view memory) beside the game, F5 save the world (its memory and where it stands)
+into --memory-dir, F9 load it back, esc or closing quits. --resume-memory DIR starts play in a
+world saved with F5, memory on.
 
 Exit codes: 0 done, 1 error (bad checkpoint, config, episode or actions file; a folder that
-cannot be written), 2 no display.
+cannot be written), 2 no display, or a --resume-memory folder that cannot be resumed.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ def play_parser() -> argparse.ArgumentParser:
     p.add_argument("--recordings", default="recordings",
                    help="where recordings started with the c key go (default: recordings/)")
     p.add_argument("--screenshots", default="screenshots", help="where screenshots go")
+    p.add_argument("--memory-dir", default=None, metavar="DIR",
+                   help="where F5 saves the world and F9 loads it (default: "
+                        "RECORDINGS/memory_saves/world)")
+    p.add_argument("--resume-memory", default=None, metavar="DIR",
+                   help="start in a world saved with F5 (its memory and where it stood) instead "
+                        "of a fresh start, with memory on (as --memory)")
     p.add_argument("--stats", action="store_true",
                    help="print frame timings (fps, model ms, window overhead ms) when closing")
     p.add_argument("--max-frames", type=int, default=None, help="quit after this many frames")
@@ -151,6 +160,19 @@ def close_session(session) -> None:
         close()
 
 
+def resume_memory(session, folder: str) -> str | None:
+    """Put `session` in the world saved in `folder` with memory on; what went wrong, or None."""
+    from memory.lora import MemoryFileError
+
+    try:
+        session.load_memory(folder)
+        session.set_memory(True)
+    except (MemoryFileError, ValueError, RuntimeError, OSError) as e:
+        return f"--resume-memory {folder}: {' '.join(str(e).split())}"
+    print(f"resuming the world saved in {folder} (step {session.steps}), memory on")
+    return None
+
+
 def play(args: argparse.Namespace) -> int:
     try:
         from simulator.window import NoDisplayError, PlayApp, Window, format_summary
@@ -169,9 +191,13 @@ def play(args: argparse.Namespace) -> int:
         window.title += f" - {ckpt.name}"
         seed = args.seed if args.seed is not None else random.randrange(10**9)
         start = Start.from_args(seed, args.start)
-        if args.start is None:
+        if args.start is None and args.resume_memory is None:
             print(f"starting from seed {seed} of the real game")
         session = load_session(args, seed)
+        if args.resume_memory is not None:
+            error = resume_memory(session, args.resume_memory)
+            if error is not None:
+                return fail(error, 2)
         fps = args.fps
         if fps is None:
             from simulator.games import GAMES
@@ -179,7 +205,8 @@ def play(args: argparse.Namespace) -> int:
         app = PlayApp(session, start, window, fps=fps, scale=args.scale,
                       side_by_side=args.side_by_side, record=args.record,
                       recordings=args.recordings, screenshots=args.screenshots,
-                      settings={"checkpoint": str(ckpt)})
+                      settings={"checkpoint": str(ckpt)}, memory_dir=args.memory_dir,
+                      resumed_from=args.resume_memory)
         app.run(max_frames=args.max_frames)
     except NoDisplayError as e:
         print(e, file=sys.stderr)

@@ -25,6 +25,10 @@ class MemoryConfig:
     """Episodic memory: a LoRA on the denoiser's temporal layers, fast-learned while playing."""
 
     enabled: bool = False  # a session starts with memory on
+    # The stores `set_memory` switches: the view memory (memory/view.py: what was seen where,
+    # re-projected into the view; models trained with model.view_memory) and the temporal LoRA.
+    view: bool = True
+    lora: bool = True
     # The adapter. Patterns are peft `target_modules` suffixes ("temporal.qkv" matches
     # "down.1.0.temporal.qkv"); alpha / rank scales the update.
     target_modules: list[str] = field(default_factory=lambda: ["temporal.qkv", "temporal.out"])

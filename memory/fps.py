@@ -24,6 +24,8 @@ import torch
 
 from memory.config import load_memory_config
 from memory.episodic import EpisodicMemory
+from memory.view import ViewMemory
+from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
@@ -49,8 +51,14 @@ def rss_mb() -> float:
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0) -> dict[str, Any]:
-    memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False)
+    memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if mcfg.lora else None
     ro = Rollout(model, cfg, seed=seed)
+    if mcfg.view and getattr(model, "memory_stem", None) is not None:
+        # As in a session: the view memory records every frame; memory on conditions on it.
+        ro.view = ViewMemory(1, get_action_space(cfg.model.action_space).actions, device=ro.device)
+    if memory is None and ro.view is None:
+        raise ValueError("no memory store to measure: memory.lora is off and the model has no "
+                         "view memory")
     rng = np.random.default_rng(seed)
     fps: dict[str, list[float]] = {"off": [], "on": []}
     worst = {"off": 0.0, "on": 0.0}
@@ -58,42 +66,51 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
     time_on = 0.0
     rss, update_ms = [], []  # after each memory-on block
     ro.reset(context)
-    memory.reset(context)  # once: a reset drops the update in flight, and play is one long episode
+    if memory is not None:  # once: a reset drops the update in flight; play is one long episode
+        memory.reset(context)
+    worker = memory.worker if memory is not None else None
     try:
         for r in range(rounds):
             for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                 on = mode == "on"
-                memory.set_enabled(on)
-                ro.model = memory.model if on else model
-                u0, s0 = memory.worker.updates, memory.worker.update_s_total
+                if memory is not None:
+                    memory.set_enabled(on)
+                    ro.model = memory.model if on else model
+                if ro.view is not None:
+                    ro.view.set_on(on, [0])
+                u0, s0 = (worker.updates, worker.update_s_total) if worker else (0, 0.0)
                 t0 = time.perf_counter()
                 for _ in range(frames):
                     act = torch.tensor([int(rng.choice(MOVES))])
                     s = time.perf_counter()
-                    if on:
+                    if on and memory is not None:
                         memory.before_step()
                     frame = ro.step(act)
-                    if on:
+                    if on and memory is not None:
                         memory.observe(frame[:, None], act[:, None])
                     to_uint8(frame).cpu().numpy()
                     worst[mode] = max(worst[mode], time.perf_counter() - s)
                 el = time.perf_counter() - t0
                 fps[mode].append(frames / el)
                 if on:
-                    n_up = memory.worker.updates - u0
+                    n_up = worker.updates - u0 if worker else 0
                     updates_on += n_up
                     time_on += el
                     rss.append(rss_mb())
-                    update_ms.append(1000 * (memory.worker.update_s_total - s0) / max(1, n_up))
+                    if worker:
+                        update_ms.append(1000 * (worker.update_s_total - s0) / max(1, n_up))
     finally:
-        memory.close()
+        if memory is not None:
+            memory.close()
     off, on = statistics.median(fps["off"]), statistics.median(fps["on"])
     return {"fps_off": off, "fps_on": on, "ratio": on / off, "fps_off_rounds": fps["off"],
             "fps_on_rounds": fps["on"], "worst_frame_ms_off": worst["off"] * 1000,
-            "worst_frame_ms_on": worst["on"] * 1000, "hook_ms_max": memory.hook_ms_max,
+            "worst_frame_ms_on": worst["on"] * 1000,
+            "stores": (["view"] if ro.view is not None else []) + (["lora"] if memory else []),
+            "hook_ms_max": memory.hook_ms_max if memory else 0.0,
             "worker_updates_per_s": updates_on / max(time_on, 1e-9),
-            "worker_update_ms_last": memory.worker.update_s * 1000,
-            "frames_per_update": (frames * rounds) / max(1, updates_on),
+            "worker_update_ms_last": worker.update_s * 1000 if worker else 0.0,
+            "frames_per_update": (frames * rounds) / max(1, updates_on) if worker else None,
             "torch_threads": torch.get_num_threads(), "frames_on": frames * rounds,
             "rss_mb_rounds": rss, "update_ms_rounds": update_ms,
             "rss_growth_mb": rss[-1] - rss[0] if rss else 0.0}

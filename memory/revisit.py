@@ -36,6 +36,8 @@ from torch import nn
 
 from memory.config import LOSS_FORMS, MemoryConfig, load_memory_config
 from memory.episodic import EpisodicMemory
+from memory.view import ViewMemory
+from worldmodel.actions import get_action_space
 from worldmodel import metrics
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config, to_dict
@@ -108,19 +110,27 @@ def feature_similarity(a: np.ndarray, b: np.ndarray, net: RandomFeatures) -> np.
 
 
 def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
-         memory: EpisodicMemory | None = None, prefix: int | None = None
+         memory: EpisodicMemory | None = None, prefix: int | None = None,
+         view: ViewMemory | None = None, poses: list | None = None
          ) -> tuple[np.ndarray, float]:
     """All T+1 frames of an episode: the real context, then one frame per real action, real
     (teacher-forced, and observed by the memory as if generated) up to frame `prefix` (default:
-    the context alone) and generated after. Returns (frames uint8, seconds in memory updates)."""
+    the context alone) and generated after. `view`: a view memory the rollout records into and
+    is conditioned on (its pose at every frame appended to `poses`). Returns (frames uint8,
+    seconds in memory updates)."""
     prefix = max(context, prefix or context)
     ctx = to_float(torch.from_numpy(ep.frames[:context]))[None]
     ctx_act = torch.from_numpy(frame_actions(ep, 0, context))[None]
     ro = Rollout(memory.model if memory is not None else model, cfg, context=context, seed=seed)
+    if view is not None:
+        ro.view = view
+        view.set_on(True, [0])
     ro.reset(ctx, ctx_act)
     if memory is not None:
         memory.reset(ctx, ctx_act)
     out = [ep.frames[i] for i in range(context)]
+    if poses is not None and view is not None:
+        poses.extend([None] * (context - 1) + [(view.pose[0] - view.grid // 2).tolist()])
     upd = 0.0
     for j in range(context, len(ep.frames)):
         act = torch.tensor([[int(ep.actions[j - 1])]])
@@ -134,6 +144,8 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, context: int, seed: int,
             memory.observe(frame[:, None], act)
             upd += time.perf_counter() - t0
         out.append(to_uint8(frame[0]).cpu().numpy())
+        if poses is not None and view is not None:
+            poses.append((view.pose[0] - view.grid // 2).tolist())
     return np.stack(out), upd
 
 
@@ -184,13 +196,26 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
     keep = rv.frames >= prefix  # only generated frames are scored
     rv = Revisits(rv.frames[keep], rv.first[keep], rv.at_start[keep])
     gens = {"off": roll(model, cfg, ep, context, seed, prefix=prefix)}
+    pose_acc: dict[str, float] = {}
+    real_rel = pos - pos[0]
     for name, mcfg in variants.items():
-        mem = EpisodicMemory(model, cfg, mcfg, threaded=False)
-        gens[name] = roll(model, cfg, ep, context, seed, mem, prefix=prefix)
+        mem = EpisodicMemory(model, cfg, mcfg, threaded=False) if mcfg.lora else None
+        view = None
+        if mcfg.view and getattr(model, "memory_stem", None) is not None:
+            view = ViewMemory(1, get_action_space(cfg.model.action_space).actions,
+                              device=next(model.parameters()).device)
+        poses: list = []
+        gens[name] = roll(model, cfg, ep, context, seed, mem, prefix=prefix, view=view,
+                          poses=poses)
+        if view is not None:  # the pose the memory read from the frames, against the game's
+            got = np.asarray([p for p in poses if p is not None])
+            pose_acc[name] = float((got == real_rel[context - 1:context - 1 + len(got)])
+                                   .all(1).mean())
     res: dict[str, Any] = {"episode": ep.path.name if ep.path else "?", "frames": len(ep.frames),
                            "context": context, "real_prefix": prefix,
                            "revisit_frames": rv.frames.tolist(), "first_visit": rv.first.tolist(),
-                           "at_start": rv.at_start.tolist(), "modes": {}}
+                           "at_start": rv.at_start.tolist(), "modes": {},
+                           "pose_accuracy": pose_acc}
     j, e = rv.frames, rv.first
     real = ep.frames
     labels = ep.labels if tiles is not None else None  # the real game's own tile labels
@@ -279,6 +304,9 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
             rv = out["revisit"][mode].get("gain_vs_real_psnr_db")
             out["revisit"][mode]["gain_over_control_db"] = None if rv is None else rv - gain
     out["control"] = block
+    # The view memory's pose, read from the frames (real, then generated), against the game's.
+    out["pose_accuracy"] = {m: _mean(np.asarray([r["pose_accuracy"][m] for r in results]))
+                            for m in modes if all(m in r.get("pose_accuracy", {}) for r in results)}
     return out
 
 
@@ -439,6 +467,11 @@ def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
 def format_summary(summary: dict[str, Any]) -> str:
     lines = []
     for subset, block in summary.items():
+        if subset == "pose_accuracy":
+            if block:
+                lines.append("view memory pose (from the frames) = the game's: " +
+                             ", ".join(f"{m} {v:.3f}" for m, v in block.items()))
+            continue
         if subset == "control":
             lines.append(f"control (generated, not revisits): {block['n']} frames, PSNR vs real " +
                          ", ".join(f"{m} {row['vs_real_psnr']:.2f}" for m, row in block.items()
@@ -474,6 +507,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", help="folder for revisit.json and the plots")
     p.add_argument("--samples", type=int, default=4, help="episodes (those with revisit frames)")
     p.add_argument("--memory-config", help="YAML with a memory: section (default: MemoryConfig())")
+    p.add_argument("--compare-stores", action="store_true",
+                   help="memory modes view (the view memory alone), lora (the temporal LoRA "
+                        "alone) and both, beside off")
     p.add_argument("--compare-loss", action="store_true",
                    help=f"one memory-on mode per loss form {LOSS_FORMS}")
     p.add_argument("--warmup", choices=WARMUPS, default="context",
@@ -489,6 +525,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
     mcfg = load_memory_config(args.memory_config, args.overrides)
     variants = {"on": mcfg}
+    if args.compare_stores:  # the view memory alone, the temporal LoRA alone, both
+        from dataclasses import replace
+
+        if getattr(model, "memory_stem", None) is None:
+            raise ValueError(f"--compare-stores: {args.checkpoint} has no view memory "
+                             f"(model.view_memory)")
+        variants = {"view": replace(mcfg, lora=False), "lora": replace(mcfg, view=False),
+                    "both": replace(mcfg, view=True, lora=True)}
     if args.compare_loss:
         from dataclasses import replace
 

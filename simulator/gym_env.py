@@ -24,7 +24,8 @@ own frames in a background thread (see `simulator.session`), so a world keeps lo
 when the agent comes back. The vector env switches it per world (`memory=[False, True, ...]`,
 `set_memory(on, envs)`); an autoreset restarts only the ended worlds' memories. Learning runs
 beside the frame loop, so with memory on a seeded episode is no longer bit-reproducible. `close()`
-stops the thread.
+stops the thread. `minimap()` is the view memory's remembered map (models trained with one; a
+ValueError otherwise), an image for logging, not part of the observation.
 """
 
 from __future__ import annotations
@@ -142,6 +143,10 @@ class WorldModelEnv(gym.Env):
             return self._frame.copy()
         return None
 
+    def minimap(self, radius: int = 12, scale: int = 1) -> np.ndarray:
+        """The remembered map around the player, uint8 (H, W, 3) (`WorldSession.minimap`)."""
+        return self.session.minimap(0, radius, scale)
+
     def close(self) -> None:
         """Stop the session's background work (the memory's worker thread)."""
         self.session.close()
@@ -196,6 +201,10 @@ class WorldModelVectorEnv(VectorEnv):
     def memory_envs(self) -> list[bool]:
         """Episodic memory on or off, per sub-env."""
         return self.session.memory_worlds
+
+    def minimap(self, env: int = 0, radius: int = 12, scale: int = 1) -> np.ndarray:
+        """Sub-env `env`'s remembered map, uint8 (H, W, 3) (`WorldSession.minimap`)."""
+        return self.session.minimap(env, radius, scale)
 
     @classmethod
     def load(cls, num_envs: int, checkpoint: str | Path | None = None,

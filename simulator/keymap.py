@@ -34,6 +34,9 @@ CONTROLS: dict[str, tuple[str, ...]] = {
     "screenshot": ("f12", "o"),
     "record": ("c",),
     "memory": ("m",),
+    "minimap": ("v",),  # "n" is step: the map of the view memory
+    "save_world": ("f5",),
+    "load_world": ("f9",),
 }
 
 # Controls in replay, where no key drives the game.
@@ -53,10 +56,13 @@ CONTROL_HELP = {
     "quit": "quit", "help": "this help", "pause": "pause / resume",
     "step": "one frame (while paused)", "reset": "new start (next seed / episode)",
     "screenshot": "screenshot (PNG)", "record": "start / stop recording",
-    "memory": "episodic memory on / off", "back": "scrub back (hold)",
+    "memory": "episodic memory on / off", "minimap": "remembered map on / off",
+    "save_world": "save the world (memory)", "load_world": "load the saved world",
+    "back": "scrub back (hold)",
     "forward": "scrub forward (hold)", "first": "first frame", "last": "last frame",
 }
-KEY_LABELS = {"return": "enter", "break": "pause", "escape": "esc", ".": "period", ",": "comma"}
+KEY_LABELS = {"return": "enter", "break": "pause", "escape": "esc", ".": "period", ",": "comma",
+              "f5": "F5", "f9": "F9", "f12": "F12"}
 
 
 def keymap_for(space_name: str) -> dict[str, str]:

@@ -18,12 +18,24 @@ Requests (JSON bodies of at most `max_body` bytes; every field checked, unknown 
                     -> {"frames": FRAMES (B, T, h, w, 3), "step": s}
     POST /memory    {"on": true | false, "worlds": int | [int]}   episodic memory per world
                     -> {"memory": [bool] * B}     (no "worlds": every world)
+    GET  /minimap?world=i&radius=r&encoding=png|raw   world i's remembered map (models with a
+                    view memory; defaults 0, 12, png) -> {"minimap": FRAMES (H, W, 3), "world": i}
+    POST /memory/save {"dir": path, "world": int}  world i's whole memory and where it stands
+                    -> {"dir": path, "world": i, "step": s}     (a folder on the server's disk)
+    POST /memory/load {"dir": path, "world": int}  resume a saved world in world i (memory stays
+                    on or off as it was) -> {"frames": FRAMES (B, h, w, 3), "step": s,
+                    "world": i, "memory": [bool] * B}
 
-/memory switches episodic memory (a temporal LoRA each world fast-learns from its own frames in a
-background thread) on or off for the given worlds; what a world learned is kept while it is off,
-and /reset starts every world's memory afresh. `--memory` serves with it on for every world.
+/memory switches episodic memory (a view memory of what each world saw where, for models trained
+with one, and a temporal LoRA each world fast-learns from its own frames in a background thread)
+on or off for the given worlds; what a world learned is kept while it is off, and /reset starts
+every world's memory afresh. `--memory` serves with it on for every world. /memory/save and
+/memory/load write and read a folder (WorldSession.save_memory / load_memory; "world" defaults to
+0); a load before any reset starts every world there. A missing, corrupt or foreign folder is a
+400.
 
-Every POST but /memory also takes "encoding": "png" (default) or "raw" for the frames it returns.
+Every POST but /memory and /memory/save also takes "encoding": "png" (default) or "raw" for the
+frames it returns.
 FRAMES is
     {"encoding": "png", "shape": [...], "data": [base64 PNG per frame, leading dims row-major]}
     {"encoding": "raw", "shape": [...], "data": base64 of the uint8 bytes, row-major}
@@ -53,6 +65,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -266,6 +279,75 @@ class WorldService:
             raise bad(f"on must be true or false, got {on!r:.100}")
         return on, req.get("worlds")
 
+    def minimap(self, query: str) -> dict[str, Any]:
+        """GET /minimap?world=i&radius=r&encoding=e."""
+        try:
+            params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
+                              max_num_fields=8)
+        except ValueError as e:
+            raise bad(f"bad query string {query!r:.100}: {e}") from None
+        check_keys(params, {"world", "radius", "encoding"}, "/minimap")
+        if any(len(v) != 1 for v in params.values()):
+            raise bad("each /minimap query field may be given once")
+        q = {k: v[0] for k, v in params.items()}
+
+        def number(name: str, default: int, lo: int, hi: int) -> int:
+            raw = q.get(name, str(default))
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not lo <= int(raw) <= hi:
+                raise bad(f"{name} must be an int in {lo}..{hi}, got {raw!r:.100}")
+            return int(raw)
+
+        world = number("world", 0, 0, self.session.batch - 1)
+        radius = number("radius", 12, 1, 64)
+        enc = self.encoding(q)
+        minimap = getattr(self.session, "minimap", None)
+        if minimap is None:
+            raise bad("this session has no minimap (no view memory)")
+        with self.lock:
+            try:
+                img = minimap(world, radius)
+            except ValueError as e:  # a model without a view memory
+                raise bad(f"minimap: {e}") from None
+        return {"minimap": encode_frames(img, enc), "world": world}
+
+    def saved_world(self, req: dict, path: str) -> tuple[str, int]:
+        """The fields of a /memory/save or /memory/load request -> (folder, world)."""
+        check_keys(req, {"dir", "world"} | ({"encoding"} if path == "/memory/load" else set()),
+                   path, required={"dir"})
+        folder, world = req["dir"], req.get("world", 0)
+        if not isinstance(folder, str) or not folder or "\x00" in folder:
+            raise bad(f"dir must be a non-empty path string, got {folder!r:.100}")
+        if not is_int(world) or not 0 <= world < self.session.batch:
+            raise bad(f"world must be an int in 0..{self.session.batch - 1}, got {world!r:.100}")
+        return folder, world
+
+    def memory_file(self, path: str, req: dict) -> tuple[int, dict[str, Any]]:
+        """POST /memory/save and /memory/load."""
+        from memory.lora import MemoryFileError
+
+        folder, world = self.saved_world(req, path)
+        sess = self.session
+        enc = self.encoding(req)
+        with self.lock:
+            try:
+                if path == "/memory/save":
+                    if not self.ready:
+                        raise bad("reset before saving a world", HTTPStatus.CONFLICT)
+                    out = sess.save_memory(folder, world)
+                    return 200, {"dir": str(out), "world": world, "step": int(sess.steps)}
+                was = list(sess.memory_worlds)
+                sess.load_memory(folder, world)
+                if sess.memory_worlds[world] != was[world]:
+                    sess.set_memory(was[world], world)
+                self.ready = True
+                frames = np.asarray(sess.frame).reshape(sess.batch, *sess.frame.shape[-3:])
+                return 200, {"frames": encode_frames(frames, enc), "step": int(sess.steps),
+                             "world": world, "memory": list(sess.memory_worlds)}
+            except (MemoryFileError, ValueError, OSError) as e:
+                raise bad(f"{path[1:]}: {' '.join(str(e).split())}") from None
+            except RuntimeError as e:  # e.g. a save before any reset
+                raise bad(f"{path[1:]}: {e}", HTTPStatus.CONFLICT) from None
+
     def encoding(self, req: dict) -> str:
         enc = req.get("encoding", "png")
         if enc not in ("png", "raw"):
@@ -274,8 +356,10 @@ class WorldService:
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
         routes = {"/info": "GET", "/reset": "POST", "/step": "POST", "/rollout": "POST",
-                  "/memory": "POST"}
-        path = path.split("?", 1)[0].rstrip("/") or "/"
+                  "/memory": "POST", "/minimap": "GET", "/memory/save": "POST",
+                  "/memory/load": "POST"}
+        path, _, query = path.partition("?")
+        path = path.rstrip("/") or "/"
         if path not in routes:
             raise bad(f"no such endpoint {path}; endpoints: {sorted(routes)}", HTTPStatus.NOT_FOUND)
         if method != routes[path]:
@@ -283,6 +367,8 @@ class WorldService:
                       {"Allow": routes[path]})
         if path == "/info":
             return 200, self.info()
+        if path == "/minimap":
+            return 200, self.minimap(query)
         try:
             req = json.loads(body)
         except RecursionError:
@@ -302,6 +388,8 @@ class WorldService:
                 except ValueError as e:  # e.g. a model without the layers memory adapts
                     raise bad(f"memory: {e}") from None
                 return 200, {"memory": list(sess.memory_worlds)}
+        if path in ("/memory/save", "/memory/load"):
+            return self.memory_file(path, req)
         enc = self.encoding(req)
         if path == "/reset":
             check_keys(req, {"seed", "context", "context_actions", "encoding"}, "/reset")
@@ -448,7 +536,8 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
         session.set_memory(True)
     server = make_server(session, host, port, timeout=timeout, max_steps=max_steps)
     print(f"serving {session.checkpoint} (batch {batch}) on http://{host}:{server.server_port} "
-          f"- GET /info, POST /reset /step /rollout /memory", flush=True)
+          f"- GET /info /minimap, POST /reset /step /rollout /memory /memory/save "
+          f"/memory/load", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

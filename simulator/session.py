@@ -5,11 +5,18 @@
     frame = sess.step("move_left")               # (64, 64, 3) uint8, imagined
     frames = sess.rollout(context, actions)       # batched: (B, T, 64, 64, 3)
     sess.reset_worlds([1], context)               # a new episode for world 1; the others go on
-    sess.set_memory(True)                         # episodic memory: a LoRA fast-learned as you play
+    sess.set_memory(True)                         # episodic memory: a view memory of what was
+                                                  # seen where, and a LoRA fast-learned as you play
     sess.set_memory(False, worlds=[0, 2])         # ... switched per world (each learns its own)
     sess.memory_worlds                            # [False, True, False, ...]: on/off per world
-    sess.save_memory("mem/", world=1); sess.load_memory("mem/", world=3)  # peft adapter format
+    sess.minimap(world=0)                         # the remembered map around the player (image)
+    sess.save_memory("mem/", world=1); sess.load_memory("mem/", world=3)  # a whole world
     sess.close()                                  # stops the memory's worker thread
+
+The episodic memory has two stores (`MemoryConfig.view`, `MemoryConfig.lora`): the view memory
+(memory/view.py; models trained with `model.view_memory`) records every frame shown at its pose,
+read from the pixels, and conditions the worlds switched on with what it saw around them; the
+temporal LoRA (memory/episodic.py) fast-learns from the frames. `set_memory` switches both.
 
 Frames at this boundary are uint8 (h, w, 3), as games and recordings hold them.
 """
@@ -23,8 +30,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from memory import saved
 from memory.config import MemoryConfig
 from memory.episodic import EpisodicMemory, world_index, world_indices
+from memory.lora import MemoryFileError
+from memory.view import ViewMemory
 from worldmodel.actions import ActionError, get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config
@@ -83,6 +93,12 @@ class WorldSession:
         else:
             self.memory_config = MemoryConfig(enabled=bool(memory))
         self._memory: EpisodicMemory | None = None
+        # The view memory records every world's frames from the first reset (a few MB a world);
+        # only worlds with memory on are conditioned on it.
+        self.view: ViewMemory | None = None
+        if getattr(model, "memory_stem", None) is not None and self.memory_config.view:
+            self.view = ViewMemory(batch, self.space.actions, device=self.device)
+        self.rollout_state.view = self.view
         if self.memory_config.enabled:
             self.set_memory(True)
 
@@ -107,7 +123,7 @@ class WorldSession:
     @property
     def memory_enabled(self) -> bool:
         """True while any world has memory on."""
-        return self._memory is not None and self._memory.enabled
+        return any(self.memory_worlds)
 
     @property
     def memory_error(self) -> str | None:
@@ -118,23 +134,39 @@ class WorldSession:
     @property
     def memory_worlds(self) -> list[bool]:
         """Memory on or off, per world."""
-        return self._memory.worlds_enabled if self._memory is not None else [False] * self.batch
+        lora = self._memory.worlds_enabled if self._memory is not None else [False] * self.batch
+        view = self.view.on.tolist() if self.view is not None else [False] * self.batch
+        return [a or b for a, b in zip(lora, view)]
+
+    @property
+    def memory_stores(self) -> list[str]:
+        """The stores `set_memory` switches: "view" (a model trained with a view memory and
+        `memory.view`) and "lora" (`memory.lora`)."""
+        return ((["view"] if self.view is not None else [])
+                + (["lora"] if self.memory_config.lora else []))
 
     def set_memory(self, on: bool, worlds: int | Sequence[int] | None = None) -> None:
-        """Memory on for `worlds` (None: all; else an index or a list of indices): each learns
-        from its own frames in the background and generates with its own adapter. Off: those
-        worlds get the base model alone (what they learned is kept for when it comes back on)."""
+        """Memory on for `worlds` (None: all; else an index or a list of indices): each is
+        conditioned on what its view memory saw around it, and learns its own temporal adapter
+        from its frames in the background. Off: those worlds get the base model alone (what
+        was recorded and learned is kept for when it comes back on)."""
         idx = world_indices(worlds, self.batch)  # checked before anything is built
-        if not idx or (not on and self._memory is None):
+        if not idx:
             return
-        self.memory.set_enabled(on, idx)
-        self.rollout_state.model = self.memory.model if self.memory.enabled else self.model
+        if on and not self.memory_stores:
+            raise ValueError("no episodic memory store: this model has no view memory "
+                             "(model.view_memory) and memory.lora is off")
+        if self.view is not None:
+            self.view.set_on(on, idx)
+        if self.memory_config.lora and (on or self._memory is not None):
+            self.memory.set_enabled(on, idx)
+            self.rollout_state.model = self.memory.model if self.memory.enabled else self.model
 
     def _memory_before_step(self) -> EpisodicMemory | None:
-        """The memory to hand this frame to (None: off), after it swapped in its newest
+        """The LoRA memory to hand this frame to (None: off), after it swapped in its newest
         adapters. One that switched itself off (`memory_error`) gives the base model back."""
-        mem = self._memory if self.memory_enabled else None
-        if mem is None:
+        mem = self._memory
+        if mem is None or not mem.enabled:
             return None
         mem.before_step()
         if not mem.enabled:
@@ -142,14 +174,80 @@ class WorldSession:
             return None
         return mem
 
-    def save_memory(self, path: str | Path, world: int = 0) -> Path:
-        """Write world `world`'s current memory (peft adapter format) into folder `path`."""
-        return self.memory.save(path, world_index(world, self.batch))
+    def minimap(self, world: int = 0, radius: int = 12, scale: int = 1) -> np.ndarray:
+        """The view memory's map around world `world`'s player, uint8 (H, W, 3): what it
+        knows (as last seen, dimmed with age) and what it does not (dark); see ViewMemory."""
+        if self.view is None:
+            raise ValueError("this model has no view memory (model.view_memory), so no minimap")
+        return self.view.minimap(world_index(world, self.batch), radius, scale)
 
-    def load_memory(self, path: str | Path, world: int = 0) -> dict[str, str]:
-        """Resume a saved memory in world `world` (it applies from the next frame, while that
-        world's memory is on)."""
-        return self.memory.load(path, world_index(world, self.batch))
+    def _model_signature(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self.cfg.model)
+
+    def save_memory(self, path: str | Path, world: int = 0) -> Path:
+        """Write world `world` into folder `path` (memory.saved): its whole episodic memory
+        (the view memory's map and poses, the temporal LoRA in peft's format) and where it
+        stands (KV cache, last frame, noise stream), so `load_memory` resumes it exactly. The
+        manifest is written last: a folder cut short reads as incomplete, never as a world."""
+        i = world_index(world, self.batch)
+        if self.frame is None:
+            raise RuntimeError("reset() the session before saving a world")
+        folder = Path(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stores = []
+            if self.view is not None:
+                self.view.save(folder, i)
+                stores.append("view")
+            if self._memory is not None:
+                self._memory.save(folder / saved.LORA_DIR, i)
+                stores.append("lora")
+            saved.save_world_state(folder, self.rollout_state.world_state(i))
+            saved.write_manifest(folder, {
+                "checkpoint": self.checkpoint, "model": self._model_signature(),
+                "context": self.context_len, "stores": stores, "steps": self.steps,
+                "memory_on": self.memory_worlds[i]})
+        except OSError as e:
+            raise MemoryFileError(f"could not save the world memory to {folder}: {e}") from None
+        return folder
+
+    def load_memory(self, path: str | Path, world: int = 0) -> dict:
+        """Resume a world saved by `save_memory` in world `world`: its memory, its place and
+        its noise stream, so it draws what the saved world would have drawn next. A session
+        never reset starts every world there. The memory applies while that world's memory is
+        on (`set_memory`). A missing, corrupt, foreign or version-mismatched folder is a
+        MemoryFileError naming the problem, and changes nothing."""
+        i = world_index(world, self.batch)
+        folder = Path(path)
+        info = saved.read_manifest(folder)
+        if info.get("model") != self._model_signature():
+            raise MemoryFileError(f"{folder} was saved with another model "
+                                  f"({info.get('checkpoint')}); this session runs "
+                                  f"{self.checkpoint}")
+        if info.get("context") != self.context_len:
+            raise MemoryFileError(f"{folder} holds a {info.get('context')}-frame context; this "
+                                  f"session keeps {self.context_len}")
+        stores = info.get("stores", [])
+        if "view" in stores and self.view is None:
+            raise MemoryFileError(f"{folder} holds a view memory and this session has none "
+                                  f"(memory.view is off)")
+        state = saved.load_world_state(folder)
+        if self.frame is None:  # start every world at the saved world's last frame
+            last = to_uint8(state["last_clean"][0]).numpy()
+            self.reset(context=np.broadcast_to(last, (self.context_len, *last.shape)).copy())
+        if "view" in stores:
+            self.view.load(folder, i)
+        elif self.view is not None:
+            self.view.reset([i])
+        if "lora" in stores:
+            self.memory.load(folder / saved.LORA_DIR, i)
+        self.rollout_state.load_world_state(i, state)
+        self.frame = self.frame.copy()
+        self.frame[i] = to_uint8(state["last_clean"][0]).numpy()
+        self.steps = int(info.get("steps", 0))
+        return info
 
     def close(self) -> None:
         """Stop background work (the memory's worker thread). The session can still step."""
@@ -194,8 +292,7 @@ class WorldSession:
         self.rollout_state.reset(ctx, acts, None if noise_seed is None else
                                  [noise_seed + i for i in range(self.batch)])
         if self._memory is not None:  # a new episode: the memory starts empty, from this context
-            self._memory.reset(ctx[:, -self.context_len:],
-                               None if acts is None else acts[:, -self.context_len:], mem_worlds)
+            self._memory.reset(ctx, acts, mem_worlds)
         self.steps = 0
         self.frame = context[:, -1].copy()
         return self.frame[0] if self.batch == 1 else self.frame

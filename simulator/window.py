@@ -5,7 +5,9 @@
 - `PlayApp`: a person plays the model. Each `tick()` polls input, applies one action (noop when no
   key is held) with `session.step`, and shows the new frame at once: the action read at frame k
   produces frame k+1, displayed in the same tick (one frame of latency). `run()` paces ticks to
-  the target fps; tests call `tick()` directly, with no clock.
+  the target fps; tests call `tick()` directly, with no clock. `v` shows the view memory's map
+  of the world beside the game (a wider window), F5 saves the world (its whole memory and where it
+  stands) into `memory_dir` and F9 loads it back (WorldSession.save_memory / load_memory).
 """
 
 from __future__ import annotations
@@ -74,13 +76,31 @@ class Window:
         self.scale = scale
         self.pane = (frame_hw[1] * scale, frame_hw[0] * scale)
         self.panes = panes
-        width = panes * self.pane[0] + (panes - 1) * GAP
-        height = self.pane[1] + 6 + hud_lines * LINE
+        self.hud_lines = hud_lines
+        self.side = 0  # width of the side panel right of the panes (the minimap); 0: none
+        self._set_mode()
+        pygame.display.set_caption(self.title)
+
+    def _set_mode(self) -> None:
+        width = self.panes * self.pane[0] + (self.panes - 1) * GAP
+        if self.side:
+            width += GAP + self.side
+        height = self.pane[1] + 6 + self.hud_lines * LINE
         try:
             self.screen = pygame.display.set_mode((width, height))
         except pygame.error as e:
             raise NoDisplayError(NO_DISPLAY.format(why=e)) from None
-        pygame.display.set_caption(self.title)
+
+    def side_width(self, image_hw: tuple[int, int]) -> int:
+        """How wide a side panel showing an image of `image_hw` at the panes' height is."""
+        return max(1, round(image_hw[1] * self.pane[1] / image_hw[0]))
+
+    def set_side(self, width: int) -> None:
+        """Widen the window by a side panel `width` px wide right of the panes (0: back to the
+        panes alone); `draw(side=...)` fills it."""
+        if width != self.side:
+            self.side = width
+            self._set_mode()
 
     def poll(self) -> list[KeyEvent]:
         out = []
@@ -103,19 +123,24 @@ class Window:
             surf = self._text_cache[key] = self.font.render(text, True, color)
         return surf
 
+    def _blit_scaled(self, image: np.ndarray, rect: tuple[int, int, int, int]) -> None:
+        h, w = image.shape[:2]
+        src = pygame.image.frombuffer(np.ascontiguousarray(image).tobytes(), (w, h), "RGB")
+        pygame.transform.scale(src.convert(self.screen), rect[2:], self.screen.subsurface(rect))
+
     def draw(self, frames: list[np.ndarray | None], hud: list[Line],
-             overlay: list[tuple[str, str]] | None = None, labels: list[str] | None = None) -> None:
-        """Panes left to right, then a row of `labels` under them (if any), then the HUD."""
+             overlay: list[tuple[str, str]] | None = None, labels: list[str] | None = None,
+             side: np.ndarray | None = None) -> None:
+        """Panes left to right, `side` (an image) in the side panel (see `set_side`), then a
+        row of `labels` under the panes (if any), then the HUD."""
         screen = self.screen
         screen.fill((20, 20, 20))
         for i, frame in enumerate(frames):
-            x = i * (self.pane[0] + GAP)
-            if frame is None:
-                continue
-            h, w = frame.shape[:2]
-            src = pygame.image.frombuffer(np.ascontiguousarray(frame).tobytes(), (w, h), "RGB")
-            pygame.transform.scale(src.convert(screen), self.pane,
-                                   screen.subsurface((x, 0, *self.pane)))
+            if frame is not None:
+                self._blit_scaled(frame, (i * (self.pane[0] + GAP), 0, *self.pane))
+        if side is not None and self.side:
+            x = self.panes * (self.pane[0] + GAP)
+            self._blit_scaled(side, (x, 0, self.side, self.pane[1]))
         y = self.pane[1] + 4
         if labels:
             for i, label in enumerate(labels):
@@ -158,6 +183,11 @@ class Window:
 
     def close(self) -> None:
         pygame.display.quit()
+
+
+def one_line(e: Exception) -> str:
+    """An error's message on one line (for the HUD and stderr)."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 class Pacer:
@@ -239,7 +269,11 @@ class PlayApp:
     def __init__(self, session, start: Start, window: Window, fps: float = 10, scale: int = 8,
                  side_by_side: bool = False, record: str | Path | None = None,
                  recordings: str | Path = "recordings", screenshots: str | Path = "screenshots",
-                 settings: dict[str, Any] | None = None):
+                 settings: dict[str, Any] | None = None, memory_dir: str | Path | None = None,
+                 resumed_from: str | Path | None = None):
+        """`memory_dir`: where F5 saves the world and F9 loads it (default:
+        `recordings`/memory_saves/world). `resumed_from`: the session already stands in a world
+        loaded from there (`session.load_memory`), so play starts there, not at `start`."""
         from simulator.games import GAMES
 
         self.session = session
@@ -254,6 +288,8 @@ class PlayApp:
         self.recorder = Recorder(int(fps) if fps > 0 else GAMES[session.game].fps)
         self.recordings = Path(recordings)
         self.screenshots = Path(screenshots)
+        self.memory_dir = (Path(memory_dir) if memory_dir is not None
+                           else self.recordings / "memory_saves" / "world")
         self.settings = dict(settings or {}, fps=fps, scale=scale, side_by_side=side_by_side,
                              sample_steps=session.cfg.diffusion.sample_steps,
                              device=str(session.device))
@@ -269,7 +305,12 @@ class PlayApp:
         self.real_frame: np.ndarray | None = None
         self.real_done = False
         self.record_base: Path | None = None
-        self.reset(new=False)
+        self.show_minimap = False
+        self.loaded_from: Path | None = None  # the saved world play continues, if any
+        if resumed_from is not None:
+            self.resumed(Path(resumed_from))
+        else:
+            self.reset(new=False)
         window.open(self.frame.shape[:2], 2 if side_by_side else 1, scale,
                     hud_lines=4 if side_by_side else 3)
         if record is not None:
@@ -284,6 +325,7 @@ class PlayApp:
         if new:
             self.start.next()
         self.frame = self.start.apply(self.session)
+        self.loaded_from = None
         if self.side_by_side:
             self.real, self.real_frame = self.start.real_game(self.session)
             self.real_done = False
@@ -297,6 +339,7 @@ class PlayApp:
         mem = getattr(self.session, "memory_enabled", None)
         meta = {"game": self.session.game, "action_space": self.session.space.name,
                 "checkpoint": self.session.checkpoint, **self.start.describe(),
+                **({"resumed_from": str(self.loaded_from)} if self.loaded_from else {}),
                 "settings": dict(self.settings, memory=mem),
                 "context_frames": self.session.context_len, "start_step": self.session.steps}
         return self.recorder.start(path, self.frame, meta)
@@ -311,6 +354,73 @@ class PlayApp:
         except (ValueError, RuntimeError) as e:
             self.say(f"memory: {e}", RED, 6.0)
             print(f"error: memory: {e}", file=sys.stderr)
+
+    def minimap(self) -> np.ndarray | None:
+        """The session's remembered map, or None after saying why there is none."""
+        minimap = getattr(self.session, "minimap", None)
+        if minimap is None:
+            self.say("no minimap: this session has no view memory", RED, 6.0)
+            return None
+        try:
+            return minimap()
+        except (ValueError, RuntimeError) as e:  # a model without a view memory
+            self.say(f"no minimap: {one_line(e)}", RED, 6.0)
+            return None
+
+    def toggle_minimap(self) -> None:
+        self.show_minimap = not self.show_minimap and self.minimap() is not None
+        if not self.show_minimap:
+            self.window.set_side(0)
+
+    def memory_failed(self, what: str, e: Exception) -> None:
+        msg = f"{what} failed: {one_line(e)}"
+        self.say(msg, RED, 8.0)
+        print(f"error: {msg}", file=sys.stderr)
+
+    def save_world(self) -> None:
+        """F5: the whole world (memory and where it stands) into `memory_dir`."""
+        save = getattr(self.session, "save_memory", None)
+        if save is None:
+            self.say("this session cannot save its world", RED)
+            return
+        try:
+            path = save(self.memory_dir)
+        except (ValueError, RuntimeError, OSError) as e:  # MemoryFileError is a ValueError
+            self.memory_failed("saving the world", e)
+            return
+        print(f"world saved to {path}")
+        self.say(f"world saved to {path} (F9 loads it)")
+
+    def load_world(self) -> None:
+        """F9: back to the world saved in `memory_dir`; memory stays on or off as it was."""
+        load = getattr(self.session, "load_memory", None)
+        if load is None:
+            self.say("this session cannot load a world", RED)
+            return
+        was_on = getattr(self.session, "memory_enabled", None)
+        try:
+            load(self.memory_dir)
+            if was_on is not None and self.session.memory_enabled != was_on:
+                self.session.set_memory(was_on)
+        except (ValueError, RuntimeError, OSError) as e:  # MemoryFileError is a ValueError
+            self.memory_failed("loading the world", e)
+            return
+        was_recording = self.recorder.active
+        self.recorder.stop()
+        self.resumed(self.memory_dir)
+        if was_recording:  # the loaded world is another episode: continue in a new one
+            self.start_recording(self.record_base)
+        print(f"world loaded from {self.memory_dir}")
+        self.say(f"world loaded from {self.memory_dir} (step {self.session.steps})")
+
+    def resumed(self, path: Path) -> None:
+        """The session now stands in the world loaded from `path`: show its frame. The real
+        game cannot be put there, so side by side has no real frame until the next reset."""
+        frame = np.asarray(self.session.frame)
+        self.frame = frame[0] if frame.ndim == 4 else frame
+        self.loaded_from = path
+        self.real, self.real_frame, self.real_done = None, None, False
+        self.last_action = "-"
 
     def screenshot(self) -> None:
         name = f"shot-{time.strftime('%Y%m%d-%H%M%S')}-step{self.session.steps}.png"
@@ -356,6 +466,12 @@ class PlayApp:
                     self.start_recording()
             elif cmd == "memory":
                 self.toggle_memory()
+            elif cmd == "minimap":
+                self.toggle_minimap()
+            elif cmd == "save_world":
+                self.save_world()
+            elif cmd == "load_world":
+                self.load_world()
 
     def advance(self, action: str) -> tuple[float, float]:
         """Apply one action to the model (and the real game); returns (model ms, record ms)."""
@@ -388,8 +504,15 @@ class PlayApp:
             if self.side_by_side:
                 frames.append(self.real_frame)
                 labels = ["model (imagined)",
-                          "real game (over)" if self.real_done else "real game, same actions"]
-            self.window.draw(frames, self.hud(), self.help if self.show_help else None, labels)
+                          "real game (over)" if self.real_done else
+                          "real game (n/a: a loaded world)" if self.real is None else
+                          "real game, same actions"]
+            side = self.minimap() if self.show_minimap else None
+            if self.show_minimap and side is None:  # it said why
+                self.show_minimap = False
+            self.window.set_side(0 if side is None else self.window.side_width(side.shape[:2]))
+            self.window.draw(frames, self.hud(), self.help if self.show_help else None, labels,
+                             side=side)
         window_ms = ((t1 - t0) + (time.perf_counter() - t2)) * 1000
         self.stats.add(t0, model_ms, window_ms, record_ms or 0.0)
         self.frames += 1

@@ -33,6 +33,9 @@ class ModelConfig:
     committed_move: int = 0  # tile size in px (Crafter: 7), 0 = off: instead of a soft kernel, a
     # move head decides once per frame, from the anchor around the player and the action, among
     # no move and the four one-tile scrolls, and the anchor is moved by exactly that (dynamics.MoveHead)
+    view_memory: bool = False  # with committed_move: the cells a move reveals (and the one the
+    # player leaves) come from a view memory's canvas where it knows them, else from a learned
+    # tile, and the network sees that composed anchor (worldmodel.viewmap, memory.view)
 
     def __post_init__(self) -> None:
         if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
@@ -42,6 +45,9 @@ class ModelConfig:
             raise ConfigError(f"model.committed_move must be 0 (off) or a tile size whose one-tile "
                               f"move fits model.shift_kernel ({self.shift_kernel}), got "
                               f"{self.committed_move}")
+        if self.view_memory and not self.committed_move:
+            raise ConfigError("model.view_memory needs model.committed_move (the memory is placed "
+                              "by the committed move)")
 
 
 @dataclass
@@ -65,6 +71,12 @@ class DiffusionConfig:
     self_forcing_depth: int = 1  # rounds of it: round k predicts every frame from round k-1's
     # frames, so its errors have compounded k times, as in a k-frame rollout
     move_loss_weight: float = 0.1  # cross-entropy of the move head (model.committed_move)
+    # model.view_memory: each window's memory canvases are built from its episode's real frames;
+    # the whole memory is dropped in this share of windows (the model without memory stays good),
+    memory_drop: float = 0.25
+    # and in this share some of its cells are forgotten and its pixels get a rollout's errors
+    # (speckle, colour drift), so the model learns that a memory can be imperfect.
+    memory_corrupt: float = 0.3
 
 
 @dataclass
@@ -73,6 +85,8 @@ class DataConfig:
     split_prefix: str = "train_"
     window: int = 8  # frames per training window
     max_episodes: int = 0  # 0 = all
+    extra_train: list[str] = field(default_factory=list)  # more folders, all their episodes
+    # (e.g. out-and-back trips of training seeds: simulator.collect --revisit --split train)
 
 
 @dataclass

@@ -56,6 +56,8 @@ class TrainBatch:
     actions: Tensor  # (b, n, A): action that produced each frame (row 0 unused)
     moves: Tensor | None = None  # (b, n) long: the camera move into each frame (tiles.SCROLLS
     # index; row 0 unused), for a model with a move head (model.committed_move)
+    memory: Tensor | None = None  # (b, n, 5, CH, CW): the view memory's canvas around the frame
+    # before each frame (worldmodel.viewmap; row 0 unused), for model.view_memory
 
 
 def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
@@ -67,8 +69,13 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     drop = torch.rand(b, n, generator=gen, device=dev) < cfg.action_dropout
     drop[:, 0] = True  # the action before the window is not given
     ctx_x0 = x0
+    memory = batch.memory
+    if getattr(model, "memory_stem", None) is None:
+        memory = None
+    elif memory is not None:
+        memory = augment_memory(memory, cfg, gen)
     if cfg.self_forcing_prob > 0 and rng.random() < cfg.self_forcing_prob:
-        ctx_x0 = self_forced_context(model, x0, act, drop, cfg, gen)
+        ctx_x0 = self_forced_context(model, x0, act, drop, cfg, gen, memory)
     ctx_x0 = corrupt_context(ctx_x0, cfg, gen)
 
     # Context stream: every frame lightly noised, written to a cache (with gradients).
@@ -96,6 +103,8 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
     moves = {"moves": batch.moves[:, tgt], "return_move_logits": True} if committed else {}
+    if memory is not None:
+        moves["memory"] = memory[:, tgt]
     pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
                  act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor,
                  **moves)
@@ -138,13 +147,35 @@ def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: 
 
 
 def self_forced_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor,
-                        cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
+                        cfg: DiffusionConfig, gen: torch.Generator | None,
+                        memory: Tensor | None = None) -> Tensor:
     """`cfg.self_forcing_depth` rounds of `own_predictions`, each predicting every frame from the
     previous round's frames: frame i then carries errors compounded over up to that many of the
     model's own steps, as in a rollout (a copying model turns frame i into frame i - depth)."""
     for _ in range(cfg.self_forcing_depth):
-        x0 = own_predictions(model, x0, act, drop, cfg, gen)
+        x0 = own_predictions(model, x0, act, drop, cfg, gen, memory)
     return x0
+
+
+def augment_memory(memory: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
+    """View-memory canvases (b, n, 5, H, W) as training sees them: the whole memory dropped in
+    `memory_drop` of the windows; in `memory_corrupt` of them a random share (up to half) of the
+    cells forgotten and the pixels given a rollout's errors (speckle, colour drift)."""
+    from worldmodel.tiles import TILE
+
+    b, n, _, hh, ww = memory.shape
+    dev = memory.device
+    keep = (torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) >= cfg.memory_drop).float()
+    bad = (torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) < cfg.memory_corrupt).float()
+    rate = torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) * 0.5
+    cells = torch.rand(b, n, 1, hh // TILE, ww // TILE, generator=gen, device=dev)
+    cells = cells.repeat_interleave(TILE, -2).repeat_interleave(TILE, -1)
+    known = memory[:, :, 3:4] * keep * (1 - bad * (cells < rate).float())
+    std = torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) * 0.1
+    noise = (torch.randn(b, n, 3, hh, ww, generator=gen, device=dev) * std
+             + torch.randn(b, n, 3, 1, 1, generator=gen, device=dev) * 0.04) * bad
+    rgb = ((memory[:, :, :3] + noise).clamp(-1, 1)) * known
+    return torch.cat([rgb, known, memory[:, :, 4:5] * known], 2)
 
 
 def corrupt_context(x0: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
@@ -162,7 +193,7 @@ def corrupt_context(x0: Tensor, cfg: DiffusionConfig, gen: torch.Generator | Non
 
 @torch.no_grad()
 def own_predictions(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,
-                    gen: torch.Generator | None) -> Tensor:
+                    gen: torch.Generator | None, memory: Tensor | None = None) -> Tensor:
     """Frames 1..n-1 replaced by the model's one-step predictions from real context (no grad),
     at levels the few-step sampler visits: context as it will look in the model's own rollouts."""
     b, n = x0.shape[:2]
@@ -171,8 +202,9 @@ def own_predictions(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg:
     t = 0.3 + 0.7 * torch.rand(b, n, generator=gen, device=dev)
     xt = add_noise(x0, t)
     cache.pos = 1
+    extra = {} if memory is None else {"memory": memory[:, 1:]}
     pred = model(xt[:, 1:], prev[:, 1:], t[:, 1:], t_prev[:, 1:], has_prev[:, 1:], act[:, 1:],
-                 drop[:, 1:], cache=cache, anchor=x0[:, :-1])
+                 drop[:, 1:], cache=cache, anchor=x0[:, :-1], **extra)
     return torch.cat([x0[:, :1], pred.to(x0.dtype).clamp(-1, 1)], 1)
 
 
@@ -184,14 +216,17 @@ def sample_schedule(steps: int) -> list[float]:
 @torch.no_grad()
 def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx: Tensor,
                   anchor: Tensor, has_prev: Tensor, actions: Tensor, act_drop: Tensor,
-                  cfg: DiffusionConfig, noise: Tensor) -> Tensor:
+                  cfg: DiffusionConfig, noise: Tensor, moves: Tensor | None = None,
+                  memory: Tensor | None = None) -> Tensor:
     """Generate `n` frames after the cached context, jointly (a chunk; n = 1 for one per step).
 
     prev_ctx (b, 1, 3, h, w) is the last context frame as it was written to the cache (at level
     t_prev_ctx (b, 1)), `anchor` (b, 1, 3, h, w) the same frame clean; actions (b, n, A);
-    noise (b, n, 3, h, w) the starting noise.
-    Returns x_0 (b, n, 3, h, w) in [-1, 1].
+    noise (b, n, 3, h, w) the starting noise. With a move head, `moves` (b, n) are the moves
+    decided for the chunk (default: the head's, at every pass) and `memory` the view memory's
+    canvases (model.view_memory). Returns x_0 (b, n, 3, h, w) in [-1, 1].
     """
+    extra = {k: v for k, v in (("moves", moves), ("memory", memory)) if v is not None}
     b, n = noise.shape[:2]
     x = noise
     levels = sample_schedule(cfg.sample_steps)
@@ -201,10 +236,10 @@ def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx:
         t = torch.full((b, n), lv, device=x.device)
         prev = torch.cat([prev_ctx, x[:, :-1]], 1)
         t_prev = torch.cat([t_prev_ctx, t[:, :-1]], 1)
-        x0 = model(x, prev, t, t_prev, hp, actions, act_drop, cache=cache, anchor=anchor)
+        x0 = model(x, prev, t, t_prev, hp, actions, act_drop, cache=cache, anchor=anchor, **extra)
         if cfg.guidance != 1.0:
             x0_u = model(x, prev, t, t_prev, hp, actions, torch.ones_like(act_drop), cache=cache,
-                         anchor=anchor)
+                         anchor=anchor, **extra)
             x0 = x0_u + cfg.guidance * (x0 - x0_u)
         x0 = x0.clamp(-1, 1)
         nxt = levels[i + 1] if i + 1 < len(levels) else 0.0

@@ -267,6 +267,60 @@ class MoveHead(nn.Module):
         out[:, :, :rows, :cols] = shift_image(anchor[:, :, :rows, :cols], kernels)
         return out
 
+    def enable_memory(self) -> None:
+        """model.view_memory: `compose` fills what a move reveals from a view-memory canvas."""
+        from worldmodel.tiles import PLAYER_TILE, SCROLLS, VIEW_COLS, VIEW_ROWS
+
+        t = self.tile
+        # A learned tile for revealed cells the memory does not know (a plain's grass to begin
+        # with: train.py starts it from the real tiles' mean when it is fresh).
+        self.fill = nn.Parameter(torch.zeros(3, t, t))
+        fresh = torch.zeros(len(SCROLLS), VIEW_ROWS, VIEW_COLS, dtype=torch.bool)
+        for k, (dx, dy) in enumerate(SCROLLS[1:], 1):
+            r, c = torch.meshgrid(torch.arange(VIEW_ROWS), torch.arange(VIEW_COLS), indexing="ij")
+            src_r, src_c = r + dy, c + dx  # where the tile was in the anchor
+            fresh[k] = (src_r < 0) | (src_r >= VIEW_ROWS) | (src_c < 0) | (src_c >= VIEW_COLS)
+            fresh[k, PLAYER_TILE[0] - dy, PLAYER_TILE[1] - dx] = True  # the cell the player left
+        up = fresh.repeat_interleave(t, 1).repeat_interleave(t, 2)
+        self.register_buffer("fresh", up, persistent=False)  # (5, rows, cols) per move class
+
+    def compose(self, anchor: Tensor, moves: Tensor, canvas: Tensor | None
+                ) -> tuple[Tensor, Tensor]:
+        """The anchor a committed move makes, with a view memory (model.view_memory).
+
+        anchor (n, 3, H, W), moves (n,) SCROLLS indices, canvas (n, 5, CH, CW) from
+        worldmodel.viewmap (None: the memory knows nothing) -> (the composed anchor (n, 3, H, W):
+        the world view moved by one tile, the player's tile kept where it is (the sprite stays
+        at the centre), the cells the move revealed and the one the player left taken from the
+        canvas where it knows them and from the learned tile elsewhere; the conditioning
+        (n, 5, H, W): that anchor, where its fresh cells came from (+1 memory, -1 the learned
+        tile, 0 carried) and the memory's age there)."""
+        from worldmodel.tiles import PLAYER_TILE, SCROLLS
+
+        rows, cols = self.view
+        t = self.tile
+        n = anchor.shape[0]
+        out = self.apply(anchor, self.kernels(moves))
+        pr, pc = PLAYER_TILE[0] * t, PLAYER_TILE[1] * t
+        out[:, :, pr:pr + t, pc:pc + t] = anchor[:, :, pr:pr + t, pc:pc + t].float()
+        fresh = self.fresh[moves][:, None].float()  # (n, 1, rows, cols)
+        if canvas is None:
+            mem = torch.zeros(n, 5, rows, cols, device=anchor.device)
+        else:
+            crops = torch.stack([canvas[:, :, (1 + dy) * t:(1 + dy) * t + rows,
+                                        (1 + dx) * t:(1 + dx) * t + cols]
+                                 for dx, dy in SCROLLS], 1)
+            mem = crops[torch.arange(n, device=anchor.device), moves].float()
+        use = fresh * mem[:, 3:4]
+        fill = self.fill.float().repeat(1, rows // t, cols // t)[None]
+        view = out[:, :, :rows, :cols]
+        out[:, :, :rows, :cols] = (view * (1 - fresh) + fresh * fill) * (1 - use) + use * mem[:, :3]
+        cond = torch.zeros(n, 5, *anchor.shape[-2:], device=anchor.device)
+        cond[:, :3] = out
+        cond[:, 3:4, :rows, :cols] = fresh * (2 * mem[:, 3:4] - 1)
+        cond[:, 4:5, :rows, :cols] = use * mem[:, 4:5]
+        return out, cond
+
     def kernels(self, moves: Tensor) -> Tensor:
         """(n,) move classes -> (n, k, k) one-hot kernels for shift_image: the player moving by
         (dx, dy) tiles shows the anchor moved by (-dx, -dy) tiles."""
@@ -324,6 +378,12 @@ class Denoiser(nn.Module):
         self.shift = ShiftHead(ch[-1], ch[0], cfg.shift_kernel, p) if cfg.shift_kernel else None
         self.move = (MoveHead(cfg.committed_move, self.action_dim, cfg.shift_kernel)
                      if cfg.committed_move else None)
+        self.memory_stem = None
+        if cfg.view_memory:
+            self.move.enable_memory()
+            # The composed anchor and its memory channels enter beside the stem; zero at first,
+            # so a model trained without them starts out computing exactly what it did.
+            self.memory_stem = zero_(nn.Conv2d(5 * p * p, ch[0], 3, padding=1))
 
     def temporal_layers(self) -> list[tuple[str, TemporalAttention]]:
         return [(n, m) for n, m in self.named_modules() if isinstance(m, TemporalAttention)]
@@ -339,7 +399,7 @@ class Denoiser(nn.Module):
                 act: Tensor, act_drop: Tensor, cache: KVCache | None = None,
                 chunk_start: Tensor | None = None, commit: bool = False,
                 anchor: Tensor | None = None, moves: Tensor | None = None,
-                return_move_logits: bool = False):
+                return_move_logits: bool = False, memory: Tensor | None = None):
         """Predict clean frames x_0 `(b, n, 3, h, w)` for `n` frames that follow the cached ones.
 
         `prev[:, i]` is the frame before `x[:, i]` at level `t_prev[:, i]`; `has_prev` is False
@@ -353,6 +413,10 @@ class Denoiser(nn.Module):
         With a move head, `moves` (b, n) long are the moves to apply to the anchor (training: the
         real ones); default: the head's argmax. `return_move_logits` also returns its logits
         (b * n, 5) (None without a move head).
+
+        With model.view_memory, `memory` (b, n or 1, 5, CH, CW) are the view memory's canvases
+        around each anchor's pose (worldmodel.viewmap; None: it knows nothing): the move head
+        composes the anchor from them (`MoveHead.compose`) and the network sees it.
         """
         b, n, c, hh, ww = x.shape
         assert c == 3 and prev.shape == x.shape, (x.shape, prev.shape)
@@ -374,6 +438,20 @@ class Denoiser(nn.Module):
         inp = F.pixel_unshuffle(inp, p) if p > 1 else inp
         flag = hp.flatten(0, 1).expand(-1, 1, *inp.shape[-2:])
         h = self.stem(torch.cat([inp, flag], 1))
+        logits = composed = None
+        if self.move is not None and not commit:
+            # The move is decided from the clean anchor alone, before the network runs.
+            src = (prev if anchor is None else anchor).expand(b, n, 3, hh, ww).flatten(0, 1)
+            logits = self.move(src, act.flatten(0, 1), act_drop.flatten(0, 1))
+            chosen = moves.flatten() if moves is not None else logits.argmax(-1)
+            if self.memory_stem is not None:
+                canvas = None if memory is None else memory.expand(
+                    b, n, *memory.shape[2:]).flatten(0, 1)
+                composed, cond = self.move.compose(src, chosen, canvas)
+                cond = F.pixel_unshuffle(cond, p) if p > 1 else cond
+                h = h + self.memory_stem(cond.to(h.dtype))
+            else:
+                kernels = self.move.kernels(chosen)
         skips = []
         for i, (blocks, down) in enumerate(zip(self.down, self.downsample)):
             for j, blk in enumerate(blocks):
@@ -394,12 +472,7 @@ class Denoiser(nn.Module):
                     lc.k, lc.v = lc.k[:, :, -keep:], lc.v[:, :, -keep:]
             return None
         h = self.mid2(h, emb)
-        logits = None
-        if self.move is not None:
-            src = (prev if anchor is None else anchor).expand(b, n, 3, hh, ww).flatten(0, 1)
-            logits = self.move(src, act.flatten(0, 1), act_drop.flatten(0, 1))
-            kernels = self.move.kernels(moves.flatten() if moves is not None else logits.argmax(-1))
-        else:
+        if self.move is None:
             kernels = self.shift.kernels(h) if self.shift is not None else None
         for blocks, up in zip(self.up, self.upsample):
             for blk in blocks:
@@ -409,7 +482,9 @@ class Denoiser(nn.Module):
         out = self.head(top)
         out = F.pixel_shuffle(out, p) if p > 1 else out
         anchor = prev if anchor is None else anchor
-        if self.move is not None:
+        if composed is not None:
+            anchor = composed.view(b, n, 3, hh, ww)
+        elif self.move is not None:
             anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
             anchor = self.move.apply(anchor, kernels).view(b, n, 3, hh, ww)
         elif self.shift is not None:

@@ -115,11 +115,27 @@ class OpenLoop:
     strip_gen: np.ndarray   # (k, horizon, h, w, 3)
 
 
+def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
+                view_memory: bool = False) -> Rollout:
+    """A rollout of `batch` worlds; with `view_memory` (a model.view_memory model) each world
+    records its frames and is conditioned on them, as a session with memory on."""
+    ro = Rollout(model, cfg, seed=seed)
+    if view_memory:
+        if getattr(model, "memory_stem", None) is None:
+            raise ValueError("--view-memory: this checkpoint has no view memory (model.view_memory)")
+        from memory.view import ViewMemory  # the memory package builds on this one
+
+        ro.view = ViewMemory(batch, get_action_space(cfg.model.action_space).actions,
+                             device=ro.device)
+        ro.view.set_on(True, range(batch))
+    return ro
+
+
 def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.ndarray,
-             actions: np.ndarray, seed: int, on_step=None) -> np.ndarray:
+             actions: np.ndarray, seed: int, on_step=None, view_memory: bool = False) -> np.ndarray:
     """Roll B worlds open loop: uint8 context (b, n, h, w, 3) + its actions (b, n), then
     `actions` (b, T) -> generated uint8 frames (b, T, h, w, 3)."""
-    ro = Rollout(model, cfg, seed=seed)
+    ro = new_rollout(model, cfg, seed, len(context), view_memory)
     ro.reset(to_float(torch.from_numpy(np.ascontiguousarray(context))), torch.from_numpy(ctx_actions))
     out = np.empty((*actions.shape, *context.shape[2:]), np.uint8)
     for k in range(actions.shape[1]):
@@ -130,7 +146,8 @@ def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.
 
 
 def open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], starts: list[tuple[int, int]],
-              context: int, horizon: int, batch: int, seed: int, strip_samples: int = 4) -> OpenLoop:
+              context: int, horizon: int, batch: int, seed: int, strip_samples: int = 4,
+              view_memory: bool = False) -> OpenLoop:
     positions = [player_positions(ep) for ep in episodes]
     n = len(starts)
     res = {k: np.zeros((n, horizon)) for k in ("model_mse", "model_ssim", "baseline_mse", "baseline_ssim")}
@@ -143,7 +160,7 @@ def open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], starts: lis
         ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context) for e, s in chunk])
         real = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in chunk])
         acts = np.stack([frame_actions(episodes[e], s + 1, horizon) for e, s in chunk])
-        gen = generate(model, cfg, ctx, ctx_act, acts, seed + b0, bar.update)
+        gen = generate(model, cfg, ctx, ctx_act, acts, seed + b0, bar.update, view_memory)
         last = np.broadcast_to(ctx[:, -1:], real.shape)
         sl = slice(b0, b0 + len(chunk))
         res["model_mse"][sl] = metrics.mse(gen, real)
@@ -232,7 +249,8 @@ def reference_stats(episodes: list[Episode], max_frames: int = 4000,
 
 def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
                  worlds: int, seed: int, ref_hist: np.ndarray, every: int,
-                 tiles: TileClassifier | None = None, tiles_every: int = 4) -> dict[str, Any]:
+                 tiles: TileClassifier | None = None, tiles_every: int = 4,
+                 view_memory: bool = False) -> dict[str, Any]:
     """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
     per-frame drift statistics (worlds, length), frames every `every` steps, and (with a tile
     classifier) the tile labels of every `tiles_every`-th frame."""
@@ -249,7 +267,7 @@ def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context:
     ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context)
                         for e, s in zip(eps, starts)])
     acts = np.stack([exploration_actions(space, seed + w, length) for w in range(worlds)])
-    ro = Rollout(model, cfg, seed=seed + 2)
+    ro = new_rollout(model, cfg, seed + 2, len(ctx), view_memory)
     ro.reset(to_float(torch.from_numpy(ctx)), torch.from_numpy(ctx_act))
     stats = {k: np.zeros((worlds, length)) for k in metrics.DRIFT_STATS}
     prev = ctx[:, -1]
@@ -293,7 +311,7 @@ def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon:
 
 def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
                        context: int, worlds: int, horizon: int, wander: int, batch: int,
-                       seed: int) -> dict[str, Any]:
+                       seed: int, view_memory: bool = False) -> dict[str, Any]:
     """Model vs the real game from the same real context under the same actions, one frame per
     step, on per-tile labels (worldmodel.semantic), with repeat-last-frame beside the model."""
     starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)
@@ -306,7 +324,8 @@ def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], ti
     pos = np.stack([player_positions(episodes[e])[s:s + 1 + horizon] for e, s in starts])
     seen = np.stack([player_positions(episodes[e])[s - context + 1:s + 1] for e, s in starts])
     gen = np.concatenate([generate(model, cfg, ctx[i:i + batch], ctx_act[i:i + batch],
-                                   acts[i:i + batch], seed + 1000 + i)
+                                   acts[i:i + batch], seed + 1000 + i,
+                                   view_memory=view_memory)
                           for i in range(0, len(starts), batch)])
     drawn = tiles.classify(gen)
     last = tiles.classify(ctx[:, -1])
@@ -588,7 +607,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     starts = pick_starts([len(ep.frames) for ep in episodes], args.samples, context, horizon, args.seed)
     t1 = time.time()
-    ol = open_loop(model, cfg, episodes, starts, context, horizon, args.batch, args.seed)
+    ol = open_loop(model, cfg, episodes, starts, context, horizon, args.batch, args.seed,
+                   view_memory=args.view_memory)
     open_loop_s = time.time() - t1
     summary = summarize(ol, horizons)
     cv = curves(ol)
@@ -601,6 +621,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(Path(args.data).resolve()), "prefix": args.prefix, "episodes": len(episodes),
         "samples": len(starts), "episodes_sampled": len({e for e, _ in starts}),
         "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),
+        "view_memory": bool(args.view_memory),
         "moving_test": ("pos" if all(player_positions(ep) is not None for ep in episodes)
                         else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
         "psnr": "PSNR of the mean MSE over a group's frames (no cap); psnr_frame_mean_capped: "
@@ -619,7 +640,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             tiles = TileClassifier.load(args.tiles)
             t3 = time.time()
             sem = semantic_open_loop(model, cfg, episodes, tiles, context, args.semantic_worlds,
-                                     args.semantic_horizon, args.wander, args.batch, args.seed)
+                                     args.semantic_horizon, args.wander, args.batch, args.seed,
+                                     args.view_memory)
             plot_semantic_strip(sem.pop("_strip"), out / "semantic_strip.png")
             real_run = real_long_run(episodes, tiles)
             sem.update(real_long_run=real_run, tiles=str(args.tiles),
@@ -631,7 +653,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         ref_hist, band = reference_stats(episodes, seed=args.seed)
         t2 = time.time()
         lr = long_rollout(model, cfg, episodes, context, args.long, args.long_worlds, args.seed,
-                          ref_hist, every, tiles)
+                          ref_hist, every, tiles, view_memory=args.view_memory)
         report["long"] = {"frames": args.long, "worlds": args.long_worlds, "every": every,
                           "episodes": lr["episodes"], "starts": lr["starts"],
                           "reference": band, **metrics.drift_summary(lr["stats"], band),
@@ -667,6 +689,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (worldmodel.tiles)")
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
+    p.add_argument("--view-memory", action="store_true",
+                   help="roll every world with its view memory on (a model.view_memory model), "
+                        "as a session with memory on; default: off, as a session starts")
     p.add_argument("--semantic-worlds", type=int, default=16,
                    help="worlds of the semantic evaluation (0 = skip)")
     p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")

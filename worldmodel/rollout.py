@@ -22,6 +22,7 @@ from torch import Tensor
 
 from worldmodel.actions import ActionSpace, get_action_space
 from worldmodel.config import Config
+from worldmodel.data.dataset import to_uint8
 from worldmodel.diffusion import add_noise, denoise_chunk
 from worldmodel.dynamics import Denoiser, KVCache
 
@@ -63,6 +64,10 @@ class Rollout:
         self.last: Tensor | None = None  # last frame as written to the cache (noised)
         self.last_clean: Tensor | None = None  # the same frame, clean (the residual's anchor)
         self.batch = 0
+        # A view memory (memory.view.ViewMemory, set by its owner) for a model.view_memory
+        # model: every frame is recorded at its pose, and the worlds it has switched on are
+        # conditioned on what it knows around them. None: the model draws with an empty memory.
+        self.view = None
 
     def reseed(self, seeds: list[int]) -> None:
         """Restart the noise stream of each world (world i from seeds[i])."""
@@ -82,22 +87,35 @@ class Rollout:
         return self.space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool,
                                                       device=self.device)
 
+    @property
+    def uses_view(self) -> bool:
+        return self.view is not None and getattr(self.model, "memory_stem", None) is not None
+
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None,
               seeds: list[int] | None = None) -> None:
         """Start B worlds from real context frames (b, n, 3, h, w) and the actions that produced
-        them (b, n; actions[:, 0] is ignored). Only the last `context` frames are kept. `seeds`
-        restarts each world's noise stream; otherwise the streams go on (the first reset seeds
-        world i with `seed + i`)."""
-        frames = frames.to(self.device)[:, -self.context:]
-        b, n = frames.shape[:2]
+        them (b, n; actions[:, 0] is ignored). The KV cache keeps the last `context` frames; a
+        view memory records all of them. `seeds` restarts each world's noise stream; otherwise
+        the streams go on (the first reset seeds world i with `seed + i`)."""
+        frames = frames.to(self.device)
+        b, n_all = frames.shape[:2]
+        if actions is None:
+            actions = torch.full((b, n_all), -1, dtype=torch.long)
+        actions = torch.as_tensor(actions)
+        if self.uses_view:
+            self.view.reset()
+            given = actions.clone()
+            if given.dtype == torch.long:
+                given[:, 0] = -1
+            self.view.track(frames, given)
+        frames = frames[:, -self.context:]
+        n = frames.shape[1]
         if seeds is not None:
             self.reseed(seeds)
         elif len(self.gens) != b:
             self.reseed([self.seed + i for i in range(b)])
-        if actions is None:
-            actions = torch.full((b, n), -1, dtype=torch.long)
-        actions = torch.as_tensor(actions)[:, -n:].clone()
+        actions = actions[:, -n:].clone()
         if actions.dtype == torch.long:
             actions[:, 0] = -1
         self.batch = b
@@ -164,6 +182,9 @@ class Rollout:
             given[:, 0] = -1
         acts = torch.full((self.batch, *given.shape[1:]), -1, dtype=given.dtype)
         acts[torch.as_tensor(worlds)] = given
+        if self.uses_view:
+            self.view.reset(worlds)
+            self.view.track(frames.to(self.device), given, worlds)
         scratch = KVCache(max_len=self.context)
         ctx = self._write(full, acts, noise, scratch, first=True)
         for name, lc in self.cache.layers.items():
@@ -172,6 +193,48 @@ class Rollout:
                           for old, fresh in ((lc.k, new.k), (lc.v, new.v)))
         self.last = take_rows(self.last, ctx[:, -1:], idx, self.batch)
         self.last_clean = take_rows(self.last_clean, full[:, -1:], idx, self.batch)
+
+    def world_state(self, world: int) -> dict[str, Tensor]:
+        """Everything world `world` generates from next, as CPU tensors: its rows of the KV
+        cache, its last frame (as written and clean) and its noise stream's state. With
+        `load_world_state` a world resumes exactly (the same next frames)."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before saving a world")
+        out = {"last": self.last[world].cpu(), "last_clean": self.last_clean[world].cpu(),
+               "noise_state": self.gens[world].get_state()}
+        for name, lc in self.cache.layers.items():
+            for kv, t in (("k", lc.k), ("v", lc.v)):
+                out[f"cache.{name}.{kv}"] = t.reshape(self.batch, -1, *t.shape[1:])[world].cpu()
+        return out
+
+    def load_world_state(self, world: int, state: dict[str, Tensor]) -> None:
+        """Resume world `world` from `world_state` (of this model, at this context length): the
+        other worlds go on untouched. The rollout must have been reset; a state whose cache holds
+        a different number of frames than the live one is a ValueError."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before resuming a world")
+        held = self.cache.positions.numel()
+        names = sorted({k[len("cache."):].rsplit(".", 1)[0] for k in state if k.startswith("cache.")})
+        if names != sorted(self.cache.layers):
+            raise ValueError(f"the saved world's cache has layers {names}, this model's "
+                             f"{sorted(self.cache.layers)}")
+        for name in names:
+            lc = self.cache.layers[name]
+            for kv in ("k", "v"):
+                saved = state[f"cache.{name}.{kv}"].to(self.device)
+                live = getattr(lc, kv)
+                rows = live.reshape(self.batch, -1, *live.shape[1:])
+                if saved.shape != rows.shape[1:]:
+                    raise ValueError(f"the saved world's cache holds {saved.shape[-2]} frames "
+                                     f"(layer {name}); this rollout's holds {held}")
+                rows = rows.clone()
+                rows[world] = saved.to(rows.dtype)
+                setattr(lc, kv, rows.reshape(live.shape))
+        self.last = self.last.clone()
+        self.last[world] = state["last"].to(self.device, self.last.dtype)
+        self.last_clean = self.last_clean.clone()
+        self.last_clean[world] = state["last_clean"].to(self.device, self.last_clean.dtype)
+        self.gens[world].set_state(state["noise_state"])
 
     @torch.inference_mode()
     def chunk(self, actions: Tensor) -> Tensor:
@@ -186,10 +249,23 @@ class Rollout:
         act, drop = self.encode_actions(actions)
         t_last = torch.full((b, 1), self.dcfg.context_noise, device=self.device)
         has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
+        moves = memory = None
+        if self.uses_view:
+            # The move is decided once per frame, from the anchor and the action; the memory's
+            # canvas is read around the anchor's pose, and the move crops it.
+            anchor = self.last_clean[:, 0].repeat_interleave(n, 0)  # every frame's, world-major
+            moves = self.model.move(anchor, act.flatten(0, 1), drop.flatten(0, 1)).argmax(-1)
+            moves = moves.view(b, n)
+            memory = self.view.read()[:, None]
         with autocast_for(self.device, self.bf16):
             frames = denoise_chunk(self.model, self.cache, self.last, t_last, self.last_clean,
                                    has_prev, act, drop, self.dcfg,
-                                   self._noise((b, n, 3, h, h))).float()
+                                   self._noise((b, n, 3, h, h)), moves=moves,
+                                   memory=memory).float()
+        if self.uses_view:
+            for i in range(n):
+                self.view.advance(moves[:, i])
+                self.view.write(frames[:, i])
         self._commit(frames, actions)
         return frames
 
@@ -203,6 +279,9 @@ class Rollout:
         if frames.ndim != 5 or frames.shape[0] != self.batch:
             raise ValueError(f"append takes frames (b={self.batch}, n, 3, h, w), got "
                              f"{tuple(frames.shape)}")
+        if self.uses_view:  # each appended frame's pose read against the frame before it
+            self.view.set_previous(to_uint8(self.last_clean[:, 0]).cpu().numpy())
+            self.view.track(frames, actions)
         self._commit(frames, torch.as_tensor(actions))
 
     def step(self, actions: Tensor) -> Tensor:

@@ -56,8 +56,10 @@ class DiffusionLoss(nn.Module):
         self.cfg = cfg
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor, rng: np.random.Generator,
-                gen: torch.Generator, moves: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        return training_loss(self.model, TrainBatch(frames, actions, moves), self.cfg, rng, gen)
+                gen: torch.Generator, moves: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        return training_loss(self.model, TrainBatch(frames, actions, moves, memory), self.cfg,
+                             rng, gen)
 
 
 class EMA:
@@ -94,6 +96,19 @@ def init_from(model: Denoiser, path: str, device: torch.device, verbose: bool = 
 MOVE_LR_MULT = 10.0
 
 
+def median_tile(frames: np.ndarray, rng: np.random.Generator, count: int = 4096) -> torch.Tensor:
+    """The per-pixel median of random world-view tiles of training frames (uint8 (N, H, W, 3)),
+    as a (3, TILE, TILE) float in [-1, 1]: in Crafter a plain's grass, the learned tile a view
+    memory model starts from for revealed cells nobody saw."""
+    from worldmodel.tiles import TILE, view_tiles
+
+    idx = rng.integers(0, len(frames), count)
+    tiles = view_tiles(frames[idx]).reshape(-1, TILE, TILE, 3)
+    pick = tiles[rng.integers(0, len(tiles), count)]
+    med = np.median(pick.astype(np.float32), axis=0)
+    return to_float(torch.from_numpy(med))
+
+
 def lr_at(step: int, cfg: Config) -> float:
     warm = cfg.train.warmup_steps
     return cfg.train.lr * min(1.0, (step + 1) / max(1, warm))
@@ -118,14 +133,20 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     gen = generator(device, tc.seed + 7 + rank)
     out = Path(tc.out)
     space = get_action_space(cfg.model.action_space)
+    view_memory = cfg.model.view_memory
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
-                         cfg.data.max_episodes, cfg.model.frame_size)
+                         cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,
+                         poses=view_memory)
 
     model = Denoiser(cfg.model).to(device)
     lineage: dict = {}  # where the weights came from, kept in every checkpoint's metrics
+    fresh = [n for n, _ in model.named_parameters()]
     if init:
-        init_from(model, init, device, verbose=rank == 0 and not quiet)
+        fresh = init_from(model, init, device, verbose=rank == 0 and not quiet)
         lineage = init_lineage(init)
+    if view_memory and "move.fill" in fresh:
+        with torch.no_grad():  # every rank draws the same tiles: the same start everywhere
+            model.move.fill.copy_(median_tile(data.frames, np.random.default_rng(tc.seed)))
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     # A move head is a small classifier that starts from scratch beside a trained network: it
@@ -177,13 +198,18 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     while step < tc.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg) * g["lr_mult"]
-        frames_u8, acts = data.sample(per_rank, rng)
+        memory = None
+        if view_memory:
+            frames_u8, acts, canvases = data.sample(per_rank, rng, canvases=True)
+            memory = torch.from_numpy(canvases).to(device, non_blocking=True)
+        else:
+            frames_u8, acts = data.sample(per_rank, rng)
         frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
         actions = space.encode(torch.from_numpy(acts)).to(device)
         moves = (torch.from_numpy(window_moves(frames_u8, acts, space)).to(device)
                  if cfg.model.committed_move else None)
         with amp_ctx:
-            loss, info = loss_mod(frames, actions, rng, gen, moves)
+            loss, info = loss_mod(frames, actions, rng, gen, moves, memory)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)

@@ -206,3 +206,17 @@ def test_vector_env_memory_per_world(make_session):
     off = make_session(batch=3)
     WorldModelVectorEnv(off, head())
     assert off._memory is None  # memory off (the default) builds nothing
+
+
+def test_minimap_delegates_to_the_session(make_session, monkeypatch):
+    sess = make_session(batch=2)
+    env = WorldModelVectorEnv(sess, head(), context_fn=fake_context(sess.context_len))
+    with pytest.raises(ValueError, match="no view memory"):  # the tiny model has none
+        env.minimap()
+    calls = []
+    monkeypatch.setattr(sess, "minimap", lambda *a: calls.append(a) or np.zeros((7, 7, 3), np.uint8))
+    assert env.minimap(1, radius=3).shape == (7, 7, 3) and calls == [(1, 3, 1)]
+    single = WorldModelEnv(make_session(), head(), context_fn=fake_context(sess.context_len))
+    monkeypatch.setattr(single.session, "minimap", lambda *a: calls.append(a))
+    single.minimap(scale=2)
+    assert calls[-1] == (0, 12, 2)

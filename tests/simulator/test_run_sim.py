@@ -319,5 +319,70 @@ def test_help_documents_play_record_and_replay(capsys):
     out = capsys.readouterr().out
     for opt in ("--checkpoint", "--start", "--side-by-side", "--record", "--scale", "--fps",
                 "--seed", "--steps", "--device", "--stats", "run_sim.py record", "--actions",
-                "--chunk", "run_sim.py replay"):
+                "--chunk", "run_sim.py replay", "--resume-memory", "--memory-dir", "F5", "F9"):
         assert opt in out, opt
+
+
+@pytest.fixture(scope="module")
+def saved_world(tmp_path_factory) -> dict[str, Path]:
+    """A tiny 64x64 view-memory checkpoint and a world saved from it after a few steps."""
+    from conftest import TINY_YAML, perturb_
+    from simulator.session import WorldSession
+    from worldmodel.config import load_config
+    from worldmodel.dynamics import Denoiser
+
+    root = tmp_path_factory.mktemp("world")
+    cfg = load_config(TINY_YAML, ["model.frame_size=64", "model.shift_kernel=17",
+                                  "model.committed_move=7", "model.view_memory=true"])
+    torch.manual_seed(0)
+    save_checkpoint(root / "ckpt", perturb_(Denoiser(cfg.model)).eval(), cfg)
+    with WorldSession.load(root / "ckpt", device="cpu") as sess:
+        sess.reset(seed=0)
+        for a in ["move_right", "move_right", "move_down"]:
+            sess.step(a)
+        sess.save_memory(root / "world")
+        frame = sess.frame[0].copy()
+    np.save(root / "frame.npy", frame)
+    return {"ckpt": root / "ckpt", "world": root / "world", "frame": root / "frame.npy"}
+
+
+def test_resume_memory_starts_play_in_the_saved_world_with_memory_on(saved_world, tmp_path,
+                                                                     monkeypatch, capsys):
+    from simulator.window import PlayApp
+
+    seen = {}
+    real_run = PlayApp.run
+
+    def run(self, max_frames=None):
+        seen.update(memory=self.session.memory_enabled, steps=self.session.steps,
+                    frame=self.frame.copy(), memory_dir=self.memory_dir)
+        real_run(self, max_frames)
+
+    monkeypatch.setattr(PlayApp, "run", run)
+    rc = run_sim.main(["--checkpoint", str(saved_world["ckpt"]), "--device", "cpu",
+                       "--resume-memory", str(saved_world["world"]), "--max-frames", "2",
+                       "--fps", "0", "--scale", "1", "--recordings", str(tmp_path / "rec"),
+                       "--memory-dir", str(tmp_path / "saves")])
+    assert rc == 0, capsys.readouterr().err
+    assert seen["memory"] is True and seen["steps"] == 3
+    np.testing.assert_array_equal(seen["frame"], np.load(saved_world["frame"]))
+    assert seen["memory_dir"] == tmp_path / "saves"
+    assert "resuming the world saved in" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case,fragment", [("missing", "not found"), ("corrupt", "corrupt"),
+                                           ("other_model", "another model")])
+def test_resume_memory_of_a_bad_folder_is_one_line_and_exit_2(files, saved_world, tmp_path,
+                                                              capsys, case, fragment):
+    folder = tmp_path / "world"
+    if case == "corrupt":
+        folder.mkdir()
+        (folder / "memory.json").write_text("{not json")
+    elif case == "other_model":
+        folder = saved_world["world"]  # saved with the 64x64 view-memory model
+    rc = run_sim.main(["--checkpoint", str(files["ckpt"]), "--device", "cpu", "--resume-memory",
+                       str(folder), "--max-frames", "1", "--fps", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: --resume-memory") and fragment in err
+    assert err.count("\n") == 1 and "Traceback" not in err

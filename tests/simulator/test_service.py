@@ -25,19 +25,25 @@ def fake_real_context(game, seed, frames, actions=None, size=64):
     return rng.integers(0, 256, (frames, size, size, 3), np.uint8), np.r_[-1, np.zeros(frames - 1, int)]
 
 
-@pytest.fixture
-def server(tiny_config, perturbed_model, monkeypatch):
-    monkeypatch.setattr(session_module, "real_context", fake_real_context)  # no slow real game
-    cfg = tiny_config()
-    sess = WorldSession(perturbed_model(cfg), cfg, batch=B)
-    srv = make_server(sess, "127.0.0.1", 0, quiet=True, max_steps=8, max_body=200_000)
+def serving(sess, **kwargs):
+    """Serve `sess` on a free port in a thread for a fixture (yields the server), then stop
+    it and close the session (the memory's worker thread, if a test turned memory on)."""
+    srv = make_server(sess, "127.0.0.1", 0, quiet=True, **kwargs)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02},
                               daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
     srv.server_close()
-    sess.close()  # the memory's worker thread, if a test turned memory on
+    sess.close()
+
+
+@pytest.fixture
+def server(tiny_config, perturbed_model, monkeypatch):
+    monkeypatch.setattr(session_module, "real_context", fake_real_context)  # no slow real game
+    cfg = tiny_config()
+    sess = WorldSession(perturbed_model(cfg), cfg, batch=B)
+    yield from serving(sess, max_steps=8, max_body=200_000)
 
 
 def call(srv, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
@@ -136,6 +142,14 @@ def test_step_before_reset_is_a_conflict(server):
     ("/memory", {"on": True, "worlds": "all"}, 400, "world index"),
     ("/memory", {"on": True, "worlds": [0.5]}, 400, "world index"),
     ("/memory", {"on": True, "encoding": "raw"}, 400, "unknown field"),
+    ("/memory/save", {}, 400, "needs field"),
+    ("/memory/save", {"dir": "x", "encoding": "raw"}, 400, "unknown field"),
+    ("/memory/load", {"dir": 3}, 400, "dir must be"),
+    ("/memory/load", {"dir": ""}, 400, "dir must be"),
+    ("/memory/load", {"dir": "x", "world": 2}, 400, "world must be"),
+    ("/memory/load", {"dir": "x", "world": True}, 400, "world must be"),
+    ("/memory/load", {"dir": "/nonexistent/world"}, 400, "not found"),
+    ("/minimap", {}, 405, "GET"),
     ("/info", None, 405, "GET"),
     ("/nowhere", {}, 404, "no such endpoint"),
 ])
@@ -280,3 +294,64 @@ def test_serve_and_plan_take_threads():
     assert serve_parser().parse_args(["--threads", "1"]).threads == 1
     assert serve_parser().parse_args([]).threads is None
     assert plan_parser().parse_args([]).threads is None  # None: torch's default, not a refused 0
+
+
+def test_memory_save_and_load_round_trip(server, tmp_path):
+    folder = tmp_path / "world"
+    status, out = call(server, "POST", "/memory/save", {"dir": str(folder)})
+    assert status == 409 and "reset" in out["error"]
+    assert call(server, "POST", "/reset", {"seed": 1})[0] == 200
+    call(server, "POST", "/step", {"actions": [1, 2]})
+    status, out = call(server, "POST", "/memory/save", {"dir": str(folder), "world": 1})
+    assert status == 200 and out == {"dir": str(folder), "world": 1, "step": 1}
+    assert (folder / "memory.json").is_file()
+    status, out = call(server, "POST", "/step", {"actions": [0, 0], "encoding": "raw"})
+    saved_next = frames_of(out["frames"])[1]  # what world 1 drew after the save
+    status, out = call(server, "POST", "/memory/load", {"dir": str(folder), "world": 0,
+                                                        "encoding": "raw"})
+    assert status == 200 and out["world"] == 0 and out["step"] == 1
+    assert out["memory"] == [False, False]
+    frames = frames_of(out["frames"])
+    assert frames.shape == (B, SIZE, SIZE, 3)
+    status, out = call(server, "POST", "/step", {"actions": [0, 3], "encoding": "raw"})
+    np.testing.assert_array_equal(frames_of(out["frames"])[0], saved_next)  # world 0 resumed 1
+    (folder / "memory.json").write_text("{not json")
+    status, out = call(server, "POST", "/memory/load", {"dir": str(folder)})
+    assert status == 400 and "corrupt" in out["error"]
+    (tmp_path / "file").write_text("x")
+    status, out = call(server, "POST", "/memory/save", {"dir": str(tmp_path / "file" / "w")})
+    assert status == 400 and "could not save" in out["error"]
+    status, out = call(server, "GET", "/minimap?world=0")
+    assert status == 400 and "no view memory" in out["error"]
+    assert call(server, "GET", "/info")[0] == 200
+
+
+@pytest.fixture
+def view_server(tiny_config, perturbed_model):
+    """A 64x64 view-memory model; resets play the real game (the memory reads its pixels)."""
+    from memory.config import MemoryConfig
+
+    cfg = tiny_config("model.shift_kernel=17", "model.committed_move=7", "model.view_memory=true",
+                      size=64)
+    sess = WorldSession(perturbed_model(cfg), cfg, memory=MemoryConfig(lora=False))
+    yield from serving(sess, max_steps=8)
+
+
+def test_minimap_returns_the_remembered_map(view_server, tmp_path):
+    sess = view_server.RequestHandlerClass.service.session
+    assert call(view_server, "POST", "/reset", {"seed": 0})[0] == 200
+    call(view_server, "POST", "/step", {"actions": ["move_right"]})
+    status, out = call(view_server, "GET", "/minimap")
+    assert status == 200 and out["world"] == 0 and out["minimap"]["shape"] == [175, 175, 3]
+    img = png_decode(out["minimap"]["data"][0], 175)
+    np.testing.assert_array_equal(img, sess.minimap())
+    status, out = call(view_server, "GET", "/minimap?world=0&radius=4&encoding=raw")
+    assert status == 200 and frames_of(out["minimap"]).shape == (63, 63, 3)
+    np.testing.assert_array_equal(frames_of(out["minimap"]), sess.minimap(0, 4))
+    for query, fragment in [("world=1", "world must be"), ("radius=abc", "radius must be"),
+                            ("radius=0", "radius must be"), ("bogus=1", "unknown field"),
+                            ("world=0&world=0", "once"), ("encoding=jpeg", "encoding")]:
+        status, out = call(view_server, "GET", f"/minimap?{query}")
+        assert status == 400 and fragment in out["error"], (query, out)
+    status, out = call(view_server, "POST", "/memory/save", {"dir": str(tmp_path / "w")})
+    assert status == 200 and (tmp_path / "w" / "view_memory.safetensors").is_file()

@@ -242,6 +242,121 @@ def test_memory_key_with_the_real_memory(app):
         app.session.close()
 
 
+def view_session() -> WorldSession:
+    """A tiny 64x64 model with a view memory (no LoRA store: nothing runs in the background)."""
+    from conftest import TINY_YAML, perturb_
+    from memory.config import MemoryConfig
+    from worldmodel.config import load_config
+    from worldmodel.dynamics import Denoiser
+
+    cfg = load_config(TINY_YAML, ["model.frame_size=64", "model.shift_kernel=17",
+                                  "model.committed_move=7", "model.view_memory=true"])
+    torch.manual_seed(0)
+    return WorldSession(perturb_(Denoiser(cfg.model)).eval(), cfg, checkpoint="tiny-view",
+                        memory=MemoryConfig(lora=False))
+
+
+@pytest.fixture
+def view_app(tmp_path):
+    app = make_app(tmp_path, view_session(), Start(seed=0))  # the real game at 64x64
+    yield app
+    app.close()
+
+
+def test_minimap_key_draws_the_remembered_map_beside_the_game(view_app):
+    app = view_app
+    pane = 64 * SCALE
+    assert pygame.display.get_surface().get_width() == pane
+    key("d")
+    app.tick()
+    key("d", down=False)
+    key("v")
+    app.tick()
+    surface = pygame.display.get_surface()
+    assert app.show_minimap and surface.get_width() == pane + 4 + pane  # square, at view height
+    pix = pygame.surfarray.array3d(surface).transpose(1, 0, 2)
+    panel = pix[:pane, pane + 4:]
+    want = app.session.minimap()
+    assert (panel != 20).any(axis=-1).mean() > 0.9  # drawn, not the background
+    np.testing.assert_array_equal(panel[pane // 2], want[len(want) // 2][
+        (np.arange(pane) * len(want)) // pane])  # the map, scaled to the pane's height
+    np.testing.assert_array_equal(shown(app), app.frame)  # the game view as before
+    assert (panel == 255).all(axis=-1).any()  # the current view's white frame
+    assert "remembered map on / off" in dict((w, k) for k, w in app.help)
+    key("v")
+    app.tick()
+    assert not app.show_minimap and pygame.display.get_surface().get_width() == pane
+    assert app.session.steps == 3
+
+
+def test_minimap_key_without_a_view_memory_says_so(app):
+    key("v")
+    app.tick()
+    assert not app.show_minimap and "no minimap" in hud_text(app)
+    assert pygame.display.get_surface().get_width() == SIZE * SCALE and app.session.steps == 1
+
+
+def test_f5_saves_the_world_and_f9_loads_it_back(view_app, capsys):
+    app = view_app
+    key("m")  # memory on: F9 keeps it on
+    key("d")
+    app.tick()
+    app.tick()
+    key("d", down=False)
+    key("return")  # paused: the ticks below only save and load
+    key("f5")
+    app.tick()
+    folder = app.memory_dir
+    assert folder == app.recordings / "memory_saves" / "world"
+    assert (folder / "memory.json").is_file() and "world saved" in hud_text(app)
+    frame, steps, minimap = app.frame.copy(), app.session.steps, app.session.minimap()
+    assert steps == 2
+    nxt = app.session.step("move_left")  # what the saved world draws next
+    key("return")
+    key("s")
+    for _ in range(3):
+        app.tick()
+    key("s", down=False)
+    assert app.session.steps == steps + 4 and not np.array_equal(app.frame, frame)
+    key("return")
+    key("f9")
+    app.tick()
+    assert "world loaded" in hud_text(app) and app.session.memory_enabled
+    assert app.session.steps == steps and app.loaded_from == folder
+    np.testing.assert_array_equal(app.frame, frame)
+    np.testing.assert_array_equal(shown(app), frame)
+    np.testing.assert_array_equal(app.session.minimap(), minimap)
+    np.testing.assert_array_equal(app.session.step("move_left"), nxt)  # same noise, same memory
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_f9_of_a_bad_folder_and_f5_into_a_file_are_hud_messages(tmp_path, capsys):
+    app = make_app(tmp_path, memory_dir=tmp_path / "nothing")
+    try:
+        key("f9")
+        app.tick()
+        assert "loading the world failed" in hud_text(app) and "not found" in hud_text(app)
+        err = capsys.readouterr().err
+        assert err.startswith("error: loading the world failed") and err.count("\n") == 1
+        key("f5")  # a model without a view memory still saves where it stands
+        app.tick()
+        assert (tmp_path / "nothing" / "memory.json").is_file()
+        (tmp_path / "nothing" / "memory.json").write_text("{not json")
+        key("f9")
+        app.tick()
+        assert "corrupt" in hud_text(app)
+        (tmp_path / "file").write_text("x")
+        app.memory_dir = tmp_path / "file" / "world"
+        key("f5")
+        app.tick()
+        assert "saving the world failed" in hud_text(app)
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 2 and "Traceback" not in err
+        assert app.running and app.session.steps == 4  # the game went on
+    finally:
+        app.close()
+
+
 def test_run_max_frames_closes(tmp_path):
     app = make_app(tmp_path)
     app.run(max_frames=5)

@@ -31,13 +31,19 @@ class WindowDataset:
     """
 
     def __init__(self, root: str | Path, window: int, space: ActionSpace, prefix: str = "",
-                 max_episodes: int = 0, frame_size: int | None = None):
+                 max_episodes: int = 0, frame_size: int | None = None,
+                 extra: list[str | Path] | tuple = (), poses: bool = False):
         paths = [p for p in list_episodes(root) if p.name.startswith(prefix)]
         if max_episodes:
             paths = paths[:max_episodes]
         if not paths:
             raise EpisodeError(f"no episodes named {prefix}* under {root}")
-        frames, acts, starts = [], [], []
+        for more in extra:  # every episode of these folders joins (e.g. revisit trips)
+            found = list_episodes(more)
+            if not found:
+                raise EpisodeError(f"no episodes under {more} (data.extra_train)")
+            paths.extend(found)
+        frames, acts, starts, pos, first = [], [], [], [], []
         total = 0
         for p in paths:
             ep = load_episode(p)
@@ -52,19 +58,53 @@ class WindowDataset:
             # a[i] = action that produced frame i; frame 0 of an episode has none (0, dropped).
             acts.append(np.concatenate([[0], space.validate(ep.actions)]))
             starts.extend(range(total, total + len(ep.frames) - window + 1))
+            first.append(np.full(len(ep.frames), total))
+            if poses:
+                pos.append(episode_poses(ep, acts[-1], space))
             total += len(ep.frames)
         if not starts:
             raise EpisodeError(f"no episode under {root} has {window} frames")
         self.frames = np.concatenate(frames)
         self.actions = np.concatenate(acts)
         self.starts = np.asarray(starts)
+        self.first = np.concatenate(first)  # each frame's episode's first frame
+        self.pos = np.concatenate(pos) if poses else None  # the player's cell at each frame
         self.window = window
         self.num_episodes = len(frames)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, batch: int, rng: np.random.Generator, canvases: bool = False):
+        """(frames, actions) of `batch` random windows; with `canvases` (a dataset built with
+        `poses`) also (b, n, 5, CH, CW) float32: the view memory's canvas each frame's target
+        sees, around the frame before it, from every frame of its episode up to that one
+        (worldmodel.viewmap.history_canvases; row 0 is zeros)."""
         s = self.starts[rng.integers(0, len(self.starts), batch)]
         idx = s[:, None] + np.arange(self.window)[None]
-        return self.frames[idx], self.actions[idx]
+        if not canvases:
+            return self.frames[idx], self.actions[idx]
+        from worldmodel.viewmap import canvas_shape, history_canvases
+
+        if self.pos is None:
+            raise ValueError("canvases need a WindowDataset built with poses=True")
+        out = np.zeros((batch, self.window, *canvas_shape()), np.float32)
+        for i, st in enumerate(s):
+            f0 = self.first[st]
+            end = st + self.window - 1  # the last anchor is the frame before the last target
+            out[i, 1:] = history_canvases(self.frames[f0:end], self.pos[f0:end],
+                                          np.arange(st - f0, end - f0))
+        return self.frames[idx], self.actions[idx], out
+
+
+def episode_poses(ep, actions: np.ndarray, space: ActionSpace) -> np.ndarray:
+    """(T+1, 2) the player's cell at every frame: the recorded positions where the episode has
+    them, else read from its pixels (tiles.track_poses, told the moves its actions asked for)."""
+    start = ep.meta.get("start_pos")
+    if start is not None and ep.steps and all("pos" in st for st in ep.steps):
+        pos = np.asarray([start] + [st["pos"] for st in ep.steps], np.int64)
+        if len(pos) >= len(ep.frames):
+            return pos[:len(ep.frames)]
+    from worldmodel.tiles import intended_moves, track_poses
+
+    return track_poses(ep.frames, (0, 0), intended_moves(actions[1:], space.actions))
