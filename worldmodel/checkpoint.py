@@ -97,6 +97,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = Denoiser(cfg.model)
     check_state_dict(state, model.state_dict(), str(weights), "its config", CheckpointError)
     model.load_state_dict(state)
+    if cfg.diffusion.tile_codebook:  # the rollout snaps generated tiles to it (worldmodel.codebook)
+        from worldmodel.codebook import CodebookError, TileCodebook
+
+        try:
+            model.codebook = TileCodebook.load(path / cfg.diffusion.tile_codebook, device)
+        except CodebookError as e:
+            raise CheckpointError(f"{path}: diffusion.tile_codebook: {e}") from None
     return model.to(device).eval(), cfg
 
 

@@ -77,6 +77,9 @@ class DiffusionConfig:
     # and in this share some of its cells are forgotten and its pixels get a rollout's errors
     # (speckle, colour drift), so the model learns that a memory can be imperfect.
     memory_corrupt: float = 0.3
+    # A tile codebook file in the checkpoint folder (worldmodel.codebook; "" = none): every
+    # generated frame's world-view tiles are replaced by their nearest codebook tiles.
+    tile_codebook: str = ""
 
 
 @dataclass

@@ -258,7 +258,14 @@ def revisit_section(r: Reports) -> list[str]:
                          f"{_num(row.get('gain_vs_real_psnr_db'), '+.2f')} | "
                          f"{'' if not iv else f'{iv[0]:+.2f} to {iv[1]:+.2f}'} |")
         lines.append("")
-    return (["## Episodic memory", ""] + lines) if lines else []
+        pose = r.get(name, "summary").get("pose_accuracy") or {}
+        if pose:
+            lines += ["The view memory's pose, read from the frames (real ones by their scroll, "
+                      "generated ones by the committed move), equals the game's position on "
+                      + ", ".join(f"{v:.1%} of frames ({m})" for m, v in pose.items()) + ".", ""]
+    return (["## Episodic memory", "",
+             "Modes: off (the base model), view (the view memory alone), lora (the temporal LoRA "
+             "alone), both, on (the session's default stores).", ""] + lines) if lines else []
 
 
 def memory_fps_section(r: Reports) -> list[str]:
@@ -297,7 +304,12 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             "## Model", "",
             f"- Denoiser: per-frame 2D UNet, channels {m.channels}, pixel-unshuffle {m.stem_patch}, "
             f"causal temporal attention at levels {m.temporal_levels} + middle"
-            + (f", a {m.shift_kernel}x{m.shift_kernel} learned shift of the anchor" if m.shift_kernel else "")
+            + (f", a committed one-tile move per frame (a move head reading the {m.committed_move}-px "
+               f"tiles around the player)" if m.committed_move else
+               f", a {m.shift_kernel}x{m.shift_kernel} learned shift of the anchor" if m.shift_kernel
+               else "")
+            + (", a view memory (revealed cells from what was seen there before)"
+               if m.view_memory else "")
             + params,
             f"- Rectified flow, x0-prediction as residual on the last clean frame, "
             f"{cfg.diffusion.sample_steps} sampler steps, context window {cfg.data.window - 1} frames (KV cache)",
@@ -403,12 +415,17 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
         lines += [f"Speed ({r.paths['bench']}): {rows[0]['fps_per_world_median']:.1f} fps one frame per step; "
                   + ", ".join(f"batch {x['batch']} {x['imagined_fps_median']:.1f} imagined fps"
                               for x in rows[1:]) + ".", ""]
-    if "revisit" in r:
-        s = r.get("revisit", "summary", "revisit")
-        on = s.get("on", {})
-        lines += [f"Memory on vs off on revisits ({r.paths['revisit']}): "
-                  f"{_num(on.get('gain_vs_real_psnr_db'), '+.2f')} dB against the real game, tiles vs "
-                  f"real {_num(s['off'].get('vs_real_tiles'), '.3f')} -> {_num(on.get('vs_real_tiles'), '.3f')}.", ""]
+    for name, title in (("revisit", "everything after the real context imagined"),
+                        ("revisit_trip", "the real trip out given, the way back imagined")):
+        if name not in r:
+            continue
+        s = r.get(name, "summary", "revisit")
+        modes = [m for m in s if isinstance(s[m], dict) and m != "off"]
+        lines += [f"Memory on revisits, {title} ({r.paths[name]}), against memory off: " + "; ".join(
+            f"{m} {_num(s[m].get('gain_vs_real_psnr_db'), '+.2f')} dB vs the real game, tiles vs "
+            f"real {_num(s['off'].get('vs_real_tiles'), '.3f')} -> {_num(s[m].get('vs_real_tiles'), '.3f')}, "
+            f"vs own first visit {_num(s['off'].get('vs_first_visit_tiles'), '.3f')} -> "
+            f"{_num(s[m].get('vs_first_visit_tiles'), '.3f')}" for m in modes) + ".", ""]
     return "\n".join(lines + [README_END])
 
 

@@ -262,6 +262,9 @@ class Rollout:
                                    has_prev, act, drop, self.dcfg,
                                    self._noise((b, n, 3, h, h)), moves=moves,
                                    memory=memory).float()
+        book = getattr(self.model, "codebook", None)
+        if book is not None:  # each world-view cell one decision among real tiles
+            frames = book.snap(frames)
         if self.uses_view:
             for i in range(n):
                 self.view.advance(moves[:, i])

@@ -1,0 +1,211 @@
+"""A tile codebook: every world-view cell of a generated frame is one decision among real tiles.
+
+    python -m worldmodel.codebook --data data/crafter --first 40 --episodes 59 \\
+        --out assets/crafter_memory/codebook.safetensors
+
+Crafter draws its world as a grid of 7-px tiles, each one fixed texture (lit by the daylight,
+noised at night: `../shared/CRAFTER.md`). A denoiser's frame is 49 pixel decisions per cell, and
+the small errors it makes on a cell it means to copy add up frame after frame into noise and
+smears. With a codebook (`diffusion.tile_codebook` names the file, in the checkpoint folder), the
+rollout replaces each world-view tile of every generated frame by its nearest codebook tile
+(squared pixel distance) before the frame is shown, written into the context and remembered:
+the cell becomes one decision among tiles the real game drew, and what is carried stays exact.
+The inventory rows are left as drawn.
+
+The light is one for a whole frame (the daylight, or the dark while the player sleeps), so each
+codebook tile carries the light level of the frame it was drawn in (its tiles' median brightness
+over their labels' brightest) and a frame's
+tiles are snapped within one level of the frame's median: a slightly dim cell cannot turn into a
+night tile in a day frame. The codebook is built from training episodes (by default other
+episodes than the evaluation's tile bank, `worldmodel.tiles`): their distinct tiles, capped per
+light level so the night's noisy tiles do not crowd out the day's, the most often drawn first,
+at most `--size` in all. Note for evaluation: a snapped
+frame holds only real tiles, so the tile classifier rejects none of them (no smears, by
+construction); what a codebook cannot guarantee, and the semantic evaluation measures, is that
+each cell is the right tile (permanence, richness, revealed land).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
+
+VERSION = 1
+
+
+class CodebookError(ValueError):
+    """A codebook file that cannot be read or used."""
+
+
+class TileCodebook:
+    """Nearest-tile snapping of the world view (see module docstring)."""
+
+    def __init__(self, tiles: np.ndarray | Tensor, light: np.ndarray | Tensor,
+                 device: torch.device | str = "cpu", info: dict | None = None):
+        t = torch.as_tensor(np.asarray(tiles, np.uint8))
+        if t.ndim != 2 or t.shape[1] != TILE_DIM or len(t) == 0:
+            raise CodebookError(f"a codebook holds (K, {TILE_DIM}) uint8 tiles, got "
+                                f"{tuple(t.shape)}")
+        lt = torch.as_tensor(np.asarray(light, np.int64))
+        if lt.shape != (len(t),):
+            raise CodebookError(f"a codebook holds one light level per tile, got {tuple(lt.shape)}")
+        self.tiles = t
+        self.light = lt
+        self.info = info or {}
+        self.device = torch.device(device)
+        self._light = lt.to(self.device)
+        self._codes = t.float().div(127.5).sub(1).to(self.device)  # (K, 147) in [-1, 1]
+        self._codes_t = self._codes.T.contiguous()
+        self._half_sq = 0.5 * (self._codes ** 2).sum(1)
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def to(self, device: torch.device | str) -> "TileCodebook":
+        return self if torch.device(device) == self.device else TileCodebook(
+            self.tiles, self.light, device, self.info)
+
+    def snap(self, frames: Tensor) -> Tensor:
+        """frames (..., 3, H, W) in [-1, 1] -> the same with every world-view tile replaced by
+        its nearest codebook tile (on the frames' device, no host sync)."""
+        lead = frames.shape[:-3]
+        x = frames.reshape(-1, *frames.shape[-3:])
+        n = x.shape[0]
+        rows, cols = VIEW_ROWS * TILE, VIEW_COLS * TILE
+        v = x[:, :, :rows, :cols].float()
+        t = v.reshape(n, 3, VIEW_ROWS, TILE, VIEW_COLS, TILE).permute(0, 2, 4, 3, 5, 1)
+        q = t.reshape(-1, TILE_DIM)  # pixels in (y, x, channel) order, as the tiles are stored
+        with torch.autocast(q.device.type, enabled=False):
+            # argmin |q - c|^2 = argmax q.c - |c|^2 / 2
+            score = torch.addmm(-self._half_sq, q, self._codes_t)  # (n * cells, K)
+            # The light is one for the whole frame (daylight, or the dark of sleep): the frame's
+            # median light level among its tiles' free choices, and every tile within one level.
+            free = self._light[score.argmax(1)].view(n, -1)
+            level = free.median(1).values.repeat_interleave(VIEW_ROWS * VIEW_COLS)
+            score = score.masked_fill((self._light[None] - level[:, None]).abs() > 1,
+                                      float("-inf"))
+            best = self._codes[score.argmax(1)]
+        best = best.reshape(n, VIEW_ROWS, VIEW_COLS, TILE, TILE, 3).permute(0, 5, 1, 3, 2, 4)
+        out = x.clone()
+        out[:, :, :rows, :cols] = best.reshape(n, 3, rows, cols).to(out.dtype)
+        return out.reshape(*lead, *frames.shape[-3:])
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({"tiles": self.tiles.contiguous(), "light": self.light.contiguous()}, str(tmp),
+                  metadata={"format": "tile-codebook", "version": str(VERSION),
+                            "tile": str(TILE), "info": json.dumps(self.info)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "TileCodebook":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise CodebookError(f"tile codebook {path} not found (build one: python -m "
+                                "worldmodel.codebook --data DIR --out FILE)")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = dict(f.metadata() or {})
+                tiles, light = f.get_tensor("tiles"), f.get_tensor("light")
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise CodebookError(f"{path} is not a readable tile codebook ({type(e).__name__}: "
+                                f"{e})") from None
+        if meta.get("format") != "tile-codebook" or meta.get("version") != str(VERSION):
+            raise CodebookError(f"{path} is not a version-{VERSION} tile codebook")
+        if meta.get("tile") != str(TILE):
+            raise CodebookError(f"{path} holds {meta.get('tile')}-px tiles, not {TILE}-px")
+        return cls(tiles.numpy(), light.numpy(), device, json.loads(meta.get("info", "{}")))
+
+
+def frame_light(tiles: np.ndarray, labels: np.ndarray, levels: int) -> np.ndarray:
+    """A light level in 0..levels-1 per frame, from its pixels: the median over its tiles of
+    each tile's brightness over the brightest of its label's tiles (grass at night, or while the
+    player sleeps, is a dark grass). tiles (F, cells, 147) uint8, labels (F, cells) -> (F,)."""
+    bright = tiles.astype(np.float32).mean(-1)
+    top = np.ones(int(labels.max()) + 1, np.float32)
+    for lab in np.unique(labels):
+        top[lab] = max(1.0, float(np.percentile(bright[labels == lab], 99)))
+    rel = np.median(bright / top[labels], axis=1)
+    return np.minimum((rel * levels).astype(np.int64), levels - 1)
+
+
+def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> TileCodebook:
+    """The distinct world-view tiles of `episodes` (with the game's tile labels), each with the
+    light level of the frame it was drawn in, capped at `size` in all with an equal share per
+    level (of `levels`): the most often drawn tiles of each level."""
+    rng = np.random.default_rng(seed)
+    tiles, labels = [], []
+    for ep in episodes:
+        if ep.labels is None:
+            raise CodebookError(f"{ep.path} has no tile labels (labels.u8): collect it with "
+                                "python -m simulator.collect")
+        n = min(len(ep.frames), len(ep.labels))
+        tiles.append(view_tiles(ep.frames[:n]).reshape(n, -1, TILE_DIM))
+        labels.append(ep.labels[:n].reshape(n, -1))
+    tiles, labels = np.concatenate(tiles), np.concatenate(labels)
+    light = np.repeat(frame_light(tiles, labels, levels), tiles.shape[1])
+    tiles, first, seen = np.unique(tiles.reshape(-1, TILE_DIM), axis=0, return_index=True,
+                                   return_counts=True)
+    light = light[first]
+    share = size // levels
+    keep, counts = [], {}
+    for k in range(levels):
+        idx = np.flatnonzero(light == k)
+        if len(idx) > share:  # the most often drawn tiles of the level (ties at random)
+            order = np.lexsort((rng.random(len(idx)), -seen[idx]))
+            idx = idx[order[:share]]
+        keep.append(idx)
+        counts[str(k)] = int(len(idx))
+    keep = np.sort(np.concatenate(keep))
+    return TileCodebook(tiles[keep], light[keep], info={
+        "tiles": int(len(keep)), "per_light_level": counts, "episodes": len(episodes)})
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from worldmodel.data import list_episodes, load_episode
+    from worldmodel.reports import command_line
+
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder of episodes")
+    p.add_argument("--prefix", default="train_", help="episode name prefix (training seeds)")
+    p.add_argument("--first", type=int, default=40, help="skip this many episodes (sorted): the "
+                   "evaluation's tile bank is built from the first 40")
+    p.add_argument("--episodes", type=int, default=59)
+    p.add_argument("--size", type=int, default=8192, help="at most this many tiles")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="codebook file (.safetensors)")
+    args = p.parse_args(argv)
+    paths = [q for q in list_episodes(args.data) if q.name.startswith(args.prefix)]
+    paths = paths[args.first:args.first + args.episodes]
+    if not paths:
+        raise CodebookError(f"no episodes {args.prefix}* under {args.data} after the first "
+                            f"{args.first}")
+    book = build([load_episode(q) for q in paths], args.size, seed=args.seed)
+    book.info.update(command=command_line("worldmodel.codebook", argv),
+                     first_episode=paths[0].name, last_episode=paths[-1].name)
+    book.save(args.out)
+    print(json.dumps(book.info))
+    return book.info
+
+
+if __name__ == "__main__":
+    from worldmodel.cli import run_cli
+
+    run_cli(main, (CodebookError,))
