@@ -11,7 +11,7 @@
 # KEEP_TILES=1 keeps an already built bank.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CKPT=${1:-assets/crafter}
+CKPT=${1:-assets/crafter_memory}
 QUICK=${2:-}
 EVAL=$CKPT/eval
 mkdir -p "$EVAL"
@@ -21,8 +21,13 @@ mkdir -p "$EVAL"
   python -m simulator.collect --out data/crafter --split heldout --episodes 60 --length 400
 }
 [ -d data/crafter_revisit ] || python -m simulator.collect --out data/crafter_revisit --revisit --episodes 16 --length 80
+# A view-memory model is measured with each store alone and both (memory.revisit --compare-stores)
+# and with its memory on beside off (a lever row of the card).
+STORES=$(python -c "import json,sys; c=json.load(open('$CKPT/config.json')); print('--compare-stores' if c['model'].get('view_memory') else '')")
+MCFG=configs/crafter.yaml
+[ -n "$STORES" ] && MCFG=configs/crafter_memory.yaml
 
-if [ "$CKPT" = assets/crafter ] && [ -z "$QUICK" ] && [ -z "${KEEP_TILES:-}" ]; then
+if [ "$CKPT" = assets/crafter_memory ] && [ -z "$QUICK" ] && [ -z "${KEEP_TILES:-}" ]; then
   python -m worldmodel.tiles --data data/crafter --episodes 40
 fi
 
@@ -31,20 +36,26 @@ if [ -n "$QUICK" ]; then
     --samples 16 --long 200 --semantic-worlds 4 --semantic-horizon 32
   python -m worldmodel.bench --checkpoint "$CKPT" --frames 20 --out "$EVAL/bench.json"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 2 \
-    --memory-config configs/crafter.yaml --out "$EVAL"
+    --memory-config $MCFG $STORES --out "$EVAL"
 else
   python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL"
   python -m worldmodel.bench --checkpoint "$CKPT" --out "$EVAL/bench.json"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
-    --memory-config configs/crafter.yaml --out "$EVAL"
+    --memory-config $MCFG $STORES --out "$EVAL"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
-    --memory-config configs/crafter.yaml --warmup trip --out "$EVAL/revisit_trip"
-  python -m memory.fps --checkpoint "$CKPT" --threads 1 --memory-config configs/crafter.yaml \
+    --memory-config $MCFG $STORES --warmup trip --out "$EVAL/revisit_trip"
+  python -m memory.fps --checkpoint "$CKPT" --threads 1 --memory-config $MCFG \
     --out "$EVAL/memory_fps"
+  if [ -n "$STORES" ]; then
+    python -m memory.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
+      --out "$EVAL/levers/view_memory_on"
+    python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
+      --no-codebook --out "$EVAL/levers/no_codebook"
+  fi
   python run_sim.py plan --task both --episodes 12 --checkpoint "$CKPT" --population 16 \
     --horizon 5 --elites 4 --threads 1 --out "$EVAL/plan.json"
 fi
 
 LOGS=$(ls "$CKPT"/train_log*.jsonl 2>/dev/null | sort || true)
 python -m worldmodel.model_card --checkpoint "$CKPT" ${LOGS:+--train-log $LOGS} \
-  $([ "$CKPT" = assets/crafter ] && echo --readme README.md)
+  $([ "$CKPT" = assets/crafter_memory ] && echo --readme README.md)

@@ -235,7 +235,7 @@ class WorldSession:
                                   f"(memory.view is off)")
         state = saved.load_world_state(folder)
         if self.frame is None:  # start every world at the saved world's last frame
-            last = to_uint8(state["last_clean"][0]).numpy()
+            last = to_uint8(state["last_clean"][0]).cpu().numpy()
             self.reset(context=np.broadcast_to(last, (self.context_len, *last.shape)).copy())
         if "view" in stores:
             self.view.load(folder, i)
@@ -245,7 +245,7 @@ class WorldSession:
             self.memory.load(folder / saved.LORA_DIR, i)
         self.rollout_state.load_world_state(i, state)
         self.frame = self.frame.copy()
-        self.frame[i] = to_uint8(state["last_clean"][0]).numpy()
+        self.frame[i] = to_uint8(state["last_clean"][0]).cpu().numpy()
         self.steps = int(info.get("steps", 0))
         return info
 

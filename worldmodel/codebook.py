@@ -15,8 +15,8 @@ The inventory rows are left as drawn.
 The light is one for a whole frame (the daylight, or the dark while the player sleeps), so each
 codebook tile carries the light level of the frame it was drawn in (its tiles' median brightness
 over their labels' brightest) and a frame's
-tiles are snapped within one level of the frame's median: a slightly dim cell cannot turn into a
-night tile in a day frame. The codebook is built from training episodes (by default other
+tiles are snapped among those of the frame's median level: a slightly dim cell cannot turn into a
+night tile in a day frame, nor a day drift a level at a time into dusk. The codebook is built from training episodes (by default other
 episodes than the evaluation's tile bank, `worldmodel.tiles`): their distinct tiles, capped per
 light level so the night's noisy tiles do not crowd out the day's, the most often drawn first,
 at most `--size` in all. Note for evaluation: a snapped
@@ -39,6 +39,7 @@ from torch import Tensor
 from worldmodel.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 
 VERSION = 1
+DEFAULT_NAME = "codebook.safetensors"
 
 
 class CodebookError(ValueError):
@@ -47,6 +48,8 @@ class CodebookError(ValueError):
 
 class TileCodebook:
     """Nearest-tile snapping of the world view (see module docstring)."""
+
+    PROBE = 96  # codes per light level that decide a frame's light
 
     def __init__(self, tiles: np.ndarray | Tensor, light: np.ndarray | Tensor,
                  device: torch.device | str = "cpu", info: dict | None = None):
@@ -57,14 +60,33 @@ class TileCodebook:
         lt = torch.as_tensor(np.asarray(light, np.int64))
         if lt.shape != (len(t),):
             raise CodebookError(f"a codebook holds one light level per tile, got {tuple(lt.shape)}")
-        self.tiles = t
-        self.light = lt
+        if (lt < 0).any():
+            raise CodebookError("a codebook's light levels are >= 0")
+        order = torch.sort(lt, stable=True).indices  # by level, each level's own order kept
+        self.tiles = t[order]
+        self.light = lt[order]
         self.info = info or {}
         self.device = torch.device(device)
-        self._light = lt.to(self.device)
-        self._codes = t.float().div(127.5).sub(1).to(self.device)  # (K, 147) in [-1, 1]
-        self._codes_t = self._codes.T.contiguous()
-        self._half_sq = 0.5 * (self._codes ** 2).sum(1)
+        codes = self.tiles.float().div(127.5).sub(1)  # (K, 147) in [-1, 1]
+        levels = int(self.light.max()) + 1
+        counts = torch.bincount(self.light, minlength=levels)
+        starts = torch.cumsum(counts, 0) - counts
+        width = int(counts.max())
+        # Per level, its codes padded to one width (a padded code scores -inf), for the second
+        # pass; and the first PROBE codes of every level (a build puts the most drawn first), for
+        # the first pass, which only decides the frame's light.
+        slot = torch.arange(len(codes)) - starts[self.light]
+        padded = torch.zeros(levels, width, TILE_DIM)
+        padded[self.light, slot] = codes
+        half = torch.full((levels, width), float("inf"))
+        half[self.light, slot] = 0.5 * (codes ** 2).sum(1)
+        probe = slot < self.PROBE
+        self._level_codes = padded.to(self.device)
+        self._level_codes_t = padded.transpose(1, 2).contiguous().to(self.device)
+        self._level_half = half.to(self.device)
+        self._probe_t = codes[probe].T.contiguous().to(self.device)
+        self._probe_half = (0.5 * (codes[probe] ** 2).sum(1)).to(self.device)
+        self._probe_light = self.light[probe].to(self.device)
 
     def __len__(self) -> int:
         return len(self.tiles)
@@ -84,15 +106,15 @@ class TileCodebook:
         t = v.reshape(n, 3, VIEW_ROWS, TILE, VIEW_COLS, TILE).permute(0, 2, 4, 3, 5, 1)
         q = t.reshape(-1, TILE_DIM)  # pixels in (y, x, channel) order, as the tiles are stored
         with torch.autocast(q.device.type, enabled=False):
-            # argmin |q - c|^2 = argmax q.c - |c|^2 / 2
-            score = torch.addmm(-self._half_sq, q, self._codes_t)  # (n * cells, K)
-            # The light is one for the whole frame (daylight, or the dark of sleep): the frame's
-            # median light level among its tiles' free choices, and every tile within one level.
-            free = self._light[score.argmax(1)].view(n, -1)
-            level = free.median(1).values.repeat_interleave(VIEW_ROWS * VIEW_COLS)
-            score = score.masked_fill((self._light[None] - level[:, None]).abs() > 1,
-                                      float("-inf"))
-            best = self._codes[score.argmax(1)]
+            # argmin |q - c|^2 = argmax q.c - |c|^2 / 2. The light is one for the whole frame
+            # (daylight, or the dark of sleep): first the frame's median light level among its
+            # tiles' nearest probe codes, then every tile's nearest code of that level.
+            probe = torch.addmm(-self._probe_half, q, self._probe_t)
+            level = self._probe_light[probe.argmax(1)].view(n, -1).median(1).values  # (n,)
+            qf = q.view(n, VIEW_ROWS * VIEW_COLS, TILE_DIM)
+            score = torch.bmm(qf, self._level_codes_t[level]) - self._level_half[level][:, None]
+            pick = score.argmax(2)  # (n, cells)
+            best = self._level_codes[level[:, None], pick]
         best = best.reshape(n, VIEW_ROWS, VIEW_COLS, TILE, TILE, 3).permute(0, 5, 1, 3, 2, 4)
         out = x.clone()
         out[:, :, :rows, :cols] = best.reshape(n, 3, rows, cols).to(out.dtype)
@@ -130,7 +152,7 @@ class TileCodebook:
             raise CodebookError(f"{path} is not a version-{VERSION} tile codebook")
         if meta.get("tile") != str(TILE):
             raise CodebookError(f"{path} holds {meta.get('tile')}-px tiles, not {TILE}-px")
-        return cls(tiles.numpy(), light.numpy(), device, json.loads(meta.get("info", "{}")))
+        return cls(tiles.cpu().numpy(), light.cpu().numpy(), device, json.loads(meta.get("info", "{}")))
 
 
 def frame_light(tiles: np.ndarray, labels: np.ndarray, levels: int) -> np.ndarray:
@@ -172,7 +194,7 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
             idx = idx[order[:share]]
         keep.append(idx)
         counts[str(k)] = int(len(idx))
-    keep = np.sort(np.concatenate(keep))
+    keep = np.concatenate(keep)  # level by level, the most drawn first
     return TileCodebook(tiles[keep], light[keep], info={
         "tiles": int(len(keep)), "per_light_level": counts, "episodes": len(episodes)})
 
@@ -190,8 +212,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--episodes", type=int, default=59)
     p.add_argument("--size", type=int, default=8192, help="at most this many tiles")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="codebook file (.safetensors)")
+    p.add_argument("--out", help="codebook file (.safetensors)")
+    p.add_argument("--checkpoint", help="attach it to this checkpoint: written there as "
+                   f"{DEFAULT_NAME} and named in its config (diffusion.tile_codebook)")
     args = p.parse_args(argv)
+    if not args.out and not args.checkpoint:
+        p.error("give --out FILE or --checkpoint DIR")
     paths = [q for q in list_episodes(args.data) if q.name.startswith(args.prefix)]
     paths = paths[args.first:args.first + args.episodes]
     if not paths:
@@ -200,7 +226,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     book = build([load_episode(q) for q in paths], args.size, seed=args.seed)
     book.info.update(command=command_line("worldmodel.codebook", argv),
                      first_episode=paths[0].name, last_episode=paths[-1].name)
-    book.save(args.out)
+    if args.checkpoint:
+        from worldmodel.checkpoint import CONFIG, load_config_from_checkpoint
+        from worldmodel.config import to_dict
+        from worldmodel.data.episode import write_json_atomic
+
+        cfg = load_config_from_checkpoint(args.checkpoint)
+        book.save(Path(args.checkpoint) / DEFAULT_NAME)
+        cfg.diffusion.tile_codebook = DEFAULT_NAME
+        write_json_atomic(Path(args.checkpoint) / CONFIG, to_dict(cfg))
+    if args.out:
+        book.save(args.out)
     print(json.dumps(book.info))
     return book.info
 

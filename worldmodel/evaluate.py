@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -116,23 +116,23 @@ class OpenLoop:
 
 
 def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
-                view_memory: bool = False) -> Rollout:
-    """A rollout of `batch` worlds; with `view_memory` (a model.view_memory model) each world
-    records its frames and is conditioned on them, as a session with memory on."""
+                view_memory: Callable | None = None) -> Rollout:
+    """A rollout of `batch` worlds; with `view_memory` (a view store's class, such as
+    memory.view.ViewMemory, for a model.view_memory model) each world records its frames and is
+    conditioned on them, as a session with memory on."""
     ro = Rollout(model, cfg, seed=seed)
-    if view_memory:
+    if view_memory is not None:
         if getattr(model, "memory_stem", None) is None:
-            raise ValueError("--view-memory: this checkpoint has no view memory (model.view_memory)")
-        from memory.view import ViewMemory  # the memory package builds on this one
-
-        ro.view = ViewMemory(batch, get_action_space(cfg.model.action_space).actions,
-                             device=ro.device)
+            raise ValueError("this checkpoint has no view memory (model.view_memory)")
+        ro.view = view_memory(batch, get_action_space(cfg.model.action_space).actions,
+                              device=ro.device)
         ro.view.set_on(True, range(batch))
     return ro
 
 
 def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.ndarray,
-             actions: np.ndarray, seed: int, on_step=None, view_memory: bool = False) -> np.ndarray:
+             actions: np.ndarray, seed: int, on_step=None,
+             view_memory: Callable | None = None) -> np.ndarray:
     """Roll B worlds open loop: uint8 context (b, n, h, w, 3) + its actions (b, n), then
     `actions` (b, T) -> generated uint8 frames (b, T, h, w, 3)."""
     ro = new_rollout(model, cfg, seed, len(context), view_memory)
@@ -147,7 +147,7 @@ def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.
 
 def open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], starts: list[tuple[int, int]],
               context: int, horizon: int, batch: int, seed: int, strip_samples: int = 4,
-              view_memory: bool = False) -> OpenLoop:
+              view_memory: Callable | None = None) -> OpenLoop:
     positions = [player_positions(ep) for ep in episodes]
     n = len(starts)
     res = {k: np.zeros((n, horizon)) for k in ("model_mse", "model_ssim", "baseline_mse", "baseline_ssim")}
@@ -250,7 +250,7 @@ def reference_stats(episodes: list[Episode], max_frames: int = 4000,
 def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
                  worlds: int, seed: int, ref_hist: np.ndarray, every: int,
                  tiles: TileClassifier | None = None, tiles_every: int = 4,
-                 view_memory: bool = False) -> dict[str, Any]:
+                 view_memory: Callable | None = None) -> dict[str, Any]:
     """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
     per-frame drift statistics (worlds, length), frames every `every` steps, and (with a tile
     classifier) the tile labels of every `tiles_every`-th frame."""
@@ -311,7 +311,7 @@ def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon:
 
 def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
                        context: int, worlds: int, horizon: int, wander: int, batch: int,
-                       seed: int, view_memory: bool = False) -> dict[str, Any]:
+                       seed: int, view_memory: Callable | None = None) -> dict[str, Any]:
     """Model vs the real game from the same real context under the same actions, one frame per
     step, on per-tile labels (worldmodel.semantic), with repeat-last-frame beside the model."""
     starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)
@@ -584,6 +584,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
+    if getattr(args, "no_codebook", False) and getattr(model, "codebook", None) is not None:
+        del model.codebook  # the same weights, drawing every pixel (a lever's control)
+        cfg.diffusion.tile_codebook = ""
     if getattr(args, "sample_steps", None):
         cfg.diffusion.sample_steps = args.sample_steps
     context = Rollout(model, cfg).context
@@ -621,12 +624,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(Path(args.data).resolve()), "prefix": args.prefix, "episodes": len(episodes),
         "samples": len(starts), "episodes_sampled": len({e for e, _ in starts}),
         "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),
-        "view_memory": bool(args.view_memory),
+        "view_memory": args.view_memory is not None,
         "moving_test": ("pos" if all(player_positions(ep) is not None for ep in episodes)
                         else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
         "psnr": "PSNR of the mean MSE over a group's frames (no cap); psnr_frame_mean_capped: "
                 f"mean of per-frame PSNRs capped at {metrics.PSNR_CAP:.0f} dB",
-        "command": command_line("worldmodel.evaluate", getattr(args, "argv", None)),
+        "command": command_line(getattr(args, "module", "worldmodel.evaluate"),
+                                getattr(args, "argv", None)),
         "config": to_dict(cfg), "results": summary, "curves": cv,
         "time": {"open_loop_s": open_loop_s,
                  "open_loop_frames_per_s": len(starts) * horizon / max(open_loop_s, 1e-9)},
@@ -670,7 +674,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None, view_memory: Callable | None = None,
+         module: str = "worldmodel.evaluate") -> dict[str, Any]:
+    """The evaluation; `view_memory` (a view store's class) rolls every world with its view
+    memory on: `python -m memory.evaluate` passes memory.view.ViewMemory, and names itself as
+    `module` in the report's command."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--data", required=True, help="folder of episodes")
@@ -689,9 +697,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (worldmodel.tiles)")
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
-    p.add_argument("--view-memory", action="store_true",
-                   help="roll every world with its view memory on (a model.view_memory model), "
-                        "as a session with memory on; default: off, as a session starts")
+    p.add_argument("--no-codebook", action="store_true",
+                   help="leave the checkpoint's tile codebook out (diffusion.tile_codebook): "
+                        "generated tiles are not snapped to real ones")
     p.add_argument("--semantic-worlds", type=int, default=16,
                    help="worlds of the semantic evaluation (0 = skip)")
     p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")
@@ -701,6 +709,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.sample_steps < 0:
         p.error(f"--sample-steps must be positive (0: the checkpoint's own), got {args.sample_steps}")
     args.argv = argv
+    args.view_memory = view_memory
+    args.module = module
     report = evaluate(args)
     print(f"\n{report['samples']} samples from {report['episodes_sampled']} episodes, "
           f"{report['context_frames']} context frames, moving test: {report['moving_test']}")

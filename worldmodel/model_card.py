@@ -311,6 +311,12 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             + (", a view memory (revealed cells from what was seen there before)"
                if m.view_memory else "")
             + params,
+            *([f"- Tile codebook (`{cfg.diffusion.tile_codebook}`, worldmodel.codebook): every "
+               "generated world-view tile is replaced by its nearest real tile from training "
+               "episodes (of the frame's light level), so a cell is one decision among "
+               "tiles the game drew. The tile classifier then rejects none of them: the smear "
+               "share is 0 by construction, and what it measures is whether each cell is the "
+               "right tile."] if cfg.diffusion.tile_codebook else []),
             f"- Rectified flow, x0-prediction as residual on the last clean frame, "
             f"{cfg.diffusion.sample_steps} sampler steps, context window {cfg.data.window - 1} frames (KV cache)",
             f"- Trained {trained_steps(metrics)} steps of batch {cfg.train.batch_size} windows of "

@@ -273,3 +273,58 @@ def test_view_memory_training_lowers_its_loss(tiny_config, perturbed_model, labe
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_revisit_compares_the_stores_and_reads_the_pose(tiny_config, perturbed_model,
+                                                        labelled_crafter, tmp_path):
+    """memory.revisit --compare-stores: off, view, lora and both on the same trips; with the
+    whole trip out given real, the view memory's pose matches the game's there exactly."""
+    from memory import revisit
+    from worldmodel.checkpoint import save_checkpoint
+
+    cfg = _cfg(tiny_config)
+    ckpt = save_checkpoint(tmp_path / "ckpt", perturbed_model(cfg), cfg)
+    report = revisit.main(["--checkpoint", str(ckpt), "--data", str(labelled_crafter.root),
+                           "--samples", "1", "--warmup", "trip", "--compare-stores",
+                           "--tiles", str(labelled_crafter.bank), "rank=2", "window=4",
+                           "buffer_frames=8"])
+    s = report["summary"]
+    assert {"off", "view", "lora", "both"} <= set(s["revisit"])
+    assert set(s["pose_accuracy"]) == {"view", "both"}
+    for r in report["per_episode"]:
+        assert r["real_prefix"] > r["context"]  # the trip out was given real
+    assert report["command"].startswith("python -m memory.revisit")
+
+
+def test_evaluate_rolls_with_the_view_memory_on(tiny_config, perturbed_model, labelled_crafter,
+                                                 tmp_path):
+    from memory import evaluate as memory_evaluate
+    from worldmodel import evaluate
+    from worldmodel.checkpoint import save_checkpoint
+
+    cfg = _cfg(tiny_config)
+    ckpt = save_checkpoint(tmp_path / "ckpt", perturbed_model(cfg), cfg)
+    args = ["--checkpoint", str(ckpt), "--data", str(labelled_crafter.root), "--samples", "2",
+            "--horizons", "1", "4", "--batch", "2", "--long", "8", "--long-worlds", "2",
+            "--semantic-worlds", "2", "--semantic-horizon", "8", "--wander", "4",
+            "--tiles", str(labelled_crafter.bank)]
+    on = memory_evaluate.main(args + ["--out", str(tmp_path / "on")])
+    off = evaluate.main(args + ["--out", str(tmp_path / "off")])
+    assert on["view_memory"] and not off["view_memory"]
+    assert on["command"].startswith("python -m memory.evaluate")
+    assert "permanence" in on["semantic"]
+    plain = tiny_config(size=64)
+    ckpt2 = save_checkpoint(tmp_path / "plain", perturbed_model(plain), plain)
+    with pytest.raises(ValueError, match="no view memory"):
+        memory_evaluate.main(["--checkpoint", str(ckpt2), *args[2:], "--out", str(tmp_path / "x")])
+
+
+def test_live_fps_measures_the_view_store_alone(tiny_config, perturbed_model, labelled_crafter):
+    from memory.config import MemoryConfig
+    from memory.fps import measure
+
+    cfg = _cfg(tiny_config)
+    ep = _episodes(labelled_crafter.root, "revisit")[0]
+    ctx = _floats(ep.frames[:cfg.data.window - 1])[None]
+    res = measure(perturbed_model(cfg), cfg, MemoryConfig(lora=False), ctx, 3, 2)
+    assert res["stores"] == ["view"] and res["fps_on"] > 0 and res["fps_off"] > 0

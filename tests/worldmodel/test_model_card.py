@@ -99,7 +99,9 @@ def test_the_readme_results_are_the_shipped_reports():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    ckpt = Path("assets/crafter")
+    from simulator.session import DEFAULT_CHECKPOINT
+
+    ckpt = DEFAULT_CHECKPOINT.relative_to(root)
     import os
 
     cwd = os.getcwd()
