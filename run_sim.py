@@ -36,7 +36,7 @@ from pathlib import Path
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="model folder (model.safetensors + config.json); default: the shipped "
-                        "model in assets/crafter")
+                        "model in assets/crafter_memory")
     p.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (default: cuda if "
                                                   "available)")
     p.add_argument("--steps", type=int, default=None,

@@ -18,6 +18,7 @@ from worldmodel.config import (Config, ConfigError, apply_overrides, from_dict, 
 
 LOSS_FORMS = ("trajectory", "next_frame")
 LEVEL_MODES = ("sampler", "train")
+STORES = ("auto", "view", "lora", "both")
 
 
 @dataclass
@@ -25,10 +26,12 @@ class MemoryConfig:
     """Episodic memory: a LoRA on the denoiser's temporal layers, fast-learned while playing."""
 
     enabled: bool = False  # a session starts with memory on
-    # The stores `set_memory` switches: the view memory (memory/view.py: what was seen where,
-    # re-projected into the view; models trained with model.view_memory) and the temporal LoRA.
-    view: bool = True
-    lora: bool = True
+    # The stores `set_memory` switches: "view" (memory/view.py: what was seen where, re-projected
+    # into the view; models trained with model.view_memory), "lora" (the temporal LoRA below),
+    # "both", or "auto": the view memory alone where the model has one (on the shipped model the
+    # LoRA added nothing measurable on top of it and costs the frame loop a core: its model card
+    # compares the three), else the LoRA.
+    stores: str = "auto"
     # The adapter. Patterns are peft `target_modules` suffixes ("temporal.qkv" matches
     # "down.1.0.temporal.qkv"); alpha / rank scales the update.
     target_modules: list[str] = field(default_factory=lambda: ["temporal.qkv", "temporal.out"])
@@ -82,7 +85,16 @@ class MemoryConfig:
     # caches and memory bandwidth) even at a low priority; a duty below 1 bounds that cost.
     worker_duty: float = 1.0
 
+    def uses(self, view_model: bool) -> tuple[bool, bool]:
+        """(view memory, LoRA): the stores in use for a model with (`view_model`) or without a
+        view memory."""
+        if self.stores == "auto":
+            return (True, False) if view_model else (False, True)
+        return (self.stores in ("view", "both") and view_model, self.stores in ("lora", "both"))
+
     def __post_init__(self) -> None:
+        if self.stores not in STORES:
+            raise ConfigError(f"memory.stores must be one of {STORES}, got {self.stores!r}")
         if self.loss not in LOSS_FORMS:
             raise ConfigError(f"memory.loss must be one of {LOSS_FORMS}, got {self.loss!r}")
         if self.levels not in LEVEL_MODES:

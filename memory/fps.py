@@ -51,14 +51,15 @@ def rss_mb() -> float:
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0) -> dict[str, Any]:
-    memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if mcfg.lora else None
+    use_view, use_lora = mcfg.uses(getattr(model, "memory_stem", None) is not None)
+    memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if use_lora else None
     ro = Rollout(model, cfg, seed=seed)
-    if mcfg.view and getattr(model, "memory_stem", None) is not None:
+    if use_view:
         # As in a session: the view memory records every frame; memory on conditions on it.
         ro.view = ViewMemory(1, get_action_space(cfg.model.action_space).actions, device=ro.device)
     if memory is None and ro.view is None:
-        raise ValueError("no memory store to measure: memory.lora is off and the model has no "
-                         "view memory")
+        raise ValueError(f"no memory store to measure: memory.stores is {mcfg.stores!r} and the "
+                         f"model has no view memory")
     rng = np.random.default_rng(seed)
     fps: dict[str, list[float]] = {"off": [], "on": []}
     worst = {"off": 0.0, "on": 0.0}

@@ -199,9 +199,10 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
     pose_acc: dict[str, float] = {}
     real_rel = pos - pos[0]
     for name, mcfg in variants.items():
-        mem = EpisodicMemory(model, cfg, mcfg, threaded=False) if mcfg.lora else None
+        use_view, use_lora = mcfg.uses(getattr(model, "memory_stem", None) is not None)
+        mem = EpisodicMemory(model, cfg, mcfg, threaded=False) if use_lora else None
         view = None
-        if mcfg.view and getattr(model, "memory_stem", None) is not None:
+        if use_view:
             view = ViewMemory(1, get_action_space(cfg.model.action_space).actions,
                               device=next(model.parameters()).device)
         poses: list = []
@@ -531,8 +532,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if getattr(model, "memory_stem", None) is None:
             raise ValueError(f"--compare-stores: {args.checkpoint} has no view memory "
                              f"(model.view_memory)")
-        variants = {"view": replace(mcfg, lora=False), "lora": replace(mcfg, view=False),
-                    "both": replace(mcfg, view=True, lora=True)}
+        variants = {name: replace(mcfg, stores=name) for name in ("view", "lora", "both")}
     if args.compare_loss:
         from dataclasses import replace
 

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CKPT=${1:-assets/crafter}
+CKPT=${1:-assets/crafter_memory}
 OUT=${2:-/tmp/xvfb_smoke}
 DISPLAY_NUM=${DISPLAY_NUM:-:97}
 PY=${PYTHON:-python}

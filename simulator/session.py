@@ -44,7 +44,7 @@ from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter"
+DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter_memory"
 
 
 def real_context(game_name: str, seed: int, frames: int, actions: Sequence[int] | None = None,
@@ -96,7 +96,9 @@ class WorldSession:
         # The view memory records every world's frames from the first reset (a few MB a world);
         # only worlds with memory on are conditioned on it.
         self.view: ViewMemory | None = None
-        if getattr(model, "memory_stem", None) is not None and self.memory_config.view:
+        use_view, self._use_lora = self.memory_config.uses(
+            getattr(model, "memory_stem", None) is not None)
+        if use_view:
             self.view = ViewMemory(batch, self.space.actions, device=self.device)
         self.rollout_state.view = self.view
         if self.memory_config.enabled:
@@ -140,10 +142,10 @@ class WorldSession:
 
     @property
     def memory_stores(self) -> list[str]:
-        """The stores `set_memory` switches: "view" (a model trained with a view memory and
-        `memory.view`) and "lora" (`memory.lora`)."""
+        """The stores `set_memory` switches (`memory.stores`): "view" (a model trained with a
+        view memory) and "lora"."""
         return ((["view"] if self.view is not None else [])
-                + (["lora"] if self.memory_config.lora else []))
+                + (["lora"] if self._use_lora else []))
 
     def set_memory(self, on: bool, worlds: int | Sequence[int] | None = None) -> None:
         """Memory on for `worlds` (None: all; else an index or a list of indices): each is
@@ -154,11 +156,12 @@ class WorldSession:
         if not idx:
             return
         if on and not self.memory_stores:
-            raise ValueError("no episodic memory store: this model has no view memory "
-                             "(model.view_memory) and memory.lora is off")
+            raise ValueError(f"no episodic memory store: memory.stores is "
+                             f"{self.memory_config.stores!r} and this model has no view memory "
+                             f"(model.view_memory)")
         if self.view is not None:
             self.view.set_on(on, idx)
-        if self.memory_config.lora and (on or self._memory is not None):
+        if self._use_lora and (on or self._memory is not None):
             self.memory.set_enabled(on, idx)
             self.rollout_state.model = self.memory.model if self.memory.enabled else self.model
 
@@ -232,7 +235,7 @@ class WorldSession:
         stores = info.get("stores", [])
         if "view" in stores and self.view is None:
             raise MemoryFileError(f"{folder} holds a view memory and this session has none "
-                                  f"(memory.view is off)")
+                                  f"(memory.stores is {self.memory_config.stores!r})")
         state = saved.load_world_state(folder)
         if self.frame is None:  # start every world at the saved world's last frame
             last = to_uint8(state["last_clean"][0]).cpu().numpy()

@@ -195,7 +195,7 @@ def test_save_then_load_in_a_fresh_session_resumes_the_world(tiny_config, pertur
     cfg = _cfg(tiny_config)
     model = perturbed_model(cfg)
     ep = _episodes(labelled_crafter.root, "revisit")[0]
-    mcfg = {"lora": False}
+    mcfg = {"stores": "view"}
     from memory.config import MemoryConfig
 
     sess = WorldSession(model, cfg, memory=MemoryConfig(**mcfg))
@@ -326,5 +326,5 @@ def test_live_fps_measures_the_view_store_alone(tiny_config, perturbed_model, la
     cfg = _cfg(tiny_config)
     ep = _episodes(labelled_crafter.root, "revisit")[0]
     ctx = _floats(ep.frames[:cfg.data.window - 1])[None]
-    res = measure(perturbed_model(cfg), cfg, MemoryConfig(lora=False), ctx, 3, 2)
+    res = measure(perturbed_model(cfg), cfg, MemoryConfig(stores="view"), ctx, 3, 2)
     assert res["stores"] == ["view"] and res["fps_on"] > 0 and res["fps_off"] > 0

@@ -333,7 +333,7 @@ def view_server(tiny_config, perturbed_model):
 
     cfg = tiny_config("model.shift_kernel=17", "model.committed_move=7", "model.view_memory=true",
                       size=64)
-    sess = WorldSession(perturbed_model(cfg), cfg, memory=MemoryConfig(lora=False))
+    sess = WorldSession(perturbed_model(cfg), cfg, memory=MemoryConfig(stores="view"))
     yield from serving(sess, max_steps=8)
 
 

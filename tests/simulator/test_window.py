@@ -253,7 +253,7 @@ def view_session() -> WorldSession:
                                   "model.committed_move=7", "model.view_memory=true"])
     torch.manual_seed(0)
     return WorldSession(perturb_(Denoiser(cfg.model)).eval(), cfg, checkpoint="tiny-view",
-                        memory=MemoryConfig(lora=False))
+                        memory=MemoryConfig(stores="view"))
 
 
 @pytest.fixture
