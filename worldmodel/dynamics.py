@@ -300,7 +300,14 @@ class MoveHead(nn.Module):
         rows, cols = self.view
         t = self.tile
         n = anchor.shape[0]
-        out = self.apply(anchor, self.kernels(moves))
+        # The one-tile move as a crop of the edge-padded view (what apply's one-hot kernel
+        # computes, without a 17x17 convolution): the player moving (dx, dy) shows the view
+        # moved by (-dx, -dy) tiles.
+        out = anchor.float().clone()
+        padded = F.pad(out[:, :, :rows, :cols], (t, t, t, t), mode="replicate")
+        moved = torch.stack([padded[:, :, t + t * dy:t + t * dy + rows, t + t * dx:t + t * dx + cols]
+                             for dx, dy in SCROLLS], 1)
+        out[:, :, :rows, :cols] = moved[torch.arange(n, device=anchor.device), moves]
         pr, pc = PLAYER_TILE[0] * t, PLAYER_TILE[1] * t
         out[:, :, pr:pr + t, pc:pc + t] = anchor[:, :, pr:pr + t, pc:pc + t].float()
         fresh = self.fresh[moves][:, None].float()  # (n, 1, rows, cols)
