@@ -412,6 +412,17 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
                   f"{_num(sem['revealed']['model']['tv'], '.2f')} (total variation) from the real game's.",
                   f"- Blocked moves leave the view in place on {_num(sem['scroll']['model']['blocked_moves']['agree'], '.2f')} "
                   f"of them, free moves scroll it on {_num(sem['scroll']['model']['free_moves']['agree'], '.2f')}.", ""]
+    if "lever:view_memory_on" in r:  # the same worlds with the view memory switched on
+        mem = r.get("lever:view_memory_on", "semantic")
+        pm = mem["permanence"]["model"]
+        b = mem["buckets"]
+        last = _ordered(b["model"])[-1]
+        lines += [f"With the view memory on ({r.paths['lever:view_memory_on']}, the same worlds): "
+                  "carried non-grass cells right at h = " + " / ".join(_ordered(pm)) + ": "
+                  + " / ".join(_num(pm[h]["non_grass"], ".2f") for h in _ordered(pm))
+                  + f"; non-grass share, frames {last}: {_num(b['model'][last]['non_grass'], '.2f')} "
+                  f"(real {_num(b['real'][last]['non_grass'], '.2f')}); revealed land "
+                  f"{_num(mem['revealed']['model']['tv'], '.2f')} (total variation).", ""]
     rows = [(h, res["moving"][str(h)]) for h in r.get("evaluation", "horizons") if res["moving"].get(str(h), {}).get("n")]
     lines += [f"PSNR of the mean MSE on steps where the view moves ({r.paths['evaluation']}), model vs "
               "repeat-last: " + "; ".join(f"h={h} {row['model']['psnr']:.2f} vs {row['baseline']['psnr']:.2f}"
