@@ -17,9 +17,9 @@ nothing here reads the game's state). Poses come from the frames themselves:
 - generated frames: the move the move head committed to, which is how the frame was drawn.
 
 Re-projection reads the canvas around the pose: the view plus a one-tile margin, with the cells
-it knows and how long ago it saw them; the denoiser takes it (`model.view_memory`). `Pose` and
-`reproject` are the two seams a first-person game would replace (its own pose, its own
-field-of-view overlap); this module implements Crafter's.
+it knows and how long ago it saw them; the denoiser takes it (`model.view_memory`). The pose
+(`track`, `advance`) and the re-projection (`reproject`) are the two seams a first-person game
+would replace (its own pose, its own field-of-view overlap); this module implements Crafter's.
 
 Every world's frames are recorded (a few MB per world, on the model's device, no host sync in
 the frame loop); only worlds switched on (`set_on`) are conditioned on what was recorded, so a
