@@ -68,6 +68,7 @@ class ViewMemory:
         self.pose = torch.full((batch, 2), grid // 2, dtype=torch.long, device=self.device)
         self.clock = torch.zeros(batch, dtype=torch.long, device=self.device)
         self.on = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        self.worlds_on = [False] * batch  # the same switches on the host (no device sync to read)
         self._last: list[np.ndarray | None] = [None] * batch  # last real frame (uint8) per world
         view = view_cells()
         keep = ~((view[:, 0] == 0) & (view[:, 1] == 0))  # the player's tile is never written
@@ -79,7 +80,10 @@ class ViewMemory:
     # -- switches and lifecycle ----------------------------------------------------------------
     def set_on(self, on: bool, worlds: Sequence[int]) -> None:
         """Condition these worlds on their memory (on) or not (off: the canvas reads as empty)."""
-        self.on[list(worlds)] = bool(on)
+        worlds = list(worlds)
+        self.on[worlds] = bool(on)
+        for w in worlds:
+            self.worlds_on[w] = bool(on)
 
     def reset(self, worlds: Sequence[int] | None = None) -> None:
         """Forget everything these worlds (default all) saw; their poses go back to the centre."""

@@ -137,7 +137,7 @@ class WorldSession:
     def memory_worlds(self) -> list[bool]:
         """Memory on or off, per world."""
         lora = self._memory.worlds_enabled if self._memory is not None else [False] * self.batch
-        view = self.view.on.tolist() if self.view is not None else [False] * self.batch
+        view = list(self.view.worlds_on) if self.view is not None else [False] * self.batch
         return [a or b for a, b in zip(lora, view)]
 
     @property
