@@ -221,7 +221,8 @@ class WorldSession:
         its noise stream, so it draws what the saved world would have drawn next. A session
         never reset starts every world there. The memory applies while that world's memory is
         on (`set_memory`). A missing, corrupt, foreign or version-mismatched folder is a
-        MemoryFileError naming the problem, and changes nothing."""
+        MemoryFileError naming the problem (the manifest, the world state and the view memory
+        are read and checked before anything changes)."""
         i = world_index(world, self.batch)
         folder = Path(path)
         info = saved.read_manifest(folder)
