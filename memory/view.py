@@ -40,8 +40,8 @@ from memory.lora import MemoryFileError
 from worldmodel.data.dataset import to_uint8
 from worldmodel.tiles import (PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll,
                               intended_moves)
-from worldmodel.viewmap import (AGE_SCALE, CANVAS_COLS, CANVAS_ROWS, canvas_cells, scroll_index,
-                                view_cells)
+from worldmodel.viewmap import (AGE_SCALE, CANVAS_COLS, canvas_cells, scroll_index,
+                                tiles_to_canvas, view_cells)
 
 VERSION = 1
 GRID = 144  # cells per side: a 64x64 Crafter world seen from anywhere in it, plus the canvas
@@ -174,15 +174,7 @@ class ViewMemory:
     def read(self) -> Tensor:
         """(B, 5, CH, CW) float canvases around each world's pose (worldmodel.viewmap): RGB in
         [-1, 1], known, age; empty for worlds switched off."""
-        tiles, known, age = self.reproject(self._canvas_off)
-        b = self.batch
-        t = tiles.reshape(b, CANVAS_ROWS, CANVAS_COLS, TILE, TILE, 3)
-        rgb = t.permute(0, 5, 1, 3, 2, 4).reshape(b, 3, CANVAS_ROWS * TILE, CANVAS_COLS * TILE)
-        kn = known.float().reshape(b, 1, CANVAS_ROWS, CANVAS_COLS)
-        ag = (age * known).reshape(b, 1, CANVAS_ROWS, CANVAS_COLS)
-        up = lambda m: m.repeat_interleave(TILE, 2).repeat_interleave(TILE, 3)  # noqa: E731
-        kn, ag = up(kn), up(ag)
-        return torch.cat([(rgb.float() / 127.5 - 1) * kn, kn, ag], 1)
+        return tiles_to_canvas(*self.reproject(self._canvas_off))
 
     def known_cells(self, world: int) -> int:
         return int((self.seen[world] >= 0).sum())

@@ -238,8 +238,8 @@ class WorldSession:
             raise MemoryFileError(f"{folder} holds a view memory and this session has none "
                                   f"(memory.stores is {self.memory_config.stores!r})")
         state = saved.load_world_state(folder)
+        last = to_uint8(state["last_clean"][0]).cpu().numpy()  # (h, w, 3): the frame it shows
         if self.frame is None:  # start every world at the saved world's last frame
-            last = to_uint8(state["last_clean"][0]).cpu().numpy()
             self.reset(context=np.broadcast_to(last, (self.context_len, *last.shape)).copy())
         if "view" in stores:
             self.view.load(folder, i)
@@ -249,7 +249,7 @@ class WorldSession:
             self.memory.load(folder / saved.LORA_DIR, i)
         self.rollout_state.load_world_state(i, state)
         self.frame = self.frame.copy()
-        self.frame[i] = to_uint8(state["last_clean"][0]).cpu().numpy()
+        self.frame[i] = last
         self.steps = int(info.get("steps", 0))
         return info
 

@@ -273,7 +273,7 @@ class MoveHead(nn.Module):
 
         t = self.tile
         # A learned tile for revealed cells the memory does not know (a plain's grass to begin
-        # with: train.py starts it from the real tiles' mean when it is fresh).
+        # with: train.py starts it from the real tiles' per-pixel median when it is fresh).
         self.fill = nn.Parameter(torch.zeros(3, t, t))
         fresh = torch.zeros(len(SCROLLS), VIEW_ROWS, VIEW_COLS, dtype=torch.bool)
         for k, (dx, dy) in enumerate(SCROLLS[1:], 1):
@@ -283,6 +283,17 @@ class MoveHead(nn.Module):
             fresh[k, PLAYER_TILE[0] - dy, PLAYER_TILE[1] - dx] = True  # the cell the player left
         up = fresh.repeat_interleave(t, 1).repeat_interleave(t, 2)
         self.register_buffer("fresh", up, persistent=False)  # (5, rows, cols) per move class
+
+    def _view_after(self, framed: Tensor, moves: Tensor) -> Tensor:
+        """(n, c, rows + 2 tiles, cols + 2 tiles) images of the view with a one-tile margin ->
+        (n, c, rows, cols): the view each world shows after its move (SCROLLS indices (n,))."""
+        from worldmodel.tiles import SCROLLS
+
+        rows, cols = self.view
+        t = self.tile
+        crops = torch.stack([framed[:, :, t + t * dy:t + t * dy + rows, t + t * dx:t + t * dx + cols]
+                             for dx, dy in SCROLLS], 1)
+        return crops[torch.arange(len(moves), device=moves.device), moves]
 
     def compose(self, anchor: Tensor, moves: Tensor, canvas: Tensor | None
                 ) -> tuple[Tensor, Tensor]:
@@ -295,7 +306,7 @@ class MoveHead(nn.Module):
         canvas where it knows them and from the learned tile elsewhere; the conditioning
         (n, 5, H, W): that anchor, where its fresh cells came from (+1 memory, -1 the learned
         tile, 0 carried) and the memory's age there)."""
-        from worldmodel.tiles import PLAYER_TILE, SCROLLS
+        from worldmodel.tiles import PLAYER_TILE
 
         rows, cols = self.view
         t = self.tile
@@ -305,19 +316,14 @@ class MoveHead(nn.Module):
         # moved by (-dx, -dy) tiles.
         out = anchor.float().clone()
         padded = F.pad(out[:, :, :rows, :cols], (t, t, t, t), mode="replicate")
-        moved = torch.stack([padded[:, :, t + t * dy:t + t * dy + rows, t + t * dx:t + t * dx + cols]
-                             for dx, dy in SCROLLS], 1)
-        out[:, :, :rows, :cols] = moved[torch.arange(n, device=anchor.device), moves]
+        out[:, :, :rows, :cols] = self._view_after(padded, moves)
         pr, pc = PLAYER_TILE[0] * t, PLAYER_TILE[1] * t
         out[:, :, pr:pr + t, pc:pc + t] = anchor[:, :, pr:pr + t, pc:pc + t].float()
         fresh = self.fresh[moves][:, None].float()  # (n, 1, rows, cols)
         if canvas is None:
             mem = torch.zeros(n, 5, rows, cols, device=anchor.device)
-        else:
-            crops = torch.stack([canvas[:, :, (1 + dy) * t:(1 + dy) * t + rows,
-                                        (1 + dx) * t:(1 + dx) * t + cols]
-                                 for dx, dy in SCROLLS], 1)
-            mem = crops[torch.arange(n, device=anchor.device), moves].float()
+        else:  # the canvas has the same one-tile margin around the view
+            mem = self._view_after(canvas, moves).float()
         use = fresh * mem[:, 3:4]
         fill = self.fill.float().repeat(1, rows // t, cols // t)[None]
         view = out[:, :, :rows, :cols]

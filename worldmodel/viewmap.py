@@ -18,6 +18,8 @@ keeps the same canvases live, from the frames a session shows and poses read fro
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from worldmodel.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
 
@@ -43,16 +45,18 @@ def view_cells() -> np.ndarray:
     return np.stack([c - PLAYER_TILE[1], r - PLAYER_TILE[0]], -1).reshape(-1, 2)
 
 
-def tiles_to_canvas(tiles: np.ndarray, known: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """(k, cells, TILE*TILE*3) uint8 tiles, (k, cells) known and age -> (k, 5, CH, CW) float32."""
+def tiles_to_canvas(tiles: Tensor, known: Tensor, age: Tensor) -> Tensor:
+    """(k, cells, TILE*TILE*3) uint8 tiles (pixels in (y, x, channel) order), (k, cells) known
+    (bool) and age -> (k, 5, CH, CW) float32 canvases: RGB in [-1, 1] where known (0 elsewhere),
+    known, age where known. The one conversion training (`history_canvases`) and a live view
+    memory (`memory.view.ViewMemory.read`) share."""
     k = tiles.shape[0]
     t = tiles.reshape(k, CANVAS_ROWS, CANVAS_COLS, TILE, TILE, 3)
-    rgb = t.transpose(0, 5, 1, 3, 2, 4).reshape(k, 3, CANVAS_ROWS * TILE, CANVAS_COLS * TILE)
-    rgb = rgb.astype(np.float32) / 127.5 - 1.0
-    kn = known.reshape(k, CANVAS_ROWS, CANVAS_COLS).astype(np.float32)
-    ag = np.where(known, age, 0.0).reshape(k, CANVAS_ROWS, CANVAS_COLS).astype(np.float32)
-    up = lambda m: np.repeat(np.repeat(m, TILE, 1), TILE, 2)[:, None]  # noqa: E731
-    return np.concatenate([rgb * up(kn), up(kn), up(ag)], 1)
+    rgb = t.permute(0, 5, 1, 3, 2, 4).reshape(k, 3, CANVAS_ROWS * TILE, CANVAS_COLS * TILE)
+    kn = known.float().reshape(k, 1, CANVAS_ROWS, CANVAS_COLS)
+    ag = (age.float() * kn.flatten(1)).reshape(k, 1, CANVAS_ROWS, CANVAS_COLS)
+    kn, ag = (m.repeat_interleave(TILE, 2).repeat_interleave(TILE, 3) for m in (kn, ag))
+    return torch.cat([(rgb.float() / 127.5 - 1) * kn, kn, ag], 1)
 
 
 def history_canvases(frames: np.ndarray, pos: np.ndarray, anchors: np.ndarray) -> np.ndarray:
@@ -78,7 +82,8 @@ def history_canvases(frames: np.ndarray, pos: np.ndarray, anchors: np.ndarray) -
     c = np.clip(col[k_idx, f, c_idx], 0, VIEW_COLS - 1)
     tiles = view_tiles(frames[:last])[f, r, c]  # (k, C, 147)
     age = np.minimum(1.0, (anchors[:, None] - f) / AGE_SCALE)
-    return tiles_to_canvas(np.where(known[..., None], tiles, 0), known, age)
+    return tiles_to_canvas(torch.from_numpy(tiles), torch.from_numpy(known),
+                           torch.from_numpy(age)).cpu().numpy()
 
 
 def scroll_index(dxdy: np.ndarray) -> np.ndarray:
