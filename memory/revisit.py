@@ -3,7 +3,8 @@
     python -m memory.revisit --checkpoint runs/crafter --data data/crafter_revisit --out runs/revisit
 
 Episodes come from `python -m simulator.collect --revisit`: a few noops, a trip out, a pause, the
-same moves reversed, then noops, with the player's position per step. From the same real context
+way back (the same moves reversed, or the other sides of a loop: its `--shape`), then noops, with
+the player's position per step. From the same real context
 (the first `context` frames) and the real actions, the model rolls the episode twice with the
 same sampler noise: memory off (the base model) and memory on (the fast-learned temporal LoRA,
 updated inline every `update_every` frames as the worker would). With `--warmup trip` the whole
@@ -18,6 +19,18 @@ similarity in the spirit of SlowFast-VGen's SRC: cosine similarity of a fixed, s
 net's features (independent of the checkpoint, so scores compare across checkpoints). The real
 frames' own revisit consistency (real j vs real e) is the ceiling: facing, daylight and animals
 change between visits.
+
+Those pairs come from the real game's positions, and after its first divergence the model's
+imagined player need not stand where the real one does (the real one is blocked by a tree the
+model never drew; the model draws grass there and walks on), so a real-position pair may compare
+two different places of the imagined world. Each mode is therefore also paired by its *own* pose:
+the player's cell read from the rollout's frames by pixel tracking (`own_poses`, the same for
+every mode, never the game's state), its revisits found the same way and scored generated frame
+against generated frame (`own_pose` per mode: `vs_own_first_visit`, the revisit frames' non-grass
+tile share, and how often the own pose equals the real one). A model that keeps only an empty
+meadow consistent scores well there too, so the non-grass share of its frames is reported beside
+the real frames' (`real_non_grass`). The view memory's pose against the game's is split into the
+real frames given and the generated ones (`pose_accuracy_real`, `pose_accuracy_generated`).
 
 Outputs in --out: revisit.json, revisit_psnr.png (error vs time, excursion marked), revisit_strip.png.
 """
@@ -48,7 +61,8 @@ from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
 from worldmodel.reports import bootstrap_interval, command_line
 from worldmodel.rollout import Rollout
-from worldmodel.tiles import DEFAULT_BANK, TileClassifier, TileError
+from worldmodel.tiles import (DEFAULT_BANK, TILE, VIEW_COLS, VIEW_ROWS, TileClassifier, TileError,
+                              intended_moves, track_poses)
 from worldmodel.device import pick_device
 
 
@@ -78,6 +92,36 @@ def find_revisits(pos: np.ndarray, context: int) -> Revisits:
             es.append(e)
             start.append(bool((pos[j] == pos[0]).all()))
     return Revisits(np.asarray(js, np.int64), np.asarray(es, np.int64), np.asarray(start, bool))
+
+
+def generated_revisits(pos: np.ndarray, context: int, prefix: int) -> Revisits:
+    """`find_revisits`, kept to the frames the model generated (j >= prefix): those scored."""
+    rv = find_revisits(pos, context)
+    keep = rv.frames >= prefix
+    return Revisits(rv.frames[keep], rv.first[keep], rv.at_start[keep])
+
+
+def shows_world_view(frames: np.ndarray) -> bool:
+    """Whether frames are big enough to hold Crafter's world view (VIEW_ROWS x VIEW_COLS tiles),
+    which pose tracking and the tile classifier read; tiny synthetic frames are not."""
+    return frames.shape[-3] >= VIEW_ROWS * TILE and frames.shape[-2] >= VIEW_COLS * TILE
+
+
+def own_poses(frames: np.ndarray, actions: np.ndarray, action_names) -> np.ndarray:
+    """(T+1, 2) the player's cell at every frame of a rollout, relative to the first, read from
+    the frames' own pixels (tiles.track_poses, told the moves the actions asked for) and never
+    from the game's state: where the model's imagined player went, not where the real one did.
+    `actions` (T,): the action that made each frame after the first (an episode's actions)."""
+    if len(actions) != len(frames) - 1:
+        raise ValueError(f"pose tracking needs one action per frame after the first: "
+                         f"{len(frames)} frames, {len(actions)} actions")
+    return track_poses(frames, (0, 0), intended_moves(np.asarray(actions, np.int64), action_names))
+
+
+def non_grass(labels: np.ndarray, grass: int) -> np.ndarray:
+    """Tile labels (n, rows, cols) -> (n,) the share of each frame's world-view tiles that are
+    not grass (rejected tiles count as not grass): how much a frame shows beyond the open plain."""
+    return (np.asarray(labels) != grass).mean((-2, -1))
 
 
 class RandomFeatures(nn.Module):
@@ -169,6 +213,14 @@ def _mean(x: np.ndarray) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+def _weighted_mean(values: list[float | None], weights: list[int]) -> float | None:
+    """The mean of per-episode shares weighted by their frame counts; None if any is missing
+    (or nothing is weighed)."""
+    if not values or any(v is None for v in values) or sum(weights) == 0:
+        return None
+    return float(np.dot(values, weights) / sum(weights))
+
+
 def move_runs(ep: Episode) -> list[np.ndarray]:
     """The frames moves made, split where the player paused: [trip out, way back, ...]."""
     moving = np.flatnonzero(np.isin(ep.actions, (1, 2, 3, 4))) + 1
@@ -186,44 +238,83 @@ def real_prefix(ep: Episode, context: int, warmup: str) -> int:
     return max(context, int(runs[1][0]) if len(runs) > 1 else context)
 
 
+def view_pose_accuracy(poses: list, real_rel: np.ndarray, context: int,
+                       prefix: int) -> tuple[float, float, float | None]:
+    """The share of frames where the view memory's pose (`roll`'s `poses`: None before frame
+    context - 1) equals the game's relative position: over all of them, over the real frames
+    given (< prefix; the scroll reads them exactly) and over the generated ones (None if none)."""
+    got = np.asarray([p for p in poses if p is not None])
+    idx = np.arange(context - 1, context - 1 + len(got))
+    hit = (got == real_rel[idx]).all(1)
+    return float(hit.mean()), _mean(hit[idx < prefix]), _mean(hit[idx >= prefix])
+
+
+def own_pose_scores(gen: np.ndarray, actions: np.ndarray, action_names, real_rel: np.ndarray,
+                    context: int, prefix: int, net: RandomFeatures,
+                    labels: np.ndarray | None, grass: int | None) -> dict[str, Any] | None:
+    """A rollout's revisits by its own pose (`own_poses`; generated frames only), each scored
+    against the rollout's frame at the first visit, with the revisit frames' non-grass share
+    (`labels`: the tile classifier's of every frame, or None to skip it) and the share of
+    generated frames where the own pose is the real one. None where the frames show no world
+    view to track."""
+    if not shows_world_view(gen):
+        return None
+    own = own_poses(gen, actions, action_names)
+    rv = generated_revisits(own, context, prefix)
+    j, e = rv.frames, rv.first
+    share = None if labels is None else non_grass(labels, grass)
+    return {"revisit_frames": j.tolist(), "first_visit": e.tolist(),
+            "vs_own_first_visit": {k: v.tolist() for k, v in frame_scores(
+                gen[j], gen[e], net, _at(labels, j), _at(labels, e)).items()},
+            "non_grass": None if share is None else share[j].tolist(),
+            "pose_vs_real": _mean((own[prefix:] == real_rel[prefix:]).all(1))}
+
+
 def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
                      variants: dict[str, MemoryConfig], seed: int,
                      net: RandomFeatures, warmup: str = "context",
                      tiles: TileClassifier | None = None) -> dict[str, Any]:
     pos = player_positions(ep)
     prefix = real_prefix(ep, context, warmup)
-    rv = find_revisits(pos, context)
-    keep = rv.frames >= prefix  # only generated frames are scored
-    rv = Revisits(rv.frames[keep], rv.first[keep], rv.at_start[keep])
+    rv = generated_revisits(pos, context, prefix)  # only generated frames are scored
     gens = {"off": roll(model, cfg, ep, context, seed, prefix=prefix)}
     pose_acc: dict[str, float] = {}
+    pose_acc_real: dict[str, float | None] = {}
+    pose_acc_gen: dict[str, float | None] = {}
     real_rel = pos - pos[0]
+    action_names = get_action_space(cfg.model.action_space).actions
     for name, mcfg in variants.items():
         use_view, use_lora = mcfg.uses(getattr(model, "memory_stem", None) is not None)
         mem = EpisodicMemory(model, cfg, mcfg, threaded=False) if use_lora else None
         view = None
         if use_view:
-            view = ViewMemory(1, get_action_space(cfg.model.action_space).actions,
-                              device=next(model.parameters()).device)
+            view = ViewMemory(1, action_names, device=next(model.parameters()).device)
         poses: list = []
         gens[name] = roll(model, cfg, ep, context, seed, mem, prefix=prefix, view=view,
                           poses=poses)
         if view is not None:  # the pose the memory read from the frames, against the game's
-            got = np.asarray([p for p in poses if p is not None])
-            pose_acc[name] = float((got == real_rel[context - 1:context - 1 + len(got)])
-                                   .all(1).mean())
+            pose_acc[name], pose_acc_real[name], pose_acc_gen[name] = view_pose_accuracy(
+                poses, real_rel, context, prefix)
     res: dict[str, Any] = {"episode": ep.path.name if ep.path else "?", "frames": len(ep.frames),
                            "context": context, "real_prefix": prefix,
                            "revisit_frames": rv.frames.tolist(), "first_visit": rv.first.tolist(),
                            "at_start": rv.at_start.tolist(), "modes": {},
-                           "pose_accuracy": pose_acc}
+                           "pose_accuracy": pose_acc, "pose_accuracy_real": pose_acc_real,
+                           "pose_accuracy_generated": pose_acc_gen}
     j, e = rv.frames, rv.first
     real = ep.frames
     labels = ep.labels if tiles is not None else None  # the real game's own tile labels
     res["real_consistency"] = {k: v.tolist() for k, v in frame_scores(
         real[j], real[e], net, _at(labels, j), _at(labels, e)).items()}
+    legible = tiles is not None and shows_world_view(real)  # the classifier can read the frames
+    grass = tiles.grass if legible else None
+    # The richness reference: the real frames' non-grass share where the modes generate, read by
+    # the same classifier as theirs.
+    res["real_non_grass"] = (_mean(non_grass(tiles.classify(real[prefix:]), grass)) if legible
+                             else None)
     for name, (gen, upd) in gens.items():
-        drawn = tiles.classify(gen) if labels is not None else None
+        seen = tiles.classify(gen) if legible else None  # every frame's tiles, as the model drew
+        drawn = seen if labels is not None else None
         res["modes"][name] = {
             "psnr_curve": metrics.psnr(gen, real).tolist(),  # every frame (context: capped)
             "vs_real": {k: v.tolist() for k, v in frame_scores(
@@ -231,6 +322,9 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
             "vs_first_visit": {k: v.tolist() for k, v in frame_scores(
                 gen[j], gen[e], net, _at(drawn, j), _at(drawn, e)).items()},
             "update_s": upd,
+            "non_grass_generated": None if seen is None else _mean(non_grass(seen[prefix:], grass)),
+            "own_pose": own_pose_scores(gen, ep.actions, action_names, real_rel, context, prefix,
+                                        net, seen, grass),
         }
     res["_gens"] = gens
     return res
@@ -299,15 +393,55 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]
         block[mode] = {"vs_real_psnr": _mean(np.concatenate(vals))}
         block["n"] = int(sum(len(v) for v in vals))
     for mode in modes:
-        if mode != "off":
-            gain = block[mode]["vs_real_psnr"] - block["off"]["vs_real_psnr"]
+        if mode != "off":  # no control frames (every generated frame a revisit): no gain
+            on, off = block[mode]["vs_real_psnr"], block["off"]["vs_real_psnr"]
+            gain = None if on is None or off is None else on - off
             block[mode]["gain_vs_real_psnr_db"] = gain
             rv = out["revisit"][mode].get("gain_vs_real_psnr_db")
-            out["revisit"][mode]["gain_over_control_db"] = None if rv is None else rv - gain
+            out["revisit"][mode]["gain_over_control_db"] = (None if rv is None or gain is None
+                                                            else rv - gain)
     out["control"] = block
-    # The view memory's pose, read from the frames (real, then generated), against the game's.
-    out["pose_accuracy"] = {m: _mean(np.asarray([r["pose_accuracy"][m] for r in results]))
-                            for m in modes if all(m in r.get("pose_accuracy", {}) for r in results)}
+    # The view memory's pose, read from the frames (real, then generated), against the game's:
+    # over all of them, and over the real frames given and the generated ones apart.
+    for key in ("pose_accuracy", "pose_accuracy_real", "pose_accuracy_generated"):
+        out[key] = {m: _mean(np.asarray([r[key][m] for r in results if r[key][m] is not None]))
+                    for m in modes if all(m in r.get(key, {}) for r in results)}
+    out["own_pose"] = summarize_own_pose(results, modes)
+    return out
+
+
+def _pooled(blocks: list[dict[str, Any]], key: str, metric: str | None = None) -> float | None:
+    """The frame mean of a per-revisit-frame list (`block[key]`, or `block[key][metric]`) pooled
+    over episodes; None if an episode lacks it."""
+    vals = [b[key] if metric is None else b[key].get(metric) for b in blocks]
+    if not vals or any(v is None for v in vals):
+        return None
+    return _mean(np.concatenate([np.asarray(v, float) for v in vals]))
+
+
+def summarize_own_pose(results: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
+    """Per mode, pooled over every episode: revisits paired by the model's own pose (`n`, tiles
+    and PSNR vs its own first visit), the non-grass share of those revisit frames and of all its
+    generated frames beside the real frames' (`real_non_grass`), and how often its pose is the
+    real one. Shares of generated frames are weighted by each episode's generated frames."""
+    generated = [r["frames"] - r["real_prefix"] for r in results]
+    real = _weighted_mean([r.get("real_non_grass") for r in results], generated)
+    out: dict[str, Any] = {}
+    for mode in modes:
+        rows = [(r["modes"][mode].get("own_pose"), n) for r, n in zip(results, generated)]
+        tracked = [(b, n) for b, n in rows if b is not None]
+        blocks = [b for b, _ in tracked]
+        out[mode] = {
+            "n": int(sum(len(b["revisit_frames"]) for b in blocks)),
+            "vs_own_first_visit_tiles": _pooled(blocks, "vs_own_first_visit", "tiles"),
+            "vs_own_first_visit_psnr": _pooled(blocks, "vs_own_first_visit", "psnr"),
+            "non_grass": _pooled(blocks, "non_grass"),
+            "non_grass_generated": _weighted_mean(
+                [r["modes"][mode].get("non_grass_generated") for r in results], generated),
+            "real_non_grass": real,
+            "pose_vs_real": _weighted_mean([b["pose_vs_real"] for b, _ in tracked],
+                                           [n for _, n in tracked]),
+        }
     return out
 
 
@@ -465,18 +599,42 @@ def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
     return report
 
 
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def format_own_pose(block: dict[str, Any]) -> list[str]:
+    """One line per mode: its revisits paired by its own pose, and how rich its world is."""
+    lines = ["own-pose revisits (paired by the model's pose read from its frames):"]
+    for mode, row in block.items():
+        lines.append(f"  memory {mode:>10}: {row['n']} frames, tiles vs own first visit "
+                     f"{_fmt(row['vs_own_first_visit_tiles'])}, PSNR "
+                     f"{_fmt(row['vs_own_first_visit_psnr'], '.2f')} | non-grass "
+                     f"{_fmt(row['non_grass'])} (all generated {_fmt(row['non_grass_generated'])}, "
+                     f"real {_fmt(row['real_non_grass'])}) | own pose = the game's on "
+                     f"{_fmt(row['pose_vs_real'])} of generated frames")
+    return lines
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = []
     for subset, block in summary.items():
         if subset == "pose_accuracy":
             if block:
-                lines.append("view memory pose (from the frames) = the game's: " +
-                             ", ".join(f"{m} {v:.3f}" for m, v in block.items()))
+                lines.append("view memory pose (from the frames) = the game's: " + ", ".join(
+                    f"{m} {v:.3f} (real frames {_fmt(summary.get('pose_accuracy_real', {}).get(m))}"
+                    f", generated {_fmt(summary.get('pose_accuracy_generated', {}).get(m))})"
+                    for m, v in block.items()))
+            continue
+        if subset in ("pose_accuracy_real", "pose_accuracy_generated"):
+            continue  # on the pose_accuracy line
+        if subset == "own_pose":
+            lines += format_own_pose(block)
             continue
         if subset == "control":
             lines.append(f"control (generated, not revisits): {block['n']} frames, PSNR vs real " +
-                         ", ".join(f"{m} {row['vs_real_psnr']:.2f}" for m, row in block.items()
-                                   if isinstance(row, dict)))
+                         ", ".join(f"{m} {_fmt(row['vs_real_psnr'], '.2f')}"
+                                   for m, row in block.items() if isinstance(row, dict)))
             continue
         lines.append(f"{subset} frames: {block['n']} (real frames' own consistency "
                      f"{block['real_consistency_psnr'] or float('nan'):.2f} dB)")

@@ -230,32 +230,19 @@ class ViewMemory:
         self.clock[world] = int(state["clock"][0])
 
     def save(self, folder: str | Path, world: int = 0) -> Path:
-        from safetensors.torch import save_file
+        from worldmodel import tensorfile
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        meta = {"format": "view-memory", "version": str(VERSION), "grid": str(self.grid),
-                "tile": str(TILE)}
-        save_file(self.state(world), str(tmp), metadata=meta)
-        tmp.replace(path)
-        return path
+        return tensorfile.write(Path(folder) / FILE, self.state(world), {
+            "format": "view-memory", "version": VERSION, "grid": self.grid, "tile": TILE})
 
     def load(self, folder: str | Path, world: int = 0) -> dict[str, str]:
         """Read a world's memory saved by `save`; a missing, corrupt or foreign file is a
         ViewMemoryError naming it."""
-        from safetensors import safe_open
+        from worldmodel import tensorfile
 
         path = Path(folder) / FILE
-        if not path.is_file():
-            raise ViewMemoryError(f"{path} not found: not a saved view memory")
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = dict(f.metadata() or {})
-                state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise ViewMemoryError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
+        state, meta = tensorfile.read(path, ViewMemoryError, "view memory",
+                                      "not a saved view memory")
         if meta.get("format") != "view-memory":
             raise ViewMemoryError(f"{path} is not a view memory (format {meta.get('format')!r})")
         if meta.get("version") != str(VERSION):

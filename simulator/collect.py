@@ -2,10 +2,25 @@
 
 Policy: sticky random actions biased to movement, plus scripted out-and-back trips (walk one way,
 then retrace the same steps) so revisits appear in the data. Deterministic per seed. Train and
-held-out seeds are disjoint ranges (`--split train|heldout`). `--revisit` records only
-out-and-back trips long enough to push the start out of the model's context window: for the
-memory benchmark (held-out seeds, the default), or with `--split train` for slow-fast training
+held-out seeds are disjoint ranges (`--split train|heldout`). `--revisit` records only trips
+long enough to push the start out of the model's context window: for the memory benchmark
+(held-out seeds, the default), or with `--split train` for slow-fast training
 (`python -m memory.train_slowfast`) on trips of their own seeds.
+
+A revisit episode is a short look around (4 noops), one trip of `--trip` moves out, a pause of 2
+noops (where `memory.revisit.move_runs` splits the way out from the way back), the way back, then
+noops up to `--length`. `--shape` picks the trip (meta "policy" records it):
+
+    back  (policy "revisit")       one or two legs out, then the same steps reversed (the default)
+    loop  (policy "revisit_loop")  a rectangle: a moves one way, b moves at a right angle
+                                   (a + b = --trip, each at least --trip // 4), then a moves and
+                                   b moves reversed: back at the start by the other two sides
+    long  (policy "revisit_long")  three legs out (each turning a right angle), then the same
+                                   steps reversed; meant for longer trips, e.g.
+                                   `--trip 40 --length 120`
+
+Episodes are named `{split}_{seed:07d}` whatever the shape, so a set of another shape takes other
+worlds by its `--first` index (e.g. `--shape loop --first 100`), not other seeds.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from worldmodel.data.episode import EpisodeWriter
 
 MOVES = (1, 2, 3, 4)  # left, right, up, down
 OPPOSITE = {1: 2, 2: 1, 3: 4, 4: 3}
+PERPENDICULAR = {1: (3, 4), 2: (3, 4), 3: (1, 2), 4: (1, 2)}
 
 
 def exploration_policy(seed: int, length: int, trip_prob: float = 0.15) -> Iterator[int]:
@@ -54,25 +70,88 @@ def out_and_back(rng: np.random.RandomState, length: int, pause: int = 0) -> lis
     return out + [0] * pause + back
 
 
-def revisit_policy(seed: int, length: int, trip: int) -> Iterator[int]:
-    """A short look around, then one long out-and-back trip, then noops until `length`."""
+def loop_trip(rng: np.random.RandomState, trip: int, pause: int = 0) -> list[int]:
+    """A rectangle of 2 * `trip` moves that comes back by another path: `a` moves one way, `b` at a
+    right angle (a + b = trip, each at least trip // 4 and 1), optional pause, then `a` moves and
+    `b` moves reversed. No place on the way back was passed on the way out but the two ends."""
+    first = int(rng.choice(MOVES))
+    second = int(rng.choice(PERPENDICULAR[first]))
+    shortest = max(1, trip // 4)
+    a = rng.randint(shortest, trip - shortest + 1)
+    b = trip - a
+    out = [first] * a + [second] * b
+    back = [OPPOSITE[first]] * a + [OPPOSITE[second]] * b
+    return out + [0] * pause + back
+
+
+def long_trip(rng: np.random.RandomState, trip: int, pause: int = 0, legs: int = 3) -> list[int]:
+    """An excursion of `legs` straight legs out, then the same steps reversed (after an optional
+    pause). Directions are random, each leg turning a right angle from the one before (never
+    reversing it, nor running on as one longer leg); lengths sum to `trip`, each at least
+    trip // (2 * legs) and 1, so no leg is a mere step."""
+    shortest = max(1, trip // (2 * legs))
+    spare = trip - legs * shortest  # the moves past each leg's shortest, cut at random points
+    cuts = np.sort(rng.randint(0, spare + 1, legs - 1))
+    lengths = shortest + np.diff(np.concatenate([[0], cuts, [spare]]))
+    out: list[int] = []
+    move = int(rng.choice(MOVES))
+    for k, n in enumerate(lengths):
+        if k:
+            move = int(rng.choice(PERPENDICULAR[move]))
+        out += [move] * int(n)
+    back = [OPPOSITE[a] for a in reversed(out)]
+    return out + [0] * pause + back
+
+
+# --shape -> (the trip's moves, the meta "policy" that records it, the fewest moves out it takes)
+TRIPS = {"back": (out_and_back, "revisit", 0),
+         "loop": (loop_trip, "revisit_loop", 2),
+         "long": (long_trip, "revisit_long", 3)}
+SHAPES = tuple(TRIPS)
+POLICY_SHAPES = {policy: shape for shape, (_, policy, _) in TRIPS.items()}
+
+
+def check_trip(shape: str, trip: int) -> None:
+    """Raise ValueError (one line) for an unknown shape or a trip too short to take that shape."""
+    if shape not in TRIPS:
+        raise ValueError(f"trip shape must be one of {SHAPES}, got {shape!r}")
+    fewest = TRIPS[shape][2]
+    if trip < fewest:
+        raise ValueError(f"a {shape} trip needs at least {fewest} moves out, got {trip}")
+
+
+def revisit_policy(seed: int, length: int, trip: int, shape: str = "back") -> Iterator[int]:
+    """A short look around, then one long trip of the given shape (see the module docstring) with
+    a pause before the way back, then noops until `length`."""
+    check_trip(shape, trip)  # here, not at the first action taken
     rng = np.random.RandomState(seed)
-    acts = [0] * 4 + out_and_back(rng, trip, pause=2)
+    acts = [0] * 4 + TRIPS[shape][0](rng, trip, pause=2)
     acts += [0] * max(0, length - len(acts))
-    yield from acts[:length]
+    return iter(acts[:length])
+
+
+def policy_actions(policy: str, seed: int, length: int, trip: int) -> Iterator[int]:
+    """The actions of a named policy: "explore", or a revisit trip's ("revisit", "revisit_loop",
+    "revisit_long")."""
+    if policy == "explore":
+        return exploration_policy(seed, length)
+    if policy not in POLICY_SHAPES:
+        raise ValueError(f"policy must be 'explore' or one of {tuple(POLICY_SHAPES)}, "
+                         f"got {policy!r}")
+    return revisit_policy(seed, length, trip, POLICY_SHAPES[policy])
 
 
 def collect_episode(game, out: Path, seed: int, length: int, policy: str = "explore",
                     trip: int = 24, video: bool = False) -> int:
+    """Record one episode of `policy` (see `policy_actions`) from world `seed` into `out`; returns
+    the steps taken (fewer than `length` if the episode ended)."""
     obs = game.reset(seed)
     meta = {"game": game.name, "action_space": game.action_space.name, "seed": seed,
             "fps": game.fps, "policy": policy, "length": length, "start_pos": list(game.player_pos)}
     labels = getattr(game, "view_labels", None)  # the game's per-tile ground truth, if it has one
     if labels is not None:
         meta["label_names"] = list(game.label_names)
-    acts = (exploration_policy(seed, length) if policy == "explore"
-            else revisit_policy(seed, length, trip))
-    acts = itertools.islice(acts, length)
+    acts = itertools.islice(policy_actions(policy, seed, length, trip), length)
     # Collected data is re-creatable, so sync to disk only at close (recordings sync often).
     with EpisodeWriter(out, meta, video=video, overwrite=True, fsync_every=10**9) as writer:
         writer.add_frame(obs, labels() if labels else None)
@@ -94,11 +173,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--first", type=int, default=0, help="index of the first episode (to extend a set)")
     p.add_argument("--length", type=int, default=400, help="steps per episode")
-    p.add_argument("--revisit", action="store_true", help="record out-and-back revisit trips")
+    p.add_argument("--revisit", action="store_true", help="record revisit trips (see --shape)")
     p.add_argument("--trip", type=int, default=24, help="moves out (and back) in a revisit trip")
+    p.add_argument("--shape", choices=SHAPES, default=None,
+                   help="the revisit trip's shape: back (out and back the same way, the default), "
+                        "loop (a rectangle back by another path), long (three legs out, "
+                        "retraced; use e.g. --trip 40 --length 120)")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--video", action="store_true", help="also write a viewable video.mp4 per episode")
     args = p.parse_args(argv)
+    if args.shape is not None and not args.revisit:
+        p.error("--shape shapes revisit trips: add --revisit")
+    shape = args.shape or "back"
+    if args.revisit:
+        try:
+            check_trip(shape, args.trip)
+        except ValueError as e:
+            p.error(str(e))
+    policy = TRIPS[shape][1] if args.revisit else "explore"
 
     from simulator.games import make_game
 
@@ -112,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     bar = tqdm(range(args.first, args.first + args.episodes), desc=f"collect {split}", unit="ep")
     for i in bar:
         seed = SPLIT_SEED_BASE[split] + i
-        total += collect_episode(game, out / f"{split}_{seed:07d}", seed, args.length,
-                                 "revisit" if args.revisit else "explore", args.trip, args.video)
+        total += collect_episode(game, out / f"{split}_{seed:07d}", seed, args.length, policy,
+                                 args.trip, args.video)
         bar.set_postfix(steps=total)
     print(f"wrote {args.episodes} episodes, {total} steps, to {out}")
 

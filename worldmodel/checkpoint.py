@@ -8,13 +8,12 @@ Nothing here unpickles.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from worldmodel.config import Config, ConfigError, config_from_json, to_dict
 from worldmodel.data.episode import write_json_atomic
@@ -32,10 +31,9 @@ class CheckpointError(ValueError):
 
 
 def _save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in (meta or {}).items()})
-    os.replace(tmp, path)
+    from worldmodel import tensorfile
+
+    tensorfile.write(path, tensors, meta or {})
 
 
 def read_metrics(path: str | Path) -> dict[str, Any] | None:
@@ -104,6 +102,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             model.codebook = TileCodebook.load(path / cfg.diffusion.tile_codebook, device)
         except CodebookError as e:
             raise CheckpointError(f"{path}: diffusion.tile_codebook: {e}") from None
+    if cfg.diffusion.land_prior:  # the rollout samples revealed land with it (worldmodel.land)
+        from worldmodel.land import LandError, LandPrior
+
+        book = getattr(model, "codebook", None)
+        if not cfg.model.view_memory or book is None or book.labels is None:
+            raise CheckpointError(f"{path}: diffusion.land_prior needs model.view_memory and a "
+                                  "tile codebook with labels (diffusion.tile_codebook)")
+        try:
+            # Kept outside the module tree: the prior is its own file, not the denoiser's weights.
+            model.__dict__["land"] = LandPrior.load(path / cfg.diffusion.land_prior, device)
+        except LandError as e:
+            raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
     return model.to(device).eval(), cfg
 
 

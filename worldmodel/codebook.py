@@ -52,7 +52,8 @@ class TileCodebook:
     PROBE = 96  # codes per light level that decide a frame's light
 
     def __init__(self, tiles: np.ndarray | Tensor, light: np.ndarray | Tensor,
-                 device: torch.device | str = "cpu", info: dict | None = None):
+                 device: torch.device | str = "cpu", info: dict | None = None,
+                 labels: np.ndarray | Tensor | None = None):
         t = torch.as_tensor(np.asarray(tiles, np.uint8))
         if t.ndim != 2 or t.shape[1] != TILE_DIM or len(t) == 0:
             raise CodebookError(f"a codebook holds (K, {TILE_DIM}) uint8 tiles, got "
@@ -65,6 +66,14 @@ class TileCodebook:
         order = torch.sort(lt, stable=True).indices  # by level, each level's own order kept
         self.tiles = t[order]
         self.light = lt[order]
+        # The game's label of each code (the one it was most often drawn as), if built with them:
+        # what a snapped cell shows, for the land prior (worldmodel.land).
+        self.labels = None
+        if labels is not None:
+            lab = torch.as_tensor(np.asarray(labels, np.int64))
+            if lab.shape != (len(t),) or (lab < 0).any():
+                raise CodebookError(f"a codebook holds one label >= 0 per tile, got {tuple(lab.shape)}")
+            self.labels = lab[order]
         self.info = info or {}
         self.device = torch.device(device)
         codes = self.tiles.float().div(127.5).sub(1)  # (K, 147) in [-1, 1]
@@ -87,17 +96,50 @@ class TileCodebook:
         self._probe_t = codes[probe].T.contiguous().to(self.device)
         self._probe_half = (0.5 * (codes[probe] ** 2).sum(1)).to(self.device)
         self._probe_light = self.light[probe].to(self.device)
+        self._slot = slot  # each code's index within its level
+        self._starts = starts
+        self._labels = None if self.labels is None else self.labels.to(self.device)
+        self._textures = None
 
     def __len__(self) -> int:
         return len(self.tiles)
 
     def to(self, device: torch.device | str) -> "TileCodebook":
         return self if torch.device(device) == self.device else TileCodebook(
-            self.tiles, self.light, device, self.info)
+            self.tiles, self.light, device, self.info, self.labels)
 
-    def snap(self, frames: Tensor) -> Tensor:
+    @property
+    def levels(self) -> int:
+        return self._level_codes.shape[0]
+
+    def textures(self) -> Tensor:
+        """(levels, labels, 147) uint8: for every light level and label, the tile a cell of that
+        label is drawn with at that light (the level's most drawn code of the label; from the
+        nearest level that has one where this level has none)."""
+        if self._textures is None:
+            if self.labels is None:
+                raise CodebookError("this codebook was built without labels (rebuild it: "
+                                    "python -m worldmodel.codebook)")
+            n_lab = int(self.labels.max()) + 1
+            pick = torch.full((self.levels, n_lab), -1, dtype=torch.long)
+            for i in reversed(range(len(self.tiles))):  # the first (most drawn) code wins
+                pick[self.light[i], self.labels[i]] = i
+            for lab in range(n_lab):
+                have = torch.nonzero(pick[:, lab] >= 0).flatten()
+                for lv in range(self.levels):
+                    if pick[lv, lab] < 0 and len(have):
+                        pick[lv, lab] = pick[have[(have - lv).abs().argmin()], lab]
+            tex = torch.zeros(self.levels, n_lab, TILE_DIM, dtype=torch.uint8)
+            ok = pick >= 0
+            tex[ok] = self.tiles[pick[ok]]
+            self._textures = tex.to(self.device)
+        return self._textures
+
+    def snap(self, frames: Tensor, return_labels: bool = False):
         """frames (..., 3, H, W) in [-1, 1] -> the same with every world-view tile replaced by
-        its nearest codebook tile (on the frames' device, no host sync)."""
+        its nearest codebook tile (on the frames' device, no host sync). With `return_labels`
+        (a codebook with labels) also each cell's label (..., VIEW_ROWS, VIEW_COLS) and the light
+        level each frame was snapped at (...)."""
         lead = frames.shape[:-3]
         x = frames.reshape(-1, *frames.shape[-3:])
         n = x.shape[0]
@@ -118,41 +160,41 @@ class TileCodebook:
         best = best.reshape(n, VIEW_ROWS, VIEW_COLS, TILE, TILE, 3).permute(0, 5, 1, 3, 2, 4)
         out = x.clone()
         out[:, :, :rows, :cols] = best.reshape(n, 3, rows, cols).to(out.dtype)
-        return out.reshape(*lead, *frames.shape[-3:])
+        out = out.reshape(*lead, *frames.shape[-3:])
+        if not return_labels:
+            return out
+        if self._labels is None:
+            raise CodebookError("this codebook was built without labels (rebuild it: "
+                                "python -m worldmodel.codebook)")
+        code = self._starts.to(pick.device)[level][:, None] + pick  # index into the sorted codes
+        labels = self._labels[code].view(*lead, VIEW_ROWS, VIEW_COLS)
+        return out, labels, level.view(lead)
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
+        from worldmodel import tensorfile
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({"tiles": self.tiles.contiguous(), "light": self.light.contiguous()}, str(tmp),
-                  metadata={"format": "tile-codebook", "version": str(VERSION),
-                            "tile": str(TILE), "info": json.dumps(self.info)})
-        tmp.replace(path)
-        return path
+        tensors = {"tiles": self.tiles, "light": self.light}
+        if self.labels is not None:
+            tensors["labels"] = self.labels
+        return tensorfile.write(path, tensors, {"format": "tile-codebook", "version": VERSION,
+                                                "tile": TILE, "info": json.dumps(self.info)})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "TileCodebook":
-        from safetensors import safe_open
+        from worldmodel import tensorfile
 
-        path = Path(path)
-        if not path.is_file():
-            raise CodebookError(f"tile codebook {path} not found (build one: python -m "
-                                "worldmodel.codebook --data DIR --out FILE)")
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = dict(f.metadata() or {})
-                tiles, light = f.get_tensor("tiles"), f.get_tensor("light")
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise CodebookError(f"{path} is not a readable tile codebook ({type(e).__name__}: "
-                                f"{e})") from None
+        state, meta = tensorfile.read(path, CodebookError, "tile codebook", "build one: python -m "
+                                      "worldmodel.codebook --data DIR --out FILE")
         if meta.get("format") != "tile-codebook" or meta.get("version") != str(VERSION):
             raise CodebookError(f"{path} is not a version-{VERSION} tile codebook")
         if meta.get("tile") != str(TILE):
             raise CodebookError(f"{path} holds {meta.get('tile')}-px tiles, not {TILE}-px")
-        return cls(tiles.cpu().numpy(), light.cpu().numpy(), device, json.loads(meta.get("info", "{}")))
+        if not {"tiles", "light"} <= set(state):
+            raise CodebookError(f"{path} lacks its tiles or their light levels")
+        labels = state.get("labels")
+        return cls(state["tiles"].numpy(), state["light"].numpy(), device,
+                   json.loads(meta.get("info", "{}")), None if labels is None else labels.numpy())
 
 
 def frame_light(tiles: np.ndarray, labels: np.ndarray, levels: int) -> np.ndarray:
@@ -182,9 +224,16 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
         labels.append(ep.labels[:n].reshape(n, -1))
     tiles, labels = np.concatenate(tiles), np.concatenate(labels)
     light = np.repeat(frame_light(tiles, labels, levels), tiles.shape[1])
-    tiles, first, seen = np.unique(tiles.reshape(-1, TILE_DIM), axis=0, return_index=True,
-                                   return_counts=True)
+    tiles, first, inverse, seen = np.unique(tiles.reshape(-1, TILE_DIM), axis=0,
+                                            return_index=True, return_inverse=True,
+                                            return_counts=True)
     light = light[first]
+    flat_labels = labels.reshape(-1).astype(np.int64)
+    # The label a distinct tile was most often drawn as (identical pixels can be two labels
+    # only where a creature's sprite matches a material's: rare).
+    votes = np.zeros((len(tiles), int(flat_labels.max()) + 1), np.int64)
+    np.add.at(votes, (inverse.reshape(-1), flat_labels), 1)
+    tile_labels = votes.argmax(1)
     share = size // levels
     keep, counts = [], {}
     for k in range(levels):
@@ -196,7 +245,8 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
         counts[str(k)] = int(len(idx))
     keep = np.concatenate(keep)  # level by level, the most drawn first
     return TileCodebook(tiles[keep], light[keep], info={
-        "tiles": int(len(keep)), "per_light_level": counts, "episodes": len(episodes)})
+        "tiles": int(len(keep)), "per_light_level": counts, "episodes": len(episodes)},
+        labels=tile_labels[keep])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -80,6 +80,9 @@ class DiffusionConfig:
     # A tile codebook file in the checkpoint folder (worldmodel.codebook; "" = none): every
     # generated frame's world-view tiles are replaced by their nearest codebook tiles.
     tile_codebook: str = ""
+    # A land prior file in the checkpoint folder (worldmodel.land; "" = none): the cells a move
+    # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
+    land_prior: str = ""
 
 
 @dataclass
@@ -90,6 +93,9 @@ class DataConfig:
     max_episodes: int = 0  # 0 = all
     extra_train: list[str] = field(default_factory=list)  # more folders, all their episodes
     # (e.g. out-and-back trips of training seeds: simulator.collect --revisit --split train)
+    imagined_memory: float = 0.0  # model.view_memory: share of the windows of episodes with an
+    # imagined copy (python -m worldmodel.imagined) whose memory canvases are built from the
+    # model's own rollout of the episode instead of its real frames
 
 
 @dataclass

@@ -68,6 +68,9 @@ class Rollout:
         # model: every frame is recorded at its pose, and the worlds it has switched on are
         # conditioned on what it knows around them. None: the model draws with an empty memory.
         self.view = None
+        # With a land prior (worldmodel.land): the last frame's cell labels and light level, as
+        # its snap read them (None: read them from the frame when next needed).
+        self._anchor_labels: tuple[Tensor, Tensor] | None = None
 
     def reseed(self, seeds: list[int]) -> None:
         """Restart the noise stream of each world (world i from seeds[i])."""
@@ -126,6 +129,26 @@ class Rollout:
         ctx = self._write(frames, actions, self._noise(frames.shape), self.cache, first)
         self.last = ctx[:, -1:]
         self.last_clean = frames[:, -1:]
+        self._anchor_labels = None
+
+    @property
+    def land(self):
+        """The model's land prior (worldmodel.land), or None."""
+        return getattr(self.model, "land", None)
+
+    def _sample_land(self, canvas: Tensor, moves: Tensor) -> Tensor:
+        """The canvas with the cells each world's move (b,) reveals and it does not know
+        sampled by the land prior, one draw stream per world (its noise generator)."""
+        from worldmodel.land import LINE, fill_canvas
+
+        book = self.model.codebook
+        if self._anchor_labels is None:
+            _, labels, level = book.snap(self.last_clean[:, 0], return_labels=True)
+            self._anchor_labels = (labels, level)
+        labels, level = self._anchor_labels
+        u = torch.stack([torch.rand(LINE, generator=g, device=self.device) for g in self.gens])
+        line = self.land.sample(labels, moves, u)
+        return fill_canvas(canvas, moves, line, level, book.textures())
 
     def _write(self, frames: Tensor, actions: Tensor, noise: Tensor, cache: KVCache,
                first: bool) -> Tensor:
@@ -193,6 +216,7 @@ class Rollout:
                           for old, fresh in ((lc.k, new.k), (lc.v, new.v)))
         self.last = take_rows(self.last, ctx[:, -1:], idx, self.batch)
         self.last_clean = take_rows(self.last_clean, full[:, -1:], idx, self.batch)
+        self._anchor_labels = None
 
     def world_state(self, world: int) -> dict[str, Tensor]:
         """Everything world `world` generates from next, as CPU tensors: its rows of the KV
@@ -235,10 +259,14 @@ class Rollout:
         self.last_clean = self.last_clean.clone()
         self.last_clean[world] = state["last_clean"].to(self.device, self.last_clean.dtype)
         self.gens[world].set_state(state["noise_state"])
+        self._anchor_labels = None
 
     @torch.inference_mode()
-    def chunk(self, actions: Tensor) -> Tensor:
-        """Generate len(actions[0]) frames jointly; actions (b, n). Returns (b, n, 3, h, w)."""
+    def chunk(self, actions: Tensor, moves: Tensor | None = None) -> Tensor:
+        """Generate len(actions[0]) frames jointly; actions (b, n). Returns (b, n, 3, h, w).
+        With a move head, `moves` (b, n) (tiles.SCROLLS indices) are the camera moves to draw
+        instead of the head's (a caller that knows them: `worldmodel.imagined` rolls the
+        model along a real trip's moves)."""
         if self.last is None:
             raise RuntimeError("reset(context) before generating")
         actions = torch.as_tensor(actions)
@@ -249,27 +277,46 @@ class Rollout:
         act, drop = self.encode_actions(actions)
         t_last = torch.full((b, 1), self.dcfg.context_noise, device=self.device)
         has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
-        moves = memory = None
-        if self.uses_view:
+        memory = None
+        if moves is not None:
+            if getattr(self.model, "move", None) is None:
+                raise ValueError("moves are given, but this model has no move head")
+            moves = torch.as_tensor(moves, device=self.device).reshape(b, n)
+        land = self.land
+        if self.uses_view or land is not None:
             # The move is decided once per frame, from the anchor and the action; the memory's
             # canvas is read around the anchor's pose, and the move crops it.
-            anchor = self.last_clean[:, 0].repeat_interleave(n, 0)  # every frame's, world-major
-            moves = self.model.move(anchor, act.flatten(0, 1), drop.flatten(0, 1)).argmax(-1)
-            moves = moves.view(b, n)
-            memory = self.view.read()[:, None]
+            if moves is None:
+                anchor = self.last_clean[:, 0].repeat_interleave(n, 0)  # world-major
+                moves = self.model.move(anchor, act.flatten(0, 1), drop.flatten(0, 1)).argmax(-1)
+                moves = moves.view(b, n)
+            if self.uses_view:
+                memory = self.view.read()
+            else:
+                from worldmodel.viewmap import canvas_shape
+
+                memory = torch.zeros(b, *canvas_shape(), device=self.device)
+            if land is not None:  # what the first move reveals and nothing has shown: sampled
+                memory = self._sample_land(memory, moves[:, 0])
+            memory = memory[:, None]
         with autocast_for(self.device, self.bf16):
             frames = denoise_chunk(self.model, self.cache, self.last, t_last, self.last_clean,
                                    has_prev, act, drop, self.dcfg,
                                    self._noise((b, n, 3, h, h)), moves=moves,
                                    memory=memory).float()
         book = getattr(self.model, "codebook", None)
-        if book is not None:  # each world-view cell one decision among real tiles
+        labels = None
+        if book is not None and land is not None:  # the labels of the cells, for the next move
+            frames, lab, level = book.snap(frames, return_labels=True)
+            labels = (lab[:, -1], level[:, -1])
+        elif book is not None:  # each world-view cell one decision among real tiles
             frames = book.snap(frames)
         if self.uses_view:
             for i in range(n):
                 self.view.advance(moves[:, i])
                 self.view.write(frames[:, i])
         self._commit(frames, actions)
+        self._anchor_labels = labels
         return frames
 
     @torch.inference_mode()

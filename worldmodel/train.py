@@ -136,7 +136,10 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     view_memory = cfg.model.view_memory
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
                          cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,
-                         poses=view_memory)
+                         poses=view_memory, imagined=view_memory and cfg.data.imagined_memory > 0)
+    if view_memory and cfg.data.imagined_memory > 0 and rank == 0 and not quiet:
+        print(f"memories from the model's own rollouts: {data.num_imagined} of "
+              f"{data.num_episodes} episodes have an imagined copy (worldmodel.imagined)")
 
     model = Denoiser(cfg.model).to(device)
     lineage: dict = {}  # where the weights came from, kept in every checkpoint's metrics
@@ -200,7 +203,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
             g["lr"] = lr_at(step, cfg) * g["lr_mult"]
         memory = None
         if view_memory:
-            frames_u8, acts, canvases = data.sample(per_rank, rng, canvases=True)
+            frames_u8, acts, canvases = data.sample(per_rank, rng, canvases=True,
+                                                    imagined=cfg.data.imagined_memory)
             memory = torch.from_numpy(canvases).to(device, non_blocking=True)
         else:
             frames_u8, acts = data.sample(per_rank, rng)

@@ -11,8 +11,11 @@ import torch
 
 from conftest import CRAFTER_SIZE, DEVICES
 from memory.config import MemoryConfig
-from memory.revisit import find_revisits, load_revisit_episodes, real_prefix, run_benchmark
+from memory.revisit import (RandomFeatures, find_revisits, format_summary, generated_revisits,
+                            load_revisit_episodes, own_pose_scores, own_poses, real_prefix,
+                            run_benchmark, summarize_own_pose, view_pose_accuracy)
 from memory.train_slowfast import train
+from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.data.episode import EpisodeWriter
 
@@ -27,6 +30,84 @@ def test_revisit_frames_are_returns_out_of_context():
     assert rv.frames.tolist() == [9, 10, 11, 12, 13]
     assert rv.first.tolist() == [4, 3, 2, 1, 1]
     assert rv.at_start.tolist() == [False, False, False, True, True]
+
+
+# The summary keys other code and the model card read, as they were before the own-pose pairing.
+REVISIT_ROW_KEYS = {f"{ref}_{m}" for ref in ("vs_real", "vs_first_visit")
+                    for m in ("psnr", "ssim", "feat", "psnr_mean_mse")}
+GAIN_KEYS = {"gain_vs_real_psnr_db", "gain_per_episode_db", "gain_interval90_db"}
+OWN_POSE_KEYS = {"n", "vs_own_first_visit_tiles", "vs_own_first_visit_psnr", "non_grass",
+                 "non_grass_generated", "real_non_grass", "pose_vs_real"}
+
+
+def crafter_frame(world: np.ndarray, x: int, y: int, pad: int = 8) -> np.ndarray:
+    """A 64x64 frame laid out as Crafter's: the 9x7-tile world view of a tiled `world` around
+    cell (x, y) (the player's tile at row 3, column 4), a blank inventory strip below."""
+    t = 7
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:7 * t, :9 * t] = world[(y - 3 + pad) * t:(y + 4 + pad) * t,
+                                  (x - 4 + pad) * t:(x + 5 + pad) * t]
+    return frame
+
+
+def test_own_pose_pairs_the_imagined_walk_where_the_real_player_was_blocked():
+    """The real player is blocked (a tree) while the actions walk right 6, pause, left 6; the
+    imagined frames walk on and come back. The game's positions find no revisit; the model's own
+    pose, read from its frames, pairs the way back with the way out."""
+    rng = np.random.default_rng(0)
+    world = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8).repeat(7, 0).repeat(7, 1)
+    acts = np.asarray([0] + [2] * 6 + [0, 0] + [1] * 6 + [0, 0])
+    xs = [0, 0, 1, 2, 3, 4, 5, 6, 6, 6, 5, 4, 3, 2, 1, 0, 0, 0]  # the imagined player's cell
+    gen = np.stack([crafter_frame(world, x, 0) for x in xs])
+    real_rel = np.zeros((len(xs), 2), np.int64)  # the real player never left the start
+    names = get_action_space("crafter").actions
+    own = own_poses(gen, acts, names)
+    assert own.tolist() == [[x, 0] for x in xs]  # one pose per frame
+    assert len(generated_revisits(real_rel, 3, 3).frames) == 0
+    labels = np.zeros((len(xs), 7, 9), np.uint8)
+    labels[:, 0] = 5  # the top row is not grass (id 0)
+    res = own_pose_scores(gen, acts, names, real_rel, context=3, prefix=3, net=RandomFeatures(0),
+                          labels=labels, grass=0)
+    assert res["revisit_frames"] == list(range(10, 18))
+    assert res["first_visit"] == [6, 5, 4, 3, 2, 1, 1, 1]
+    assert res["vs_own_first_visit"]["psnr"] == [100.0] * 8  # the imagined world kept its places
+    assert res["vs_own_first_visit"]["tiles"] == [1.0] * 8
+    assert res["non_grass"] == pytest.approx([1 / 7] * 8)
+    assert res["pose_vs_real"] == pytest.approx(3 / 15)  # frames 15-17 of the generated 3-17
+    with pytest.raises(ValueError, match="one action per frame"):
+        own_poses(gen, acts[:-1], names)
+    tiny = own_pose_scores(gen[:, :16, :16], acts, names, real_rel, 3, 3, RandomFeatures(0),
+                           None, None)
+    assert tiny is None  # no world view to track: skipped, not guessed
+
+
+def test_view_pose_accuracy_splits_real_frames_from_generated():
+    poses = [None, None, [0, 0], [0, 0], [1, 0], [0, 0]]  # from frame context - 1 = 2
+    real_rel = np.asarray([[0, 0], [0, 0], [0, 0], [0, 0], [0, 0], [1, 0]])
+    pooled, real, generated = view_pose_accuracy(poses, real_rel, context=3, prefix=4)
+    assert (pooled, real, generated) == (0.5, 1.0, 0.0)
+
+
+def test_own_pose_summary_pools_frames_and_weighs_episodes_by_generated_frames():
+    def episode(frames, prefix, own, non_grass_generated, real_non_grass):
+        return {"frames": frames, "real_prefix": prefix, "real_non_grass": real_non_grass,
+                "modes": {"off": {"own_pose": own, "non_grass_generated": non_grass_generated}}}
+
+    a = {"revisit_frames": [5, 6], "first_visit": [1, 1], "non_grass": [0.5, 0.3],
+         "vs_own_first_visit": {"psnr": [20.0, 30.0], "tiles": [1.0, 0.5]}, "pose_vs_real": 1.0}
+    b = {"revisit_frames": [7], "first_visit": [2], "non_grass": [0.1],
+         "vs_own_first_visit": {"psnr": [10.0], "tiles": [0.0]}, "pose_vs_real": 0.0}
+    s = summarize_own_pose([episode(13, 3, a, 0.4, 0.6), episode(33, 3, b, 0.1, 0.3)], ["off"])
+    row = s["off"]
+    assert set(row) == OWN_POSE_KEYS and row["n"] == 3
+    assert row["vs_own_first_visit_psnr"] == pytest.approx(20.0)
+    assert row["vs_own_first_visit_tiles"] == pytest.approx(0.5)
+    assert row["non_grass"] == pytest.approx(0.3)
+    assert row["non_grass_generated"] == pytest.approx((0.4 * 10 + 0.1 * 30) / 40)
+    assert row["real_non_grass"] == pytest.approx((0.6 * 10 + 0.3 * 30) / 40)
+    assert row["pose_vs_real"] == pytest.approx(10 / 40)
+    untracked = summarize_own_pose([episode(13, 3, None, None, None)], ["off"])["off"]
+    assert untracked["n"] == 0 and all(untracked[k] is None for k in OWN_POSE_KEYS - {"n"})
 
 
 def write_trip(path, size: int = 16) -> None:
@@ -56,6 +137,15 @@ def test_benchmark_end_to_end(tiny_cfg, perturbed_model, tmp_path):
     assert summary["real_consistency_psnr"] == 100.0  # a static synthetic world: exact revisits
     keys = {"vs_real_psnr", "vs_first_visit_ssim", "vs_real_feat", "gain_vs_real_psnr_db"}
     assert keys <= set(summary["on"])
+    assert set(summary["on"]) == REVISIT_ROW_KEYS | GAIN_KEYS | {"gain_over_control_db"}
+    assert set(summary["off"]) == REVISIT_ROW_KEYS
+    # 16 px frames hold no Crafter world view: the own-pose pairing is skipped, its keys kept
+    assert {"revisit", "at_start", "control", "pose_accuracy", "pose_accuracy_real",
+            "pose_accuracy_generated", "own_pose"} == set(report["summary"])
+    own = report["summary"]["own_pose"]
+    assert set(own) == {"off", "on"} and all(own[m]["n"] == 0 for m in own)
+    assert all(r["modes"][m]["own_pose"] is None for r in report["per_episode"] for m in own)
+    assert "own-pose revisits" in format_summary(report["summary"])
     saved = json.loads((tmp_path / "out" / "revisit.json").read_text())
     assert saved["episodes"] == 1
     assert (tmp_path / "out" / "revisit_psnr.png").stat().st_size > 0
@@ -184,3 +274,21 @@ def test_benchmark_scores_tile_agreement_on_labelled_trips(labelled_crafter, tin
     # The real game agrees with itself on most tiles at the same place (animals move, light changes).
     per = report["per_episode"][0]["real_consistency"]["tiles"]
     assert np.mean(per) > 0.8
+    assert set(s["on"]) == (REVISIT_ROW_KEYS | {"vs_real_tiles", "vs_first_visit_tiles"} | GAIN_KEYS
+                            | {"gain_over_control_db"})
+    # Paired by the model's own pose, on 64 px Crafter frames with a tile classifier: every value.
+    own = report["summary"]["own_pose"]
+    for mode in ("off", "on"):
+        row = own[mode]
+        assert set(row) == OWN_POSE_KEYS
+        for key in ("non_grass_generated", "real_non_grass", "pose_vs_real"):
+            assert 0 <= row[key] <= 1
+        assert row["n"] == sum(len(r["modes"][mode]["own_pose"]["revisit_frames"])
+                               for r in report["per_episode"])
+    for r in report["per_episode"]:
+        assert 0 <= r["real_non_grass"] <= 1
+        for mode in ("off", "on"):
+            block = r["modes"][mode]["own_pose"]
+            assert len(block["non_grass"]) == len(block["first_visit"]) == len(block["revisit_frames"])
+            assert all(j >= r["real_prefix"] for j in block["revisit_frames"])
+    assert report["summary"]["pose_accuracy_real"] == report["summary"]["pose_accuracy"] == {}

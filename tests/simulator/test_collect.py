@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from conftest import CRAFTER_SIZE
-from simulator.collect import (MOVES, OPPOSITE, SPLIT_SEED_BASE, collect_episode,
+from simulator.collect import (MOVES, OPPOSITE, SHAPES, SPLIT_SEED_BASE, collect_episode,
                                exploration_policy, main, out_and_back, revisit_policy)
 from simulator.games import make_game
+from worldmodel.data import Episode
 from worldmodel.data.episode import load_episode
 
 
@@ -88,3 +91,103 @@ def test_revisit_policy_has_the_requested_length():
     acts = list(revisit_policy(0, 60, trip=24))
     assert len(acts) == 60 and acts[:4] == [0, 0, 0, 0]
     assert sum(a in MOVES for a in acts) == 48
+
+
+STEP = {0: (0, 0), 1: (-1, 0), 2: (1, 0), 3: (0, -1), 4: (0, 1)}  # action -> (dx, dy) if free
+
+
+def walk(acts: list[int]) -> np.ndarray:
+    """The cells (len + 1, 2) an unblocked player stands on, from (0, 0)."""
+    return np.concatenate([[(0, 0)], np.cumsum([STEP[a] for a in acts], 0)]).astype(int)
+
+
+def runs(acts: list[int]) -> list[tuple[int, int]]:
+    """Run-length encoding: [(action, repeats), ...]."""
+    return [(a, len(list(g))) for a, g in itertools.groupby(acts)]
+
+
+def move_runs_of(acts: list[int]) -> list[np.ndarray]:
+    from memory.revisit import move_runs
+
+    return move_runs(Episode(np.zeros((len(acts) + 1, 1, 1, 3), np.uint8), np.asarray(acts), {}))
+
+
+# revisit_policy's output before --shape existed: the default shape keeps these exactly.
+BACK_BEFORE_SHAPES = {
+    (0, 60, 24): [(0, 4), (3, 15), (4, 9), (0, 2), (3, 9), (4, 15), (0, 6)],
+    (7, 60, 24): [(0, 4), (3, 18), (2, 6), (0, 2), (1, 6), (4, 18), (0, 6)],
+    (2_000_000, 60, 24): [(0, 4), (2, 22), (4, 2), (0, 2), (3, 2), (1, 22), (0, 6)],
+    (3_000_000, 12, 4): [(0, 4), (1, 3), (3, 1), (0, 2), (4, 1), (2, 1)],
+    (1, 120, 40): [(0, 4), (4, 29), (3, 11), (0, 2), (4, 11), (3, 29), (0, 34)],
+}
+
+
+@pytest.mark.parametrize("key", BACK_BEFORE_SHAPES)
+def test_back_trips_are_unchanged_by_the_shapes(key):
+    seed, length, trip = key
+    assert runs(list(revisit_policy(seed, length, trip))) == BACK_BEFORE_SHAPES[key]
+    assert list(revisit_policy(seed, length, trip, "back")) == list(revisit_policy(seed, length,
+                                                                                  trip))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_loop_comes_back_to_the_start_by_another_path(seed):
+    trip = 24
+    acts = list(revisit_policy(seed, 60, trip, "loop"))
+    assert len(acts) == 60 and acts[:4] == [0, 0, 0, 0]
+    assert sum(a in MOVES for a in acts) == 2 * trip
+    cells = walk(acts)
+    assert (cells[-1] == 0).all()  # zero displacement: back at the start
+    out, back = move_runs_of(acts)  # the pause splits the trip out from the way back
+    assert len(out) == len(back) == trip
+    (first, a), (second, b) = runs(acts[4:4 + trip])
+    assert a + b == trip and min(a, b) >= trip // 4
+    assert {first, second} not in ({1, 2}, {3, 4})  # perpendicular
+    assert runs(acts[4 + trip:])[:3] == [(0, 2), (OPPOSITE[first], a), (OPPOSITE[second], b)]
+    # another path: no cell the way back steps on, but the start, was passed on the way out
+    way_out = {tuple(c) for c in cells[out]}
+    way_back = [tuple(c) for c in cells[back[:-1]]]  # the last one is the start
+    assert not way_out.intersection(way_back)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_long_trip_has_three_turning_legs_and_retraces_them(seed):
+    trip = 40
+    acts = list(revisit_policy(seed, 120, trip, "long"))
+    assert len(acts) == 120 and acts[:4] == [0, 0, 0, 0]
+    out_acts = acts[4:4 + trip]
+    legs = runs(out_acts)
+    assert len(legs) == 3 and sum(n for _, n in legs) == trip
+    for (a, _), (b, _) in zip(legs, legs[1:]):
+        assert b != a and b != OPPOSITE[a]  # each leg turns, never reversing the one before
+    assert acts[4 + trip:4 + trip + 2] == [0, 0]
+    assert acts[6 + trip:6 + 2 * trip] == [OPPOSITE[m] for m in reversed(out_acts)]
+    assert set(acts[6 + 2 * trip:]) == {0}
+    out, back = move_runs_of(acts)
+    cells = walk(acts)
+    assert [tuple(c) for c in cells[back]] == [tuple(c) for c in cells[out - 1][::-1]]  # retraced
+    assert (cells[-1] == 0).all()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_shape_is_deterministic_per_seed(shape):
+    a = list(revisit_policy(11, 80, 24, shape))
+    assert a == list(revisit_policy(11, 80, 24, shape))
+    assert any(a != list(revisit_policy(s, 80, 24, shape)) for s in (12, 13))
+
+
+def test_shapes_refuse_trips_too_short_and_unknown_names():
+    with pytest.raises(ValueError, match="long trip needs at least 3"):
+        revisit_policy(0, 40, 2, "long")
+    with pytest.raises(ValueError, match="shape must be one of"):
+        revisit_policy(0, 40, 8, "zigzag")
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--shape", "loop"])  # --shape without --revisit
+
+
+def test_shaped_trips_are_recorded_under_their_policy(tmp_path):
+    main(["--out", str(tmp_path), "--revisit", "--shape", "loop", "--episodes", "1",
+          "--first", "100", "--length", "16", "--trip", "4", "--size", str(CRAFTER_SIZE)])
+    ep = load_episode(tmp_path / "revisit_2000100")
+    assert ep.meta["policy"] == "revisit_loop" and ep.meta["seed"] == 2_000_100
+    assert list(ep.actions) == list(revisit_policy(2_000_100, 16, 4, "loop"))

@@ -32,7 +32,8 @@ class WindowDataset:
 
     def __init__(self, root: str | Path, window: int, space: ActionSpace, prefix: str = "",
                  max_episodes: int = 0, frame_size: int | None = None,
-                 extra: list[str | Path] | tuple = (), poses: bool = False):
+                 extra: list[str | Path] | tuple = (), poses: bool = False,
+                 imagined: bool = False):
         paths = [p for p in list_episodes(root) if p.name.startswith(prefix)]
         if max_episodes:
             paths = paths[:max_episodes]
@@ -43,7 +44,7 @@ class WindowDataset:
             if not found:
                 raise EpisodeError(f"no episodes under {more} (data.extra_train)")
             paths.extend(found)
-        frames, acts, starts, pos, first = [], [], [], [], []
+        frames, acts, starts, pos, first, own = [], [], [], [], [], []
         total = 0
         for p in paths:
             ep = load_episode(p)
@@ -61,6 +62,10 @@ class WindowDataset:
             first.append(np.full(len(ep.frames), total))
             if poses:
                 pos.append(episode_poses(ep, acts[-1], space))
+            if imagined:
+                from worldmodel.imagined import load_imagined
+
+                own.append(load_imagined(ep))
             total += len(ep.frames)
         if not starts:
             raise EpisodeError(f"no episode under {root} has {window} frames")
@@ -71,15 +76,26 @@ class WindowDataset:
         self.pos = np.concatenate(pos) if poses else None  # the player's cell at each frame
         self.window = window
         self.num_episodes = len(frames)
+        # The model's own rollouts of episodes that have one (worldmodel.imagined), frame for
+        # frame beside the real ones (real frames where an episode has none).
+        self.imagined = self.has_imagined = None
+        if imagined and any(o is not None for o in own):
+            self.imagined = np.concatenate([f if o is None else o for f, o in zip(frames, own)])
+            self.has_imagined = np.concatenate([np.full(len(f), o is not None)
+                                                for f, o in zip(frames, own)])
+        self.num_imagined = sum(o is not None for o in own)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, batch: int, rng: np.random.Generator, canvases: bool = False):
+    def sample(self, batch: int, rng: np.random.Generator, canvases: bool = False,
+               imagined: float = 0.0):
         """(frames, actions) of `batch` random windows; with `canvases` (a dataset built with
         `poses`) also (b, n, 5, CH, CW) float32: the view memory's canvas each frame's target
         sees, around the frame before it, from every frame of its episode up to that one
-        (worldmodel.viewmap.history_canvases; row 0 is zeros)."""
+        (worldmodel.viewmap.history_canvases; row 0 is zeros). With `imagined`, that share of
+        the windows of episodes with an imagined copy (a dataset built with `imagined`) build
+        their canvases from the copy: the model's own frames of the same places."""
         s = self.starts[rng.integers(0, len(self.starts), batch)]
         idx = s[:, None] + np.arange(self.window)[None]
         if not canvases:
@@ -92,7 +108,11 @@ class WindowDataset:
         for i, st in enumerate(s):
             f0 = self.first[st]
             end = st + self.window - 1  # the last anchor is the frame before the last target
-            out[i, 1:] = history_canvases(self.frames[f0:end], self.pos[f0:end],
+            seen = self.frames
+            if (imagined > 0 and self.imagined is not None and self.has_imagined[st]
+                    and rng.random() < imagined):
+                seen = self.imagined
+            out[i, 1:] = history_canvases(seen[f0:end], self.pos[f0:end],
                                           np.arange(st - f0, end - f0))
         return self.frames[idx], self.actions[idx], out
 

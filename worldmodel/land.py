@@ -1,0 +1,385 @@
+"""A land prior: what the cells a move reveals hold, sampled, not averaged.
+
+    python -m worldmodel.land --data data/crafter --checkpoint assets/crafter_memory
+
+When the player steps, a row or column of cells comes into view that nothing has shown. A
+denoiser trained on squared error draws there what is most likely on average: in Crafter the
+average is grass, so imagined land came out ~93% grass where the real game has ~67%
+(`../shared/CRAFTER.md`: a third of revealed cells are not grass). This is a small categorical
+model of the revealed line, sampled one cell at a time: a cell is one draw among the game's
+labels (water, tree, stone, sand, coal, a cow...), given the view it borders and the cells of
+the line drawn before it, so a lake that reaches the edge goes on and a forest stays a forest.
+
+The draws go into the view memory's canvas as if the memory had seen those cells (each label's
+real tile at the frame's light, from the tile codebook): the denoiser, trained to draw what the
+memory knows, draws them (`MoveHead.compose`). Cells the memory does know keep its tiles. Once
+drawn, a sampled cell is an ordinary cell of the world: it is carried, snapped, and remembered.
+
+Geometry: every move is turned so the revealed line is a column on the right of the view
+(`canonical`): the view's labels sit in a 9 x 10 grid, right-aligned, with the line in the last
+column (7 cells for a left/right move, 9 for up/down) and a pad flag elsewhere.
+
+Training reads the game's own labels (`labels.u8`) of consecutive frames with a scroll between
+them; live, the anchor's labels come from the codebook's snap. `diffusion.land_prior` names the
+file in a checkpoint folder (needs a codebook with labels and model.view_memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldmodel.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+
+VERSION = 1
+DEFAULT_NAME = "land.safetensors"
+GRID_ROWS, GRID_COLS = max(VIEW_ROWS, VIEW_COLS), max(VIEW_ROWS, VIEW_COLS) + 1  # 9 x 10
+LINE = GRID_ROWS  # cells in the longest revealed line
+LAND_AGE = 0.1  # the age the canvas gives a sampled cell (seen a while ago, as memory cells are)
+
+
+class LandError(ValueError):
+    """A land prior file that cannot be read or used."""
+
+
+def _line_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per move class (SCROLLS), the canvas cells (row, col; worldmodel.viewmap's one-tile
+    margin) of the line the move reveals, in canonical order, and which of the LINE are real.
+    Unused entries point at the canvas corner, which no line holds."""
+    rows = np.zeros((len(SCROLLS), LINE), np.int64)
+    cols = np.zeros((len(SCROLLS), LINE), np.int64)
+    valid = np.zeros((len(SCROLLS), LINE), bool)
+    for k, (dx, dy) in enumerate(SCROLLS):
+        if dx:
+            n = VIEW_ROWS
+            rows[k, :n] = np.arange(n) + 1
+            cols[k, :n] = 0 if dx < 0 else VIEW_COLS + 1
+        elif dy:
+            n = VIEW_COLS
+            rows[k, :n] = 0 if dy < 0 else VIEW_ROWS + 1
+            cols[k, :n] = np.arange(n) + 1
+        else:
+            continue
+        valid[k, :n] = True
+    return rows, cols, valid
+
+
+LINE_ROWS, LINE_COLS, LINE_VALID = _line_cells()
+
+
+def canonical(labels: Tensor, moves: Tensor) -> tuple[Tensor, Tensor]:
+    """labels (n, VIEW_ROWS, VIEW_COLS) long, moves (n,) SCROLLS indices -> the view turned so
+    the move reveals a column on its right, in a (n, GRID_ROWS, GRID_COLS - 1) grid right-aligned
+    (-1 where the view is not), and (n, LINE) which line cells exist. A stay gives an empty grid."""
+    n = labels.shape[0]
+    out = torch.full((n, GRID_ROWS, GRID_COLS - 1), -1, dtype=torch.long, device=labels.device)
+    for k, (dx, dy) in enumerate(SCROLLS):
+        sel = moves == k
+        if not (dx or dy) or not bool(sel.any()):
+            continue
+        g = labels[sel]
+        if dy:
+            g = g.transpose(1, 2)  # rows are x, columns y: the revealed row becomes a column
+        if dx < 0 or dy < 0:
+            g = g.flip(2)
+        r, c = g.shape[1:]
+        out[sel, :r, GRID_COLS - 1 - c:] = g
+    valid = torch.as_tensor(LINE_VALID, device=labels.device)[moves]
+    return out, valid
+
+
+def revealed_line(next_labels: Tensor, moves: Tensor) -> Tensor:
+    """The labels (n, LINE) of the cells the moves revealed, in canonical order, read from the
+    next frames' labels (n, VIEW_ROWS, VIEW_COLS); -1 where a line has no cell."""
+    n = next_labels.shape[0]
+    out = torch.full((n, LINE), -1, dtype=torch.long, device=next_labels.device)
+    for k, (dx, dy) in enumerate(SCROLLS):
+        sel = moves == k
+        if not (dx or dy) or not bool(sel.any()):
+            continue
+        g = next_labels[sel]
+        if dx:
+            line = g[:, :, VIEW_COLS - 1 if dx > 0 else 0]
+        else:
+            line = g[:, VIEW_ROWS - 1 if dy > 0 else 0, :]
+        out[sel, :line.shape[1]] = line
+    return out
+
+
+class LandPrior(nn.Module):
+    """p(cell | the view, the line's cells before it) for the revealed line (module docstring)."""
+
+    def __init__(self, num_labels: int, width: int = 64, names: list[str] | None = None):
+        super().__init__()
+        self.num_labels = num_labels
+        self.width = width
+        self.names = list(names or [])
+        cin = num_labels + 2  # one-hot label, "no cell here", "this line cell is drawn"
+        self.inp = nn.Conv2d(cin, width, 3, padding=1)
+        self.body = nn.ModuleList([nn.Conv2d(width, width, 3, padding=d, dilation=d)
+                                   for d in (1, 2, 4, 1, 2)])
+        self.row_embed = nn.Parameter(torch.zeros(1, width, GRID_ROWS, 1))
+        self.out = nn.Conv2d(width, num_labels, 1)
+
+    def grid(self, view: Tensor, line: Tensor, line_valid: Tensor) -> Tensor:
+        """The network's input (n, L + 2, GRID_ROWS, GRID_COLS): the canonical view (n, 9, 9)
+        and the line (n, LINE) with the cells drawn so far (-1: not yet)."""
+        full = torch.cat([view, line[:, :, None]], 2)  # (n, 9, 10)
+        x = F.one_hot(full.clamp(min=0), self.num_labels).permute(0, 3, 1, 2).float()
+        x = x * (full >= 0)[:, None].float()
+        pad = torch.ones_like(full, dtype=torch.float)
+        pad[:, :, :-1] = (view < 0).float()
+        pad[:, :, -1] = (~line_valid).float()
+        drawn = torch.zeros_like(pad)
+        drawn[:, :, -1] = (line >= 0).float()
+        return torch.cat([x, pad[:, None], drawn[:, None]], 1)
+
+    def forward(self, view: Tensor, line: Tensor, line_valid: Tensor) -> Tensor:
+        """-> (n, LINE, num_labels) logits for every line cell."""
+        h = F.gelu(self.inp(self.grid(view, line, line_valid))) + self.row_embed
+        for conv in self.body:
+            h = h + F.gelu(conv(h))
+        return self.out(h)[:, :, :, -1].transpose(1, 2)
+
+    @torch.no_grad()
+    def sample(self, labels: Tensor, moves: Tensor, uniforms: Tensor,
+               temperature: float = 1.0) -> Tensor:
+        """labels (n, VIEW_ROWS, VIEW_COLS) of the anchors, moves (n,), uniforms (n, LINE) in
+        [0, 1) (each world's own draws) -> (n, LINE) sampled labels of the revealed lines in
+        canonical order (-1 where a line has no cell), drawn one cell at a time."""
+        view, valid = canonical(labels.long(), moves)
+        line = torch.full(valid.shape, -1, dtype=torch.long, device=labels.device)
+        for i in range(LINE):
+            if not bool(valid[:, i].any()):
+                continue
+            logits = self(view, line, valid)[:, i].float() / temperature
+            cdf = logits.softmax(-1).cumsum(-1)
+            pick = (cdf < uniforms[:, i:i + 1] * cdf[:, -1:]).sum(-1).clamp(max=self.num_labels - 1)
+            line[:, i] = torch.where(valid[:, i], pick, line[:, i])
+        return line
+
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path, info: dict | None = None) -> Path:
+        from worldmodel import tensorfile
+
+        return tensorfile.write(path, dict(self.state_dict()), {
+            "format": "land-prior", "version": VERSION, "labels": self.num_labels,
+            "width": self.width, "names": json.dumps(self.names), "info": json.dumps(info or {})})
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "LandPrior":
+        from worldmodel import tensorfile
+
+        state, meta = tensorfile.read(path, LandError, "land prior", "train one: python -m "
+                                      "worldmodel.land --data DIR --checkpoint DIR")
+        if meta.get("format") != "land-prior" or meta.get("version") != str(VERSION):
+            raise LandError(f"{path} is not a version-{VERSION} land prior")
+        try:
+            prior = cls(int(meta["labels"]), int(meta["width"]), json.loads(meta.get("names", "[]")))
+            prior.load_state_dict(state)
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise LandError(f"{path}: its weights do not fit a land prior ({e})") from None
+        prior.info = json.loads(meta.get("info", "{}"))
+        return prior.to(device).eval()
+
+
+def fill_canvas(canvas: Tensor, moves: Tensor, line: Tensor, level: Tensor,
+                textures: Tensor) -> Tensor:
+    """Write sampled line labels (n, LINE) into view-memory canvases (n, 5, CH, CW) where they do
+    not know the cell: each label's tile at the anchor's light level (n,) from the codebook's
+    `textures()` (levels, labels, 147), known, age LAND_AGE. Returns a new canvas."""
+    n = canvas.shape[0]
+    dev = canvas.device
+    ch, cw = canvas.shape[-2] // TILE, canvas.shape[-1] // TILE
+    out = canvas.clone()
+    cells = out.view(n, 5, ch, TILE, cw, TILE).permute(0, 2, 4, 1, 3, 5)  # (n, ch, cw, 5, T, T)
+    rows = torch.as_tensor(LINE_ROWS, device=dev)[moves]
+    cols = torch.as_tensor(LINE_COLS, device=dev)[moves]
+    bi = torch.arange(n, device=dev)[:, None].expand(-1, LINE)
+    old = cells[bi, rows, cols]  # (n, LINE, 5, T, T)
+    write = (line >= 0) & (old[:, :, 3, 0, 0] < 0.5)
+    tex = textures[level[:, None].expand(-1, LINE), line.clamp(min=0)]  # (n, LINE, 147)
+    rgb = tex.view(n, LINE, TILE, TILE, 3).permute(0, 1, 4, 2, 3).float() / 127.5 - 1
+    new = torch.cat([rgb, torch.ones_like(rgb[:, :, :1]),
+                     torch.full_like(rgb[:, :, :1], LAND_AGE)], 2)
+    cells[bi, rows, cols] = torch.where(write[:, :, None, None, None], new, old)
+    return out
+
+
+# ---- training -----------------------------------------------------------------------------------
+
+def examples(episodes: list, space) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every step of `episodes` (with the game's labels) whose camera scrolled: the labels before
+    (k, VIEW_ROWS, VIEW_COLS), the move (k,) and the labels after."""
+    from worldmodel.train import window_moves
+
+    before, moves, after = [], [], []
+    for ep in episodes:
+        if ep.labels is None:
+            raise LandError(f"{ep.path} has no tile labels (labels.u8): collect it with "
+                            "python -m simulator.collect")
+        n = min(len(ep.frames), len(ep.labels))
+        acts = np.concatenate([[0], space.validate(ep.actions)])[:n]
+        mv = window_moves(ep.frames[None, :n], acts[None], space)[0]  # move into each frame
+        idx = np.flatnonzero(mv[1:] > 0)
+        before.append(ep.labels[idx])
+        moves.append(mv[idx + 1])
+        after.append(ep.labels[idx + 1])
+    return np.concatenate(before), np.concatenate(moves), np.concatenate(after)
+
+
+def prefix_mask(valid: Tensor, gen: torch.Generator) -> Tensor:
+    """(n, LINE) True for the line cells given as drawn: a random prefix of each line (the
+    sampler draws in order), none to all but one."""
+    lengths = valid.sum(1)
+    k = (torch.rand(len(valid), generator=gen) * lengths.float()).long()
+    return torch.arange(LINE)[None] < k[:, None]
+
+
+def mirror(view: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """The same step seen in a mirror along the line (Crafter's land has no up or down): the
+    canonical view's rows and the line's cells reversed, within each line's length."""
+    n = view.shape[0]
+    length = valid.sum(1)  # 7 or 9
+    idx = torch.arange(LINE)[None].expand(n, -1)
+    src = torch.where(idx < length[:, None], length[:, None] - 1 - idx, idx)
+    return (view.gather(1, src[:, :, None].expand(-1, -1, view.shape[2])),
+            target.gather(1, src))
+
+
+def line_loss(prior: LandPrior, before: Tensor, moves: Tensor, after: Tensor,
+              gen: torch.Generator, augment: bool = False) -> Tensor:
+    """Cross-entropy of the line cells not given, with a random prefix given; `augment` mirrors
+    half the steps."""
+    view, valid = canonical(before, moves)
+    target = revealed_line(after, moves)
+    if augment:
+        flip = torch.rand(len(view), generator=gen) < 0.5
+        mv, mt = mirror(view, target, valid)
+        view = torch.where(flip[:, None, None], mv, view)
+        target = torch.where(flip[:, None], mt, target)
+    given = prefix_mask(valid, gen) & valid
+    line = torch.where(given, target, torch.full_like(target, -1))
+    logits = prior(view, line, valid)
+    score = valid & ~given
+    return F.cross_entropy(logits[score], target[score])
+
+
+def train_prior(train: tuple, held: tuple, num_labels: int, names: list[str], steps: int = 3000,
+                batch: int = 256, lr: float = 2e-3, seed: int = 0, log_every: int = 250
+                ) -> tuple[LandPrior, dict[str, Any]]:
+    """Fit a LandPrior on (before, moves, after) arrays, mirrored at random; keeps the weights
+    of the best held-out cross-entropy (checked every `log_every` steps)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    prior = LandPrior(num_labels, names=names)
+    opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=1e-4)
+    tb, tm, ta = (torch.from_numpy(np.asarray(a, np.int64)) for a in train)
+    hb, hm, ha = (torch.from_numpy(np.asarray(a, np.int64)) for a in held)
+    log = []
+    best: tuple[float, dict | None, int] = (float("inf"), None, 0)
+    t0 = time.time()
+    for step in range(1, steps + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        i = torch.randint(0, len(tb), (batch,), generator=gen)
+        loss = line_loss(prior, tb[i], tm[i], ta[i], gen, augment=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == steps:
+            with torch.no_grad():
+                held_loss = float(line_loss(prior, hb, hm, ha, torch.Generator().manual_seed(1)))
+            log.append({"step": step, "loss": float(loss.detach()), "heldout_loss": held_loss,
+                        "seconds": round(time.time() - t0, 1)})
+            print(json.dumps(log[-1]), flush=True)
+            if held_loss < best[0]:
+                best = (held_loss, {k: v.clone() for k, v in prior.state_dict().items()}, step)
+    prior.load_state_dict(best[1])
+    return prior.eval(), {"log": log, "best_step": best[2], "best_heldout_loss": best[0]}
+
+
+@torch.no_grad()
+def sampled_shares(prior: LandPrior, held: tuple, grass: int, seed: int = 0) -> dict[str, Any]:
+    """On held-out steps: the non-grass share of sampled revealed lines against the real ones,
+    and the total variation between their label histograms."""
+    hb, hm, ha = (torch.from_numpy(np.asarray(a, np.int64)) for a in held)
+    gen = torch.Generator().manual_seed(seed)
+    line = prior.sample(hb, hm, torch.rand(len(hb), LINE, generator=gen))
+    real = revealed_line(ha, hm)
+    got, ref = line[line >= 0], real[real >= 0]
+    hist = lambda x: torch.bincount(x, minlength=prior.num_labels).float() / max(1, len(x))
+    return {"steps": int(len(hb)), "non_grass_sampled": float((got != grass).float().mean()),
+            "non_grass_real": float((ref != grass).float().mean()),
+            "tv": float(0.5 * (hist(got) - hist(ref)).abs().sum()),
+            "same_as_real": float((line == real)[real >= 0].float().mean())}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from worldmodel.actions import get_action_space
+    from worldmodel.data import list_episodes, load_episode
+    from worldmodel.reports import command_line
+
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder of labelled training episodes")
+    p.add_argument("--prefix", default="train_", help="episode name prefix (training seeds)")
+    p.add_argument("--extra", nargs="*", default=[], help="more folders of labelled training "
+                   "episodes, all of theirs (e.g. simulator.collect --revisit --split train)")
+    p.add_argument("--heldout", type=int, default=8, help="of them, the last N are held out to "
+                   "report the fit (still training seeds: the evaluation's worlds are never read)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="land prior file (.safetensors)")
+    p.add_argument("--checkpoint", help="attach it to this checkpoint: written there as "
+                   f"{DEFAULT_NAME} and named in its config (diffusion.land_prior)")
+    args = p.parse_args(argv)
+    if not args.out and not args.checkpoint:
+        p.error("give --out FILE or --checkpoint DIR")
+    paths = [q for q in list_episodes(args.data) if q.name.startswith(args.prefix)]
+    if len(paths) <= args.heldout:
+        raise LandError(f"{len(paths)} episodes {args.prefix}* under {args.data}: need more than "
+                        f"--heldout {args.heldout}")
+    eps = [load_episode(q) for q in paths]
+    more = [load_episode(q) for folder in args.extra for q in list_episodes(folder)]
+    names = list(eps[0].meta.get("label_names") or [])
+    if "grass" not in names:
+        raise LandError(f"{paths[0]} names no labels (meta label_names)")
+    space = get_action_space(eps[0].meta.get("action_space", "crafter"))
+    train = examples(eps[:-args.heldout] + more, space)
+    held = examples(eps[-args.heldout:], space)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    prior, fit = train_prior(train, held, len(names), names, steps=args.steps, seed=args.seed)
+    info = {"command": command_line("worldmodel.land", argv), "train_steps": int(len(train[0])),
+            "heldout_steps": int(len(held[0])), "episodes": len(paths),
+            "heldout_episodes": [q.name for q in paths[-args.heldout:]],
+            "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],
+            "heldout": sampled_shares(prior, held, names.index("grass"))}
+    if args.checkpoint:
+        from worldmodel.checkpoint import CONFIG, load_config_from_checkpoint
+        from worldmodel.config import to_dict
+        from worldmodel.data.episode import write_json_atomic
+
+        cfg = load_config_from_checkpoint(args.checkpoint)
+        prior.save(Path(args.checkpoint) / DEFAULT_NAME, info)
+        cfg.diffusion.land_prior = DEFAULT_NAME
+        write_json_atomic(Path(args.checkpoint) / CONFIG, to_dict(cfg))
+    if args.out:
+        prior.save(args.out, info)
+    print(json.dumps(info["heldout"]))
+    return info
+
+
+if __name__ == "__main__":
+    from worldmodel.cli import run_cli
+
+    run_cli(main)
