@@ -21,9 +21,12 @@ mkdir -p "$EVAL"
   python -m simulator.collect --out data/crafter --split heldout --episodes 60 --length 400
 }
 [ -d data/crafter_revisit ] || python -m simulator.collect --out data/crafter_revisit --revisit --episodes 16 --length 80
+[ -d data/crafter_revisit_loop ] || python -m simulator.collect --out data/crafter_revisit_loop \
+  --revisit --shape loop --first 100 --episodes 16 --length 80
 # A view-memory model is measured with each store alone and both (memory.revisit --compare-stores)
 # and with its memory on beside off (a lever row of the card).
 STORES=$(python -c "import json,sys; c=json.load(open('$CKPT/config.json')); print('--compare-stores' if c['model'].get('view_memory') else '')")
+NO_LAND=$(python -c "import json; c=json.load(open('$CKPT/config.json')); print('--no-land' if c['diffusion'].get('land_prior') else '')")
 MCFG=configs/crafter.yaml
 [ -n "$STORES" ] && MCFG=configs/crafter_memory.yaml
 
@@ -44,13 +47,20 @@ else
     --memory-config $MCFG $STORES --out "$EVAL"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
     --memory-config $MCFG $STORES --warmup trip --out "$EVAL/revisit_trip"
+  # Loops: back at the start by another path (the memory's default stores against off).
+  python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit_loop --samples 8 \
+    --memory-config $MCFG --out "$EVAL/revisit_loop"
   python -m memory.fps --checkpoint "$CKPT" --threads 1 --memory-config $MCFG \
     --out "$EVAL/memory_fps"
   if [ -n "$STORES" ]; then
     python -m memory.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
       --out "$EVAL/levers/view_memory_on"
     python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
-      --no-codebook --out "$EVAL/levers/no_codebook"
+      --no-codebook $NO_LAND --out "$EVAL/levers/no_codebook"
+  fi
+  if [ -n "$NO_LAND" ]; then  # the same weights, revealed cells drawn by the denoiser alone
+    python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
+      --no-land --out "$EVAL/levers/no_land_prior"
   fi
   python run_sim.py plan --task both --episodes 12 --checkpoint "$CKPT" --population 16 \
     --horizon 5 --elites 4 --threads 1 --out "$EVAL/plan.json"

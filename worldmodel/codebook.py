@@ -96,8 +96,7 @@ class TileCodebook:
         self._probe_t = codes[probe].T.contiguous().to(self.device)
         self._probe_half = (0.5 * (codes[probe] ** 2).sum(1)).to(self.device)
         self._probe_light = self.light[probe].to(self.device)
-        self._slot = slot  # each code's index within its level
-        self._starts = starts
+        self._starts = starts.to(self.device)  # each level's first code
         self._labels = None if self.labels is None else self.labels.to(self.device)
         self._textures = None
 
@@ -166,7 +165,7 @@ class TileCodebook:
         if self._labels is None:
             raise CodebookError("this codebook was built without labels (rebuild it: "
                                 "python -m worldmodel.codebook)")
-        code = self._starts.to(pick.device)[level][:, None] + pick  # index into the sorted codes
+        code = self._starts[level][:, None] + pick  # index into the sorted codes
         labels = self._labels[code].view(*lead, VIEW_ROWS, VIEW_COLS)
         return out, labels, level.view(lead)
 

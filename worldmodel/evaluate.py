@@ -584,7 +584,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
+    if getattr(args, "no_land", False) and getattr(model, "land", None) is not None:
+        del model.land  # the same weights, revealed cells drawn by the denoiser alone
+        cfg.diffusion.land_prior = ""
     if getattr(args, "no_codebook", False) and getattr(model, "codebook", None) is not None:
+        if getattr(model, "land", None) is not None:
+            raise ValueError("--no-codebook: the land prior draws with the codebook's tiles; "
+                             "add --no-land")
         del model.codebook  # the same weights, drawing every pixel (a lever's control)
         cfg.diffusion.tile_codebook = ""
     if getattr(args, "sample_steps", None):
@@ -700,6 +706,9 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
     p.add_argument("--no-codebook", action="store_true",
                    help="leave the checkpoint's tile codebook out (diffusion.tile_codebook): "
                         "generated tiles are not snapped to real ones")
+    p.add_argument("--no-land", action="store_true",
+                   help="leave the checkpoint's land prior out (diffusion.land_prior): what moves "
+                        "reveal is drawn by the denoiser alone")
     p.add_argument("--semantic-worlds", type=int, default=16,
                    help="worlds of the semantic evaluation (0 = skip)")
     p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")

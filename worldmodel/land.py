@@ -6,9 +6,10 @@ When the player steps, a row or column of cells comes into view that nothing has
 denoiser trained on squared error draws there what is most likely on average: in Crafter the
 average is grass, so imagined land came out ~93% grass where the real game has ~67%
 (`../shared/CRAFTER.md`: a third of revealed cells are not grass). This is a small categorical
-model of the revealed line, sampled one cell at a time: a cell is one draw among the game's
-labels (water, tree, stone, sand, coal, a cow...), given the view it borders and the cells of
-the line drawn before it, so a lake that reaches the edge goes on and a forest stays a forest.
+model of the revealed line, sampled cell by cell: a cell is one draw among the game's labels
+(water, tree, stone, sand, coal, a cow...), given the view it borders, and the line's odd cells
+also given the even ones drawn first, so a lake that reaches the edge goes on and a forest stays
+a forest. Two passes of a small network a frame (`LandPrior.sample`).
 
 The draws go into the view memory's canvas as if the memory had seen those cells (each label's
 real tile at the frame's light, from the tile codebook): the denoiser, trained to draw what the
@@ -76,49 +77,45 @@ def _line_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 LINE_ROWS, LINE_COLS, LINE_VALID = _line_cells()
 
 
+def _turned(labels: Tensor, dx: int, dy: int) -> Tensor:
+    """The view (n, rows, cols) turned so a (dx, dy) move reveals a column on its right."""
+    g = labels.transpose(1, 2) if dy else labels  # for up/down, rows are x and columns y
+    return g.flip(2) if dx < 0 or dy < 0 else g
+
+
 def canonical(labels: Tensor, moves: Tensor) -> tuple[Tensor, Tensor]:
     """labels (n, VIEW_ROWS, VIEW_COLS) long, moves (n,) SCROLLS indices -> the view turned so
     the move reveals a column on its right, in a (n, GRID_ROWS, GRID_COLS - 1) grid right-aligned
-    (-1 where the view is not), and (n, LINE) which line cells exist. A stay gives an empty grid."""
+    (-1 where the view is not), and (n, LINE) which line cells exist. A stay gives an empty grid.
+    Every orientation is built and each world picks its own (no host sync)."""
     n = labels.shape[0]
-    out = torch.full((n, GRID_ROWS, GRID_COLS - 1), -1, dtype=torch.long, device=labels.device)
+    grids = torch.full((n, len(SCROLLS), GRID_ROWS, GRID_COLS - 1), -1, dtype=torch.long,
+                       device=labels.device)
     for k, (dx, dy) in enumerate(SCROLLS):
-        sel = moves == k
-        if not (dx or dy) or not bool(sel.any()):
-            continue
-        g = labels[sel]
-        if dy:
-            g = g.transpose(1, 2)  # rows are x, columns y: the revealed row becomes a column
-        if dx < 0 or dy < 0:
-            g = g.flip(2)
-        r, c = g.shape[1:]
-        out[sel, :r, GRID_COLS - 1 - c:] = g
-    valid = torch.as_tensor(LINE_VALID, device=labels.device)[moves]
-    return out, valid
+        if dx or dy:
+            g = _turned(labels.long(), dx, dy)
+            r, c = g.shape[1:]
+            grids[:, k, :r, GRID_COLS - 1 - c:] = g
+    pick = grids[torch.arange(n, device=labels.device), moves]
+    return pick, torch.as_tensor(LINE_VALID, device=labels.device)[moves]
 
 
 def revealed_line(next_labels: Tensor, moves: Tensor) -> Tensor:
     """The labels (n, LINE) of the cells the moves revealed, in canonical order, read from the
     next frames' labels (n, VIEW_ROWS, VIEW_COLS); -1 where a line has no cell."""
     n = next_labels.shape[0]
-    out = torch.full((n, LINE), -1, dtype=torch.long, device=next_labels.device)
+    lines = torch.full((n, len(SCROLLS), LINE), -1, dtype=torch.long, device=next_labels.device)
     for k, (dx, dy) in enumerate(SCROLLS):
-        sel = moves == k
-        if not (dx or dy) or not bool(sel.any()):
-            continue
-        g = next_labels[sel]
-        if dx:
-            line = g[:, :, VIEW_COLS - 1 if dx > 0 else 0]
-        else:
-            line = g[:, VIEW_ROWS - 1 if dy > 0 else 0, :]
-        out[sel, :line.shape[1]] = line
-    return out
+        if dx or dy:  # the new view's edge the move brought in: its last column once turned
+            g = _turned(next_labels.long(), dx, dy)
+            lines[:, k, :g.shape[1]] = g[:, :, -1]
+    return lines[torch.arange(n, device=next_labels.device), moves]
 
 
 class LandPrior(nn.Module):
     """p(cell | the view, the line's cells before it) for the revealed line (module docstring)."""
 
-    def __init__(self, num_labels: int, width: int = 64, names: list[str] | None = None):
+    def __init__(self, num_labels: int, width: int = 32, names: list[str] | None = None):
         super().__init__()
         self.num_labels = num_labels
         self.width = width
@@ -129,6 +126,7 @@ class LandPrior(nn.Module):
                                    for d in (1, 2, 4, 1, 2)])
         self.row_embed = nn.Parameter(torch.zeros(1, width, GRID_ROWS, 1))
         self.out = nn.Conv2d(width, num_labels, 1)
+        self.temperature = 1.0  # chosen by `walk_tv` on training worlds (saved with the file)
 
     def grid(self, view: Tensor, line: Tensor, line_valid: Tensor) -> Tensor:
         """The network's input (n, L + 2, GRID_ROWS, GRID_COLS): the canonical view (n, 9, 9)
@@ -152,19 +150,21 @@ class LandPrior(nn.Module):
 
     @torch.no_grad()
     def sample(self, labels: Tensor, moves: Tensor, uniforms: Tensor,
-               temperature: float = 1.0) -> Tensor:
+               temperature: float | None = None) -> Tensor:
         """labels (n, VIEW_ROWS, VIEW_COLS) of the anchors, moves (n,), uniforms (n, LINE) in
         [0, 1) (each world's own draws) -> (n, LINE) sampled labels of the revealed lines in
-        canonical order (-1 where a line has no cell), drawn one cell at a time."""
+        canonical order (-1 where a line has no cell). Two passes: the line's even cells, each
+        given the view, then its odd cells, each given the view and both its drawn neighbours.
+        `temperature` defaults to the prior's own."""
+        temperature = self.temperature if temperature is None else temperature
         view, valid = canonical(labels.long(), moves)
         line = torch.full(valid.shape, -1, dtype=torch.long, device=labels.device)
-        for i in range(LINE):
-            if not bool(valid[:, i].any()):
-                continue
-            logits = self(view, line, valid)[:, i].float() / temperature
+        for parity in (0, 1):
+            logits = self(view, line, valid).float() / temperature  # (n, LINE, L)
             cdf = logits.softmax(-1).cumsum(-1)
-            pick = (cdf < uniforms[:, i:i + 1] * cdf[:, -1:]).sum(-1).clamp(max=self.num_labels - 1)
-            line[:, i] = torch.where(valid[:, i], pick, line[:, i])
+            pick = (cdf < uniforms[..., None] * cdf[..., -1:]).sum(-1).clamp(max=self.num_labels - 1)
+            take = valid & (torch.arange(LINE, device=line.device) % 2 == parity)[None]
+            line = torch.where(take, pick, line)
         return line
 
     # ---- files --------------------------------------------------------------------------------
@@ -173,7 +173,8 @@ class LandPrior(nn.Module):
 
         return tensorfile.write(path, dict(self.state_dict()), {
             "format": "land-prior", "version": VERSION, "labels": self.num_labels,
-            "width": self.width, "names": json.dumps(self.names), "info": json.dumps(info or {})})
+            "width": self.width, "names": json.dumps(self.names), "temperature": self.temperature,
+            "info": json.dumps(info or {})})
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "LandPrior":
@@ -189,6 +190,7 @@ class LandPrior(nn.Module):
         except (KeyError, ValueError, RuntimeError) as e:
             raise LandError(f"{path}: its weights do not fit a land prior ({e})") from None
         prior.info = json.loads(meta.get("info", "{}"))
+        prior.temperature = float(meta.get("temperature", 1.0))
         return prior.to(device).eval()
 
 
@@ -237,12 +239,12 @@ def examples(episodes: list, space) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.concatenate(before), np.concatenate(moves), np.concatenate(after)
 
 
-def prefix_mask(valid: Tensor, gen: torch.Generator) -> Tensor:
-    """(n, LINE) True for the line cells given as drawn: a random prefix of each line (the
-    sampler draws in order), none to all but one."""
-    lengths = valid.sum(1)
-    k = (torch.rand(len(valid), generator=gen) * lengths.float()).long()
-    return torch.arange(LINE)[None] < k[:, None]
+def given_mask(valid: Tensor, gen: torch.Generator) -> Tensor:
+    """(n, LINE) True for the line cells given as drawn, as the sampler's two passes see them:
+    none (the first pass, which keeps the even cells) or the even cells (the second)."""
+    evens = (torch.arange(LINE) % 2 == 0)[None].expand(len(valid), -1)
+    second = torch.rand(len(valid), 1, generator=gen) < 0.5
+    return evens & second
 
 
 def mirror(view: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -258,8 +260,8 @@ def mirror(view: Tensor, target: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]
 
 def line_loss(prior: LandPrior, before: Tensor, moves: Tensor, after: Tensor,
               gen: torch.Generator, augment: bool = False) -> Tensor:
-    """Cross-entropy of the line cells not given, with a random prefix given; `augment` mirrors
-    half the steps."""
+    """Cross-entropy of the line cells not given (see `given_mask`); `augment` mirrors half the
+    steps."""
     view, valid = canonical(before, moves)
     target = revealed_line(after, moves)
     if augment:
@@ -267,7 +269,7 @@ def line_loss(prior: LandPrior, before: Tensor, moves: Tensor, after: Tensor,
         mv, mt = mirror(view, target, valid)
         view = torch.where(flip[:, None, None], mv, view)
         target = torch.where(flip[:, None], mt, target)
-    given = prefix_mask(valid, gen) & valid
+    given = given_mask(valid, gen) & valid
     line = torch.where(given, target, torch.full_like(target, -1))
     logits = prior(view, line, valid)
     score = valid & ~given
@@ -275,13 +277,13 @@ def line_loss(prior: LandPrior, before: Tensor, moves: Tensor, after: Tensor,
 
 
 def train_prior(train: tuple, held: tuple, num_labels: int, names: list[str], steps: int = 3000,
-                batch: int = 256, lr: float = 2e-3, seed: int = 0, log_every: int = 250
-                ) -> tuple[LandPrior, dict[str, Any]]:
+                batch: int = 256, lr: float = 2e-3, seed: int = 0, log_every: int = 250,
+                width: int = 32) -> tuple[LandPrior, dict[str, Any]]:
     """Fit a LandPrior on (before, moves, after) arrays, mirrored at random; keeps the weights
     of the best held-out cross-entropy (checked every `log_every` steps)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    prior = LandPrior(num_labels, names=names)
+    prior = LandPrior(num_labels, width, names=names)
     opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=1e-4)
     tb, tm, ta = (torch.from_numpy(np.asarray(a, np.int64)) for a in train)
     hb, hm, ha = (torch.from_numpy(np.asarray(a, np.int64)) for a in held)
@@ -324,6 +326,58 @@ def sampled_shares(prior: LandPrior, held: tuple, grass: int, seed: int = 0) -> 
             "same_as_real": float((line == real)[real >= 0].float().mean())}
 
 
+def _moved(labels: Tensor, move: int, line: Tensor) -> Tensor:
+    """Labels (n, VIEW_ROWS, VIEW_COLS) after the player's move (a SCROLLS index) that revealed
+    `line` (n, LINE), canonical order: the view scrolls one cell and the line fills its edge."""
+    dx, dy = SCROLLS[move]
+    out = labels.clone()
+    if dx > 0:
+        out[:, :, :-1], out[:, :, -1] = labels[:, :, 1:], line[:, :VIEW_ROWS]
+    elif dx < 0:
+        out[:, :, 1:], out[:, :, 0] = labels[:, :, :-1], line[:, :VIEW_ROWS]
+    elif dy > 0:
+        out[:, :-1], out[:, -1] = labels[:, 1:], line[:, :VIEW_COLS]
+    elif dy < 0:
+        out[:, 1:], out[:, 0] = labels[:, :-1], line[:, :VIEW_COLS]
+    return out
+
+
+@torch.no_grad()
+def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: int = 4,
+            start: int = 48, steps: int = 256) -> float:
+    """The prior alone as a world: from a real view `start` steps into each episode, walk the
+    episode's real moves for `steps` steps, every revealed line sampled given the walked view
+    (no denoiser). Returns the total variation between the label histograms of the sampled and
+    the real revealed lines, averaged over `seeds` walks: how far the land drifts when every
+    draw is conditioned on earlier draws, which a one-step fit does not show."""
+    from worldmodel.train import window_moves
+
+    tvs = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        got = torch.zeros(prior.num_labels)
+        real = torch.zeros(prior.num_labels)
+        for ep in episodes:
+            if ep.labels is None or len(ep.frames) <= start + 1:
+                continue
+            acts = np.concatenate([[0], space.validate(ep.actions)])
+            moves = window_moves(ep.frames[None], acts[None], space)[0]
+            labels = torch.from_numpy(ep.labels[start].astype(np.int64))[None]
+            for t in range(start + 1, min(len(ep.frames), start + 1 + steps)):
+                k = int(moves[t])
+                if k == 0:
+                    continue
+                mv = torch.tensor([k])
+                line = prior.sample(labels, mv, torch.rand(1, LINE, generator=gen), temperature)
+                true = revealed_line(torch.from_numpy(ep.labels[t].astype(np.int64))[None], mv)
+                got += torch.bincount(line[line >= 0], minlength=prior.num_labels)
+                real += torch.bincount(true[true >= 0], minlength=prior.num_labels)
+                labels = _moved(labels, k, line)
+        tvs.append(float(0.5 * (got / got.sum().clamp(min=1) - real / real.sum().clamp(min=1))
+                         .abs().sum()))
+    return float(np.mean(tvs))
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from worldmodel.actions import get_action_space
     from worldmodel.data import list_episodes, load_episode
@@ -337,7 +391,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "episodes, all of theirs (e.g. simulator.collect --revisit --split train)")
     p.add_argument("--heldout", type=int, default=8, help="of them, the last N are held out to "
                    "report the fit (still training seeds: the evaluation's worlds are never read)")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--width", type=int, default=32, help="channels of the network (32: ~1 ms "
+                   "a pass on one CPU core at batch 1)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9],
+                   help="sampling temperatures to try: the one whose walks (walk_tv) on the "
+                        "held-out training episodes drift least is kept with the prior")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="land prior file (.safetensors)")
     p.add_argument("--checkpoint", help="attach it to this checkpoint: written there as "
@@ -357,9 +416,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     space = get_action_space(eps[0].meta.get("action_space", "crafter"))
     train = examples(eps[:-args.heldout] + more, space)
     held = examples(eps[-args.heldout:], space)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    prior, fit = train_prior(train, held, len(names), names, steps=args.steps, seed=args.seed)
+    prior, fit = train_prior(train, held, len(names), names, steps=args.steps, seed=args.seed,
+                             width=args.width)
+    walks = {str(t): walk_tv(prior, eps[-args.heldout:], space, t) for t in args.temperatures}
+    prior.temperature = float(min(walks, key=walks.get))
+    print(json.dumps({"walk_tv": walks, "temperature": prior.temperature}), flush=True)
     info = {"command": command_line("worldmodel.land", argv), "train_steps": int(len(train[0])),
+            "walk_tv": walks, "temperature": prior.temperature,
             "heldout_steps": int(len(held[0])), "episodes": len(paths),
             "heldout_episodes": [q.name for q in paths[-args.heldout:]],
             "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],

@@ -10,7 +10,7 @@ with no report behind it is never published. Nothing is typed in by hand.
 
 Reports (paths relative to the checkpoint's eval/ folder; all but report.json optional):
 report.json (worldmodel.evaluate), bench.json (worldmodel.bench), revisit.json and
-revisit_trip/revisit.json (memory.revisit), memory_fps/fps.json (memory.fps), plan.json
+revisit_trip/revisit.json, revisit_loop/revisit.json (memory.revisit), memory_fps/fps.json (memory.fps), plan.json
 (run_sim.py plan), levers/NAME/report.json (worldmodel.evaluate of each lever tried, issue 12),
 and the tile bank's report.
 """
@@ -31,7 +31,8 @@ from worldmodel.tiles import DEFAULT_BANK
 README_BEGIN = "<!-- results:begin (python -m worldmodel.model_card --readme README.md) -->"
 README_END = "<!-- results:end -->"
 OPTIONAL = {"bench": "bench.json", "revisit": "revisit.json",
-            "revisit_trip": "revisit_trip/revisit.json", "memory_fps": "memory_fps/fps.json",
+            "revisit_trip": "revisit_trip/revisit.json",
+            "revisit_loop": "revisit_loop/revisit.json", "memory_fps": "memory_fps/fps.json",
             "plan": "plan.json"}
 # Issue 12's targets for a world that holds together (issue 11's metrics are the judge).
 PERMANENCE_TARGETS = {"1": 0.95, "4": 0.90, "16": 0.80, "64": 0.60}
@@ -238,13 +239,16 @@ def bench_section(r: Reports) -> list[str]:
 
 def revisit_section(r: Reports) -> list[str]:
     lines = []
-    for name, title in (("revisit", "real context, everything after imagined"),
-                        ("revisit_trip", "real trip out given, the way back imagined")):
+    for name, title, kind in (
+            ("revisit", "real context, everything after imagined", "out-and-back"),
+            ("revisit_trip", "real trip out given, the way back imagined", "out-and-back"),
+            ("revisit_loop", "loops, real context, everything after imagined",
+             "loop (back at the start by another path)")):
         if name not in r:
             continue
         s = r.get(name, "summary", "revisit")
         modes = [m for m in s if isinstance(s[m], dict)]
-        lines += [f"### Revisits: {title}", "", f"{r.get(name, 'episodes')} held-out out-and-back "
+        lines += [f"### Revisits: {title}", "", f"{r.get(name, 'episodes')} held-out {kind} "
                   f"trips, {s['n']} revisit frames (the player back where an earlier stay left the "
                   "context window).", "", r.source(name), "",
                   "| memory | PSNR vs real (frame mean) | PSNR vs real (mean MSE) | tiles vs real | "
@@ -258,11 +262,37 @@ def revisit_section(r: Reports) -> list[str]:
                          f"{_num(row.get('gain_vs_real_psnr_db'), '+.2f')} | "
                          f"{'' if not iv else f'{iv[0]:+.2f} to {iv[1]:+.2f}'} |")
         lines.append("")
-        pose = r.get(name, "summary").get("pose_accuracy") or {}
+        summary = r.get(name, "summary")
+        pose = summary.get("pose_accuracy") or {}
         if pose:
+            real = summary.get("pose_accuracy_real") or {}
+            gen = summary.get("pose_accuracy_generated") or {}
             lines += ["The view memory's pose, read from the frames (real ones by their scroll, "
                       "generated ones by the committed move), equals the game's position on "
-                      + ", ".join(f"{v:.1%} of frames ({m})" for m, v in pose.items()) + ".", ""]
+                      + ", ".join(f"{v:.1%} of frames ({m}"
+                                  + (f"; real frames {real[m]:.1%}, generated {gen[m]:.1%}"
+                                     if real.get(m) is not None and gen.get(m) is not None else "")
+                                  + ")" for m, v in pose.items())
+                      + ". Where the imagined player leaves the real one (the model drew open "
+                      "land where the game has a tree, and walked on), the game's positions pair "
+                      "two different places of the imagined world; the table below pairs "
+                      "revisits by the model's own pose instead.", ""]
+        own = summary.get("own_pose") or {}
+        if any((b or {}).get("n") for b in own.values()):
+            lines += ["Revisits by the model's own pose (read from its generated frames by the "
+                      "same scroll tracking, the same way for every mode): the frames where its "
+                      "imagined player stands where an earlier stay of its own left the context "
+                      "window, against its own frame from then; with the richness of those "
+                      "frames, since an empty world agrees with itself trivially.", "",
+                      "| memory | revisit frames | tiles vs own first visit | PSNR vs own first "
+                      "visit | non-grass (revisit frames) | non-grass (all generated) | real game |",
+                      "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            for m, b in own.items():
+                lines.append(f"| {m} | {b.get('n', 0)} | {_num(b.get('vs_own_first_visit_tiles'), '.3f')} | "
+                             f"{_num(b.get('vs_own_first_visit_psnr'))} | {_num(b.get('non_grass'), '.3f')} | "
+                             f"{_num(b.get('non_grass_generated'), '.3f')} | "
+                             f"{_num(b.get('real_non_grass'), '.3f')} |")
+            lines.append("")
     return (["## Episodic memory", "",
              "Modes: off (the base model), view (the view memory alone), lora (the temporal LoRA "
              "alone), both, on (the session's default stores).", ""] + lines) if lines else []
@@ -317,11 +347,32 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
                "tiles the game drew. The tile classifier then rejects none of them: the smear "
                "share is 0 by construction, and what it measures is whether each cell is the "
                "right tile."] if cfg.diffusion.tile_codebook else []),
+            *(_land_lines(checkpoint, cfg) if cfg.diffusion.land_prior else []),
             f"- Rectified flow, x0-prediction as residual on the last clean frame, "
             f"{cfg.diffusion.sample_steps} sampler steps, context window {cfg.data.window - 1} frames (KV cache)",
             f"- Trained {trained_steps(metrics)} steps of batch {cfg.train.batch_size} windows of "
             f"{cfg.data.window} frames (lr {cfg.train.lr}, EMA {cfg.train.ema_decay}, self-forcing "
             f"{cfg.diffusion.self_forcing_prob}); the weights are the EMA.", ""]
+
+
+def _land_lines(checkpoint: Path, cfg) -> list[str]:
+    """The land prior's line of the model section, with its held-out fit from its own file."""
+    from worldmodel.land import LandPrior
+
+    prior = LandPrior.load(checkpoint / cfg.diffusion.land_prior)
+    info = getattr(prior, "info", {})
+    held = info.get("heldout") or {}
+    fit = (f" On {held['steps']} held-out steps of training seeds' episodes ({info.get('command')}), "
+           f"its sampled lines are {held['non_grass_sampled']:.1%} not grass (the real lines "
+           f"{held['non_grass_real']:.1%}), label histogram {held['tv']:.3f} (total variation) "
+           "from the real one." if held else "")
+    return [f"- Land prior (`{cfg.diffusion.land_prior}`, worldmodel.land, "
+            f"{sum(p.numel() for p in prior.parameters()) / 1e3:.0f}k parameters): the cells a move "
+            "reveals that the view memory does not know are sampled among the game's labels, "
+            "given the view they border (two passes: the line's even cells, then its odd ones), "
+            "and drawn into the memory canvas as that label's real tile at the frame's light: "
+            "the denoiser draws them as it draws what the memory knows. Without it, revealed "
+            "land is what a squared-error denoiser averages to: grass." + fit]
 
 
 def _lever_bench(name: str) -> str:
@@ -433,7 +484,8 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
                   + ", ".join(f"batch {x['batch']} {x['imagined_fps_median']:.1f} imagined fps"
                               for x in rows[1:]) + ".", ""]
     for name, title in (("revisit", "everything after the real context imagined"),
-                        ("revisit_trip", "the real trip out given, the way back imagined")):
+                        ("revisit_trip", "the real trip out given, the way back imagined"),
+                        ("revisit_loop", "loops, everything after the real context imagined")):
         if name not in r:
             continue
         s = r.get(name, "summary", "revisit")

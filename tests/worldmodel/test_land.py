@@ -124,9 +124,14 @@ def test_training_fits_the_revealed_land_and_sampling_matches_it(steps, tmp_path
     alone = torch.cat([prior.sample(b[i:i + 1], m[i:i + 1], u[i:i + 1]) for i in range(3)])
     assert torch.equal(batched[:3], alone)
     assert ((batched >= 0) == canonical(b, m)[1]).all()
+    # The prior walked as a world of its own: a drift score in [0, 1], the same for the same seeds.
+    tv = land.walk_tv(prior, eps, SPACE, 1.0, seeds=1, start=5, steps=20)
+    assert 0.0 <= tv <= 1.0 and tv == land.walk_tv(prior, eps, SPACE, 1.0, seeds=1, start=5, steps=20)
+    prior.temperature = 0.9
     prior.save(tmp_path / "land.safetensors", {"x": 1})
     again = LandPrior.load(tmp_path / "land.safetensors")
-    assert torch.equal(again.sample(b, m, u), batched) and again.info == {"x": 1}
+    assert again.temperature == 0.9 and again.info == {"x": 1}
+    assert torch.equal(again.sample(b, m, u), prior.sample(b, m, u))
     (tmp_path / "bad.safetensors").write_bytes(b"not a land prior")
     with pytest.raises(LandError, match="not a readable land prior"):
         LandPrior.load(tmp_path / "bad.safetensors")
