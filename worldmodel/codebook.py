@@ -192,8 +192,9 @@ class TileCodebook:
         if not {"tiles", "light"} <= set(state):
             raise CodebookError(f"{path} lacks its tiles or their light levels")
         labels = state.get("labels")
-        return cls(state["tiles"].numpy(), state["light"].numpy(), device,
-                   json.loads(meta.get("info", "{}")), None if labels is None else labels.numpy())
+        return cls(state["tiles"].cpu().numpy(), state["light"].cpu().numpy(), device,
+                   json.loads(meta.get("info", "{}")),
+                   None if labels is None else labels.cpu().numpy())
 
 
 def frame_light(tiles: np.ndarray, labels: np.ndarray, levels: int) -> np.ndarray:

@@ -94,7 +94,7 @@ class DataConfig:
     extra_train: list[str] = field(default_factory=list)  # more folders, all their episodes
     # (e.g. out-and-back trips of training seeds: simulator.collect --revisit --split train)
     imagined_memory: float = 0.0  # model.view_memory: share of the windows of episodes with an
-    # imagined copy (python -m worldmodel.imagined) whose memory canvases are built from the
+    # imagined copy (python -m memory.imagined) whose memory canvases are built from the
     # model's own rollout of the episode instead of its real frames
 
 

@@ -265,7 +265,7 @@ class Rollout:
     def chunk(self, actions: Tensor, moves: Tensor | None = None) -> Tensor:
         """Generate len(actions[0]) frames jointly; actions (b, n). Returns (b, n, 3, h, w).
         With a move head, `moves` (b, n) (tiles.SCROLLS indices) are the camera moves to draw
-        instead of the head's (a caller that knows them: `worldmodel.imagined` rolls the
+        instead of the head's (a caller that knows them: `memory.imagined` rolls the
         model along a real trip's moves)."""
         if self.last is None:
             raise RuntimeError("reset(context) before generating")

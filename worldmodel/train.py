@@ -139,7 +139,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
                          poses=view_memory, imagined=view_memory and cfg.data.imagined_memory > 0)
     if view_memory and cfg.data.imagined_memory > 0 and rank == 0 and not quiet:
         print(f"memories from the model's own rollouts: {data.num_imagined} of "
-              f"{data.num_episodes} episodes have an imagined copy (worldmodel.imagined)")
+              f"{data.num_episodes} episodes have an imagined copy (memory.imagined)")
 
     model = Denoiser(cfg.model).to(device)
     lineage: dict = {}  # where the weights came from, kept in every checkpoint's metrics

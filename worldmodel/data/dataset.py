@@ -76,7 +76,7 @@ class WindowDataset:
         self.pos = np.concatenate(pos) if poses else None  # the player's cell at each frame
         self.window = window
         self.num_episodes = len(frames)
-        # The model's own rollouts of episodes that have one (worldmodel.imagined), frame for
+        # The model's own rollouts of episodes that have one (memory.imagined), frame for
         # frame beside the real ones (real frames where an episode has none).
         self.imagined = self.has_imagined = None
         if imagined and any(o is not None for o in own):

@@ -1,4 +1,4 @@
-"""Memories from the model's own rollouts (worldmodel.imagined, data.imagined_memory): imagined
+"""Memories from the model's own rollouts (memory.imagined, data.imagined_memory): imagined
 copies of real trips, drawn along the real moves, and training windows that remember them."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from memory.view import ViewMemory
-from worldmodel import imagined
+from memory import imagined
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import save_checkpoint
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import WindowDataset, to_float
-from worldmodel.imagined import ImaginedError, imagine, load_imagined
+from memory.imagined import imagine
+from worldmodel.imagined import FRAMES, INFO, ImaginedError, load_imagined
 from worldmodel.rollout import Rollout
 from worldmodel.tiles import SCROLLS
 from worldmodel.viewmap import history_canvases
@@ -30,7 +31,7 @@ def _cfg(tiny_config, *extra):
 
 @pytest.fixture
 def trips(labelled_crafter, tmp_path):
-    """A copy of the fixture's revisit trips (written into by worldmodel.imagined)."""
+    """A copy of the fixture's revisit trips (written into by memory.imagined)."""
     root = tmp_path / "trips"
     root.mkdir()
     for p in sorted(labelled_crafter.root.glob("revisit_*")):
@@ -75,7 +76,7 @@ def test_imagined_copies_are_written_and_remembered_in_training(tiny_config, per
         assert own.shape == ep.frames.shape and own.dtype == np.uint8
         np.testing.assert_array_equal(own[:ctx], ep.frames[:ctx])  # the real context
         assert not np.array_equal(own[ctx:], ep.frames[ctx:])  # drawn by the model
-        assert (p / imagined.INFO).is_file()
+        assert (p / INFO).is_file()
     # The same trips, rolled together again with the same seed: the same copies.
     eps = [load_episode(p) for p in sorted(trips.iterdir())]
     acts = np.stack([np.concatenate([[0], ep.actions]) for ep in eps])
@@ -99,10 +100,10 @@ def test_imagined_copies_are_written_and_remembered_in_training(tiny_config, per
 def test_a_copy_that_does_not_fit_its_episode_is_a_clear_error(trips):
     p = sorted(trips.iterdir())[0]
     ep = load_episode(p)
-    np.save(p / imagined.FRAMES, ep.frames[:-1])
-    with pytest.raises(ImaginedError, match="rerun worldmodel.imagined"):
+    np.save(p / FRAMES, ep.frames[:-1])
+    with pytest.raises(ImaginedError, match="rerun memory.imagined"):
         load_imagined(ep)
-    (p / imagined.FRAMES).write_bytes(b"not numpy")
+    (p / FRAMES).write_bytes(b"not numpy")
     with pytest.raises(ImaginedError, match="cannot be read"):
         load_imagined(ep)
     with pytest.raises(ImaginedError, match="cannot be read"):
