@@ -495,6 +495,12 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
             f"real {_num(s['off'].get('vs_real_tiles'), '.3f')} -> {_num(s[m].get('vs_real_tiles'), '.3f')}, "
             f"vs own first visit {_num(s['off'].get('vs_first_visit_tiles'), '.3f')} -> "
             f"{_num(s[m].get('vs_first_visit_tiles'), '.3f')}" for m in modes) + ".", ""]
+        own = r.get(name, "summary").get("own_pose") or {}
+        if any((b or {}).get("n") for b in own.values()):
+            lines += ["Paired by the model's own pose instead, tiles vs own first visit: " + "; ".join(
+                f"{m} {_num(b.get('vs_own_first_visit_tiles'), '.3f')} ({b.get('n', 0)} frames, "
+                f"non-grass {_num(b.get('non_grass_generated'), '.3f')} of generated tiles, real "
+                f"{_num(b.get('real_non_grass'), '.3f')})" for m, b in own.items()) + ".", ""]
     return "\n".join(lines + [README_END])
 
 
