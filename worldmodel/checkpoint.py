@@ -63,6 +63,14 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
         raise CheckpointError(f"{path / CONFIG} is not a valid model config: {e}") from e
 
 
+def name_side_file(path: str | Path, key: str, name: str) -> None:
+    """Name a side file written into checkpoint folder `path` (a codebook, a land prior) in its
+    config: `diffusion.<key> = name`, the config rewritten atomically."""
+    cfg = load_config_from_checkpoint(path)
+    setattr(cfg.diffusion, key, name)
+    write_json_atomic(Path(path) / CONFIG, to_dict(cfg))
+
+
 def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str,
                      against: str, error: type[Exception]) -> None:
     """Same keys, same shapes, finite values; else `error` naming the first tensor that is off."""

@@ -107,6 +107,11 @@ class TileCodebook:
         return self if torch.device(device) == self.device else TileCodebook(
             self.tiles, self.light, device, self.info, self.labels)
 
+    def _need_labels(self) -> None:
+        if self.labels is None:
+            raise CodebookError("this codebook was built without labels (rebuild it: "
+                                "python -m worldmodel.codebook)")
+
     @property
     def levels(self) -> int:
         return self._level_codes.shape[0]
@@ -116,9 +121,7 @@ class TileCodebook:
         label is drawn with at that light (the level's most drawn code of the label; from the
         nearest level that has one where this level has none)."""
         if self._textures is None:
-            if self.labels is None:
-                raise CodebookError("this codebook was built without labels (rebuild it: "
-                                    "python -m worldmodel.codebook)")
+            self._need_labels()
             n_lab = int(self.labels.max()) + 1
             pick = torch.full((self.levels, n_lab), -1, dtype=torch.long)
             for i in reversed(range(len(self.tiles))):  # the first (most drawn) code wins
@@ -162,9 +165,7 @@ class TileCodebook:
         out = out.reshape(*lead, *frames.shape[-3:])
         if not return_labels:
             return out
-        if self._labels is None:
-            raise CodebookError("this codebook was built without labels (rebuild it: "
-                                "python -m worldmodel.codebook)")
+        self._need_labels()
         code = self._starts[level][:, None] + pick  # index into the sorted codes
         labels = self._labels[code].view(*lead, VIEW_ROWS, VIEW_COLS)
         return out, labels, level.view(lead)
@@ -277,14 +278,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     book.info.update(command=command_line("worldmodel.codebook", argv),
                      first_episode=paths[0].name, last_episode=paths[-1].name)
     if args.checkpoint:
-        from worldmodel.checkpoint import CONFIG, load_config_from_checkpoint
-        from worldmodel.config import to_dict
-        from worldmodel.data.episode import write_json_atomic
+        from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
 
-        cfg = load_config_from_checkpoint(args.checkpoint)
+        load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
         book.save(Path(args.checkpoint) / DEFAULT_NAME)
-        cfg.diffusion.tile_codebook = DEFAULT_NAME
-        write_json_atomic(Path(args.checkpoint) / CONFIG, to_dict(cfg))
+        name_side_file(args.checkpoint, "tile_codebook", DEFAULT_NAME)
     if args.out:
         book.save(args.out)
     print(json.dumps(book.info))

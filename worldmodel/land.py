@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldmodel.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+from worldmodel.tiles import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
 
 VERSION = 1
 DEFAULT_NAME = "land.safetensors"
@@ -75,6 +75,15 @@ def _line_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 LINE_ROWS, LINE_COLS, LINE_VALID = _line_cells()
+_TABLES: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+
+
+def _tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """LINE_ROWS, LINE_COLS and LINE_VALID on `device`, copied there once (not every frame)."""
+    if device not in _TABLES:
+        _TABLES[device] = tuple(torch.as_tensor(a, device=device)
+                                for a in (LINE_ROWS, LINE_COLS, LINE_VALID))
+    return _TABLES[device]
 
 
 def _turned(labels: Tensor, dx: int, dy: int) -> Tensor:
@@ -97,7 +106,7 @@ def canonical(labels: Tensor, moves: Tensor) -> tuple[Tensor, Tensor]:
             r, c = g.shape[1:]
             grids[:, k, :r, GRID_COLS - 1 - c:] = g
     pick = grids[torch.arange(n, device=labels.device), moves]
-    return pick, torch.as_tensor(LINE_VALID, device=labels.device)[moves]
+    return pick, _tables(labels.device)[2][moves]
 
 
 def revealed_line(next_labels: Tensor, moves: Tensor) -> Tensor:
@@ -204,8 +213,8 @@ def fill_canvas(canvas: Tensor, moves: Tensor, line: Tensor, level: Tensor,
     ch, cw = canvas.shape[-2] // TILE, canvas.shape[-1] // TILE
     out = canvas.clone()
     cells = out.view(n, 5, ch, TILE, cw, TILE).permute(0, 2, 4, 1, 3, 5)  # (n, ch, cw, 5, T, T)
-    rows = torch.as_tensor(LINE_ROWS, device=dev)[moves]
-    cols = torch.as_tensor(LINE_COLS, device=dev)[moves]
+    line_rows, line_cols, _ = _tables(dev)
+    rows, cols = line_rows[moves], line_cols[moves]
     bi = torch.arange(n, device=dev)[:, None].expand(-1, LINE)
     old = cells[bi, rows, cols]  # (n, LINE, 5, T, T)
     write = (line >= 0) & (old[:, :, 3, 0, 0] < 0.5)
@@ -428,14 +437,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],
             "heldout": sampled_shares(prior, held, names.index("grass"))}
     if args.checkpoint:
-        from worldmodel.checkpoint import CONFIG, load_config_from_checkpoint
-        from worldmodel.config import to_dict
-        from worldmodel.data.episode import write_json_atomic
+        from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
 
-        cfg = load_config_from_checkpoint(args.checkpoint)
+        load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
         prior.save(Path(args.checkpoint) / DEFAULT_NAME, info)
-        cfg.diffusion.land_prior = DEFAULT_NAME
-        write_json_atomic(Path(args.checkpoint) / CONFIG, to_dict(cfg))
+        name_side_file(args.checkpoint, "land_prior", DEFAULT_NAME)
     if args.out:
         prior.save(args.out, info)
     print(json.dumps(info["heldout"]))
