@@ -1,0 +1,153 @@
+"""The Game seam: everything that differs between games sits behind `Game`, found by name.
+
+The core (network, diffusion, rollout, training, checkpoints, generic metrics) names no game. A
+checkpoint's config names its game (`game: crafter`) and carries a `game_options:` section that
+the game owns. A game is a package of its own (`games/crafter`, `games/minetest`) that imports
+only the core; it registers itself with `register_game` when imported, and the package declares
+it in the `neural_game_sim.games` entry-point group (pyproject.toml) so that `get_game(name)`
+finds it without the core naming it (as Gymnasium's registry finds environments).
+
+What a game provides:
+
+- the real environment (`make_env`): reset(seed) / step(action), the pose and the ground-truth
+  labels of the current frame, close();
+- its action space and key map (window key names -> actions), its frame size and HUD regions;
+- label names (and, for the semantic evaluation, a labeller of generated frames);
+- exploration policies for collecting data (`policies`);
+- optional model parts: per-frame stages of the frame pipeline, pose tracking and the view
+  memory (see `worldmodel.pipeline`).
+
+Only the first group is required of every game; the rest have defaults (`GameBase`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+
+import numpy as np
+
+from worldmodel.actions import ActionError, ActionSpace
+
+ENTRY_POINTS = "neural_game_sim.games"
+
+
+class GameError(ValueError):
+    """An unknown game, or a game that cannot run here (its system packages are missing: the
+    message names the script that installs them)."""
+
+
+@dataclass
+class StepResult:
+    obs: np.ndarray  # (H, W, 3) uint8
+    reward: float
+    done: bool
+    info: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class RealEnv(Protocol):
+    """One running instance of the real game: a source of training data and ground truth."""
+
+    name: str
+    fps: int
+    action_space: ActionSpace
+
+    def reset(self, seed: int) -> np.ndarray:
+        """A deterministic world per seed; returns the first frame (H, W, 3) uint8."""
+
+    def step(self, action: Any) -> StepResult:
+        """One tick under `action` (an index or name for discrete spaces, a vector otherwise)."""
+
+    def pose(self) -> np.ndarray:
+        """The player's pose, float64, game-defined (Crafter: (x, y) cell; Minetest:
+        (x, y, z, yaw, pitch))."""
+
+    def labels(self) -> np.ndarray | None:
+        """The current frame's ground-truth label map (uint8 ids into `Game.label_names`:
+        Crafter per tile, Minetest per pixel), or None where this frame carries none."""
+
+    def close(self) -> None:
+        """End every process and file the environment holds. Safe to call twice."""
+
+
+Policy = Callable[..., Iterator[Any]]  # policy(seed, length, **options) -> actions
+
+
+@runtime_checkable
+class Game(Protocol):
+    name: str
+    frame_size: int  # the default square frame size in pixels
+    fps: int
+    action_space: ActionSpace
+    label_names: tuple[str, ...]
+    keys: dict[str, Any]  # window key name (pygame.key.name) -> action
+    hud: dict[str, tuple[int, int, int, int]]  # region name -> (y0, y1, x0, x1) at frame_size
+
+    def make_env(self, size: int | None = None, **options: Any) -> RealEnv:
+        """Start the real game (GameError, one line, when it cannot run here)."""
+
+    def policies(self) -> dict[str, Policy]:
+        """Exploration policies by name, for `simulator.collect`."""
+
+
+class GameBase:
+    """Defaults for the optional parts; a game subclasses it and fills in the required ones."""
+
+    name = "game"
+    frame_size = 64
+    fps = 10
+    keys: dict[str, Any] = {}
+    hud: dict[str, tuple[int, int, int, int]] = {}
+    label_names: tuple[str, ...] = ()
+
+    def policies(self) -> dict[str, Policy]:
+        return {}
+
+    def check_action(self, action: Any) -> Any:
+        """An action of this game's space, or an ActionError naming it."""
+        space = self.action_space
+        if space.kind == "discrete":
+            return space.index(action)
+        arr = space.validate(np.asarray(action, np.float32))
+        return arr
+
+    def __repr__(self) -> str:
+        return f"<game {self.name}>"
+
+
+_REGISTRY: dict[str, Game] = {}
+
+
+def register_game(game: Game) -> Game:
+    """Make `game` known by its name (a game's package calls this on import; tests may too)."""
+    _REGISTRY[game.name] = game
+    return game
+
+
+def unregister_game(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _entry_points() -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
+
+
+def known_games() -> list[str]:
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def get_game(name: str) -> Game:
+    """The game registered as `name`, loading its package through its entry point if need be."""
+    if name not in _REGISTRY:
+        ep = _entry_points().get(name)
+        if ep is None:
+            raise GameError(f"unknown game {name!r}; known: {known_games()}")
+        game = ep.load()
+        _REGISTRY.setdefault(name, game)
+    return _REGISTRY[name]
+
+
+__all__ = ["ActionError", "Game", "GameBase", "GameError", "Policy", "RealEnv", "StepResult",
+           "get_game", "known_games", "register_game", "unregister_game"]
