@@ -32,6 +32,8 @@ import signal
 import sys
 from pathlib import Path
 
+from worldmodel.game import get_game
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
@@ -200,8 +202,7 @@ def play(args: argparse.Namespace) -> int:
                 return fail(error, 2)
         fps = args.fps
         if fps is None:
-            from simulator.games import GAMES
-            fps = GAMES[session.game].fps
+            fps = get_game(session.game).fps
         app = PlayApp(session, start, window, fps=fps, scale=args.scale,
                       side_by_side=args.side_by_side, record=args.record,
                       recordings=args.recordings, screenshots=args.screenshots,

@@ -12,7 +12,7 @@ from typing import Any
 
 from memory.view import ViewMemory
 from worldmodel import evaluate
-from worldmodel.tiles import TileError
+from games.crafter.tiles import TileError
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

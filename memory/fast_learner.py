@@ -35,7 +35,7 @@ from memory.lora import add_lora, lora_tensors, reset_lora
 from worldmodel.actions import ActionSpace, get_action_space
 from worldmodel.config import DiffusionConfig
 from worldmodel.diffusion import add_noise, encode_context, sample_levels, sample_schedule
-from worldmodel.dynamics import Denoiser
+from worldmodel.dynamics import Conditioning, Denoiser
 
 
 def draw_levels(shape: tuple[int, ...], dcfg: DiffusionConfig, mode: str,
@@ -84,7 +84,7 @@ def memory_loss(model: Denoiser, frames: Tensor, act: Tensor, act_drop: Tensor,
         cache.pos = 1
     has_prev = torch.ones(b, n - 1, dtype=torch.bool, device=dev)
     pred = model(xt, prev, t, t_prev, has_prev, act[:, 1:], act_drop[:, 1:], cache=cache,
-                 chunk_start=chunk_start, anchor=anchor)
+                 chunk_start=chunk_start, conditioning=Conditioning(anchor=anchor))
     return weighted_mse(pred, x0, weight)
 
 

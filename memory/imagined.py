@@ -45,7 +45,7 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     """frames uint8 (B, T, h, w, 3) of B real episodes of one length, actions (B, T) with
     actions[:, i] the action that produced frame i -> (B, T, h, w, 3) uint8: the first `context`
     frames real, every later one drawn by the model (see the module docstring)."""
-    from worldmodel.train import window_moves
+    from games.crafter.geometry import window_moves
 
     if getattr(model, "memory_stem", None) is None:
         raise ImaginedError("imagined copies need a model with a view memory (model.view_memory)")

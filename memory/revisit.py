@@ -61,7 +61,7 @@ from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
 from worldmodel.reports import bootstrap_interval, command_line
 from worldmodel.rollout import Rollout
-from worldmodel.tiles import (DEFAULT_BANK, TILE, VIEW_COLS, VIEW_ROWS, TileClassifier, TileError,
+from games.crafter.tiles import (DEFAULT_BANK, TILE, VIEW_COLS, VIEW_ROWS, TileClassifier, TileError,
                               intended_moves, track_poses)
 from worldmodel.device import pick_device
 
@@ -582,7 +582,7 @@ def run_benchmark(model: Denoiser, cfg: Config, episodes: list[Episode],
     gen_frames = sum(len(ep.frames) - context for ep in episodes)
     report = {"context": context, "warmup": warmup, "episodes": len(episodes), "seed": seed,
               "tiles": "tile agreement: share of world-view tiles with the same label "
-                       "(worldmodel.tiles; real frames by the game's own labels)"
+                       "(games.crafter.tiles; real frames by the game's own labels)"
                        if tiles is not None and all(ep.labels is not None for ep in episodes)
                        else None,
               "memory": {k: to_dict(v) for k, v in variants.items()},
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--tiles", default=str(DEFAULT_BANK),
-                   help="tile bank for tile agreement (worldmodel.tiles); 'none' skips it")
+                   help="tile bank for tile agreement (games.crafter.tiles); 'none' skips it")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. lr=1e-3 update_every=4")
     args = p.parse_args(argv)
     model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))

@@ -41,7 +41,7 @@ from worldmodel.config import Config, DiffusionConfig, to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, add_noise, sample_levels, training_loss
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache
 from worldmodel.device import generator, pick_device
 from worldmodel.train import lr_at
 
@@ -67,7 +67,8 @@ def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,
     xt = add_noise(x0, t, torch.randn(x0.shape, generator=gen, device=at).to(dev))
     cache.pos = s
     pred = model(xt, prev[:, s:], t, t_prev[:, s:], has_prev[:, s:], act[:, s:], drop[:, s:],
-                 cache=cache, chunk_start=torch.arange(s, n, device=dev), anchor=frames[:, s - 1:n - 1])
+                 cache=cache, chunk_start=torch.arange(s, n, device=dev), 
+                 conditioning=Conditioning(anchor=frames[:, s - 1:n - 1]))
     return (pred.float() - x0.float()).pow(2).mean()
 
 

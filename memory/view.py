@@ -7,7 +7,7 @@
     view.minimap(world)             # the remembered map around the player, as an image
     view.save(dir, world); view.load(dir, world)
 
-Crafter's camera is a whole-tile scroll (`worldmodel.viewmap`), so the memory is a map of cells:
+Crafter's camera is a whole-tile scroll (`games.crafter.viewmap`), so the memory is a map of cells:
 for every cell a world's view showed (all but the player's own tile), the tile last seen there
 and when. A *pose* is the player's cell in the memory's own frame (it starts at the map's centre:
 nothing here reads the game's state). Poses come from the frames themselves:
@@ -38,9 +38,9 @@ from torch import Tensor
 
 from memory.lora import MemoryFileError
 from worldmodel.data.dataset import to_uint8
-from worldmodel.tiles import (PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll,
+from games.crafter.tiles import (PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll,
                               intended_moves)
-from worldmodel.viewmap import (AGE_SCALE, CANVAS_COLS, canvas_cells, scroll_index,
+from games.crafter.viewmap import (AGE_SCALE, CANVAS_COLS, canvas_cells, scroll_index,
                                 tiles_to_canvas, view_cells)
 
 VERSION = 1
@@ -172,7 +172,7 @@ class ViewMemory:
         return tiles, known, age
 
     def read(self) -> Tensor:
-        """(B, 5, CH, CW) float canvases around each world's pose (worldmodel.viewmap): RGB in
+        """(B, 5, CH, CW) float canvases around each world's pose (games.crafter.viewmap): RGB in
         [-1, 1], known, age; empty for worlds switched off."""
         return tiles_to_canvas(*self.reproject(self._canvas_off))
 

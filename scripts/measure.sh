@@ -4,7 +4,7 @@
 #     scripts/measure.sh [CHECKPOINT] [--quick]
 #
 # 1. real-game data with the game's tile labels (simulator.collect; skipped where present),
-# 2. the tile bank (worldmodel.tiles; the shipped default checkpoint only),
+# 2. the tile bank (games.crafter.tiles; the shipped default checkpoint only),
 # 3. the semantic + PSNR evaluation, speed, revisits, live memory fps and the planner,
 # 4. the model card and the README's results block from those reports.
 # Each report records the command that wrote it. --quick: small runs, to check the pipeline;
@@ -31,7 +31,7 @@ MCFG=configs/crafter.yaml
 [ -n "$STORES" ] && MCFG=configs/crafter_memory.yaml
 
 if [ "$CKPT" = assets/crafter_memory ] && [ -z "$QUICK" ] && [ -z "${KEEP_TILES:-}" ]; then
-  python -m worldmodel.tiles --data data/crafter --episodes 40
+  python -m games.crafter.tiles --data data/crafter --episodes 40
 fi
 
 if [ -n "$QUICK" ]; then

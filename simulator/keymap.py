@@ -1,28 +1,14 @@
 """Keys -> actions, as data. No pygame here: keys are pygame's key *names* (`pygame.key.name`),
 which window.py reads off each event, so the mapping and the held-key logic test without a display.
 
-Crafter follows crafter's own `run_gui.py`: WASD moves, space is "do", tab sleeps, R/T/F/P place
-stone/table/furnace/plant, 1-6 make pickaxes and swords; the arrows move too. Because P and R are
-taken by the game, the simulator's own controls sit on keys the game does not use (CONTROLS).
+Each game brings its own key map (`Game.keys`; Crafter's follows crafter's own `run_gui.py`).
+The simulator's own controls sit on keys no game uses (CONTROLS).
 """
 
 from __future__ import annotations
 
-from worldmodel.actions import ActionError, DiscreteActionSpace, get_action_space
-
-CRAFTER_KEYS: dict[str, str] = {
-    "a": "move_left", "left": "move_left",
-    "d": "move_right", "right": "move_right",
-    "w": "move_up", "up": "move_up",
-    "s": "move_down", "down": "move_down",
-    "space": "do",
-    "tab": "sleep",
-    "r": "place_stone", "t": "place_table", "f": "place_furnace", "p": "place_plant",
-    "1": "make_wood_pickaxe", "2": "make_stone_pickaxe", "3": "make_iron_pickaxe",
-    "4": "make_wood_sword", "5": "make_stone_sword", "6": "make_iron_sword",
-}
-
-KEYMAPS: dict[str, dict[str, str]] = {"crafter": CRAFTER_KEYS}
+from worldmodel.actions import ActionError, DiscreteActionSpace
+from worldmodel.game import get_game, known_games
 
 # Simulator controls while playing: command -> keys. None of these is a game key.
 CONTROLS: dict[str, tuple[str, ...]] = {
@@ -65,16 +51,19 @@ KEY_LABELS = {"return": "enter", "break": "pause", "escape": "esc", ".": "period
               "f5": "F5", "f9": "F9", "f12": "F12"}
 
 
-def keymap_for(space_name: str) -> dict[str, str]:
-    """The key-name -> action-name map of an action space; errors name the spaces that have one."""
-    if space_name not in KEYMAPS:
-        raise ActionError(f"no keymap for action space {space_name!r}; the window can play "
-                          f"{sorted(KEYMAPS)}")
-    keys = KEYMAPS[space_name]
-    space = get_action_space(space_name)
-    assert isinstance(space, DiscreteActionSpace)
+def keymap_for(game_name: str) -> dict[str, str]:
+    """The key-name -> action map of a game (`Game.keys`); errors name the games that have one."""
+    game = get_game(game_name)
+    keys = dict(game.keys)
+    if not keys:
+        raise ActionError(f"game {game_name!r} has no key map; the window can play "
+                          f"{[g for g in known_games() if get_game(g).keys]}")
+    space = game.action_space
     for action in keys.values():
-        space.index(action)  # a typo in a keymap is an error at once, not a dead key
+        if isinstance(space, DiscreteActionSpace):
+            space.index(action)  # a typo in a keymap is an error at once, not a dead key
+        else:
+            space.validate(action)
     overlap = set(keys) & {k for ks in CONTROLS.values() for k in ks}
     assert not overlap, f"keys both game and control: {overlap}"
     return keys

@@ -38,6 +38,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from simulator.games import make_game
 from simulator.seeds import SEED_RANGES
 
 MOVES = (1, 2, 3, 4)  # Crafter's move_left, move_right, move_up, move_down
@@ -280,9 +281,7 @@ class Episode:
 
 def make_episode(task: str, seed: int, k: int, size: int = 64, tries: int = 20) -> Episode | None:
     """A random walk of `k` moves that ends off the start cell; None if no try does."""
-    from simulator.games import CrafterGame
-
-    game = CrafterGame(size=size)
+    game = make_game("crafter", size=size)
     obs0 = game.reset(seed)
     start_game = snapshot(game)
     start_pos = game.player_pos

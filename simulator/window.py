@@ -27,6 +27,7 @@ import pygame  # noqa: E402
 
 from simulator.keymap import CONTROLS, HeldKeys, control_lookup, help_lines, keymap_for  # noqa: E402
 from simulator.recorder import Recorder, Start, fresh_path, timestamped  # noqa: E402
+from worldmodel.game import get_game  # noqa: E402
 
 WHITE, GREY, RED, YELLOW = (235, 235, 235), (150, 150, 150), (255, 80, 80), (255, 220, 90)
 GAP = 4  # pixels between side-by-side panes
@@ -274,18 +275,16 @@ class PlayApp:
         """`memory_dir`: where F5 saves the world and F9 loads it (default:
         `recordings`/memory_saves/world). `resumed_from`: the session already stands in a world
         loaded from there (`session.load_memory`), so play starts there, not at `start`."""
-        from simulator.games import GAMES
-
         self.session = session
         self.start = start
         self.window = window
         self.fps = fps
         self.side_by_side = side_by_side
-        self.keys = keymap_for(session.space.name)
+        self.keys = keymap_for(session.game)
         self.held = HeldKeys(self.keys)
         self.controls = control_lookup(CONTROLS)
         self.help = help_lines(self.keys, CONTROLS)
-        self.recorder = Recorder(int(fps) if fps > 0 else GAMES[session.game].fps)
+        self.recorder = Recorder(int(fps) if fps > 0 else get_game(session.game).fps)
         self.recordings = Path(recordings)
         self.screenshots = Path(screenshots)
         self.memory_dir = (Path(memory_dir) if memory_dir is not None

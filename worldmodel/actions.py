@@ -13,6 +13,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from worldmodel import plugins
+
 
 class ActionError(ValueError):
     """An action that is not in the action space."""
@@ -89,21 +91,22 @@ class MinecraftActionSpace:
         return out
 
 
-CRAFTER_ACTIONS = (
-    "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",
-    "place_table", "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe",
-    "make_iron_pickaxe", "make_wood_sword", "make_stone_sword", "make_iron_sword",
-)
-
 ActionSpace = DiscreteActionSpace | MinecraftActionSpace
 
-ACTION_SPACES: dict[str, ActionSpace] = {
-    "crafter": DiscreteActionSpace("crafter", CRAFTER_ACTIONS),
-    "minecraft": MinecraftActionSpace(),
-}
+# Action spaces by name: the core's own, and each game's (registered when its package loads).
+ACTION_SPACES: dict[str, ActionSpace] = {"minecraft": MinecraftActionSpace()}
+
+
+def register_action_space(space: ActionSpace) -> ActionSpace:
+    """Make `space` known by its name (a game's package calls this on import)."""
+    ACTION_SPACES[space.name] = space
+    return space
 
 
 def get_action_space(name: str) -> ActionSpace:
+    """The action space `name`; a game's is found by loading that game (`worldmodel.plugins`)."""
+    if name not in ACTION_SPACES:
+        plugins.load(name)
     if name not in ACTION_SPACES:
         raise ActionError(f"unknown action space {name!r}; known: {sorted(ACTION_SPACES)}")
     return ACTION_SPACES[name]

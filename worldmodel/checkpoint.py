@@ -15,9 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from worldmodel import tensorfile
 from worldmodel.config import Config, ConfigError, config_from_json, to_dict
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.dynamics import Denoiser
+from worldmodel.game import find_game
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -31,8 +33,6 @@ class CheckpointError(ValueError):
 
 
 def _save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
-    from worldmodel import tensorfile
-
     tensorfile.write(path, tensors, meta or {})
 
 
@@ -103,25 +103,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = Denoiser(cfg.model)
     check_state_dict(state, model.state_dict(), str(weights), "its config", CheckpointError)
     model.load_state_dict(state)
-    if cfg.diffusion.tile_codebook:  # the rollout snaps generated tiles to it (worldmodel.codebook)
-        from worldmodel.codebook import CodebookError, TileCodebook
-
-        try:
-            model.codebook = TileCodebook.load(path / cfg.diffusion.tile_codebook, device)
-        except CodebookError as e:
-            raise CheckpointError(f"{path}: diffusion.tile_codebook: {e}") from None
-    if cfg.diffusion.land_prior:  # the rollout samples revealed land with it (worldmodel.land)
-        from worldmodel.land import LandError, LandPrior
-
-        book = getattr(model, "codebook", None)
-        if not cfg.model.view_memory or book is None or book.labels is None:
-            raise CheckpointError(f"{path}: diffusion.land_prior needs model.view_memory and a "
-                                  "tile codebook with labels (diffusion.tile_codebook)")
-        try:
-            # Kept outside the module tree: the prior is its own file, not the denoiser's weights.
-            model.__dict__["land"] = LandPrior.load(path / cfg.diffusion.land_prior, device)
-        except LandError as e:
-            raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
+    game = find_game(cfg.model.game or cfg.model.action_space)
+    if game is not None:  # the game's stages of the frame pipeline, from their side files
+        model.stages = game.stages(cfg, path, device)
     return model.to(device).eval(), cfg
 
 

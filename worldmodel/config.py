@@ -27,6 +27,7 @@ class ModelConfig:
     attn_heads: int = 4
     max_frames: int = 16  # longest window (context + targets) the temporal attention sees
     action_space: str = "crafter"
+    game: str = ""  # the game whose network parts the model has ("" = the one named like the action space)
     emb_dim: int = 128
     shift_kernel: int = 0  # odd size of the learned per-frame shift kernel applied to the anchor
     # (0 = off): the network moves what is on screen with one predicted kernel and paints the rest
@@ -35,7 +36,7 @@ class ModelConfig:
     # no move and the four one-tile scrolls, and the anchor is moved by exactly that (dynamics.MoveHead)
     view_memory: bool = False  # with committed_move: the cells a move reveals (and the one the
     # player leaves) come from a view memory's canvas where it knows them, else from a learned
-    # tile, and the network sees that composed anchor (worldmodel.viewmap, memory.view)
+    # tile, and the network sees that composed anchor (games.crafter.viewmap, memory.view)
 
     def __post_init__(self) -> None:
         if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
@@ -77,10 +78,10 @@ class DiffusionConfig:
     # and in this share some of its cells are forgotten and its pixels get a rollout's errors
     # (speckle, colour drift), so the model learns that a memory can be imperfect.
     memory_corrupt: float = 0.3
-    # A tile codebook file in the checkpoint folder (worldmodel.codebook; "" = none): every
+    # A tile codebook file in the checkpoint folder (games.crafter.codebook; "" = none): every
     # generated frame's world-view tiles are replaced by their nearest codebook tiles.
     tile_codebook: str = ""
-    # A land prior file in the checkpoint folder (worldmodel.land; "" = none): the cells a move
+    # A land prior file in the checkpoint folder (games.crafter.land; "" = none): the cells a move
     # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
     land_prior: str = ""
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from worldmodel.config import DiffusionConfig
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache
 
 
 def add_noise(x0: Tensor, t: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -54,10 +54,10 @@ def chunk_starts(n: int, rng: np.random.Generator, max_chunk: int = 4) -> np.nda
 class TrainBatch:
     frames: Tensor  # (b, n, 3, h, w) in [-1, 1]
     actions: Tensor  # (b, n, A): action that produced each frame (row 0 unused)
-    moves: Tensor | None = None  # (b, n) long: the camera move into each frame (tiles.SCROLLS
-    # index; row 0 unused), for a model with a move head (model.committed_move)
-    memory: Tensor | None = None  # (b, n, 5, CH, CW): the view memory's canvas around the frame
-    # before each frame (worldmodel.viewmap; row 0 unused), for model.view_memory
+    moves: Tensor | None = None  # (b, n) long: the anchor head's real decision into each frame
+    # (row 0 unused; Crafter: the camera move), for a model with an anchor head
+    memory: Tensor | None = None  # (b, n, C, CH, CW): the game's memory canvas around the frame
+    # before each frame (row 0 unused), for a model with a memory stem
 
 
 def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
@@ -70,10 +70,10 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     drop[:, 0] = True  # the action before the window is not given
     ctx_x0 = x0
     memory = batch.memory
-    if getattr(model, "memory_stem", None) is None:
+    if model.memory_stem is None:
         memory = None
     elif memory is not None:
-        memory = augment_memory(memory, cfg, gen)
+        memory = augment_memory(memory, cfg, gen, model.move.cell)
     if cfg.self_forcing_prob > 0 and rng.random() < cfg.self_forcing_prob:
         ctx_x0 = self_forced_context(model, x0, act, drop, cfg, gen, memory)
     ctx_x0 = corrupt_context(ctx_x0, cfg, gen)
@@ -83,7 +83,7 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
 
     # Target stream: positions 1..n-1, grouped into chunks (one frame each, or several).
     mode = rng.random()
-    committed = getattr(model, "move", None) is not None and batch.moves is not None
+    committed = model.move is not None and batch.moves is not None
     # A committed move is one step's: every target opens its own chunk on the frame before it.
     chunked = mode < cfg.chunk_prob + cfg.independent_prob and not committed
     starts = chunk_starts(n, rng) if chunked else np.arange(n)
@@ -102,12 +102,10 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     # The residual is anchored on the clean frame before each target's chunk.
     anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
-    moves = {"moves": batch.moves[:, tgt], "return_move_logits": True} if committed else {}
-    if memory is not None:
-        moves["memory"] = memory[:, tgt]
+    cond = Conditioning(anchor=anchor, choice=batch.moves[:, tgt] if committed else None,
+                        memory=None if memory is None else memory[:, tgt], want_logits=committed)
     pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
-                 act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, anchor=anchor,
-                 **moves)
+                 act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, conditioning=cond)
     if committed:
         pred, logits = pred
     err = (pred.float() - x0[:, tgt].float()).pow(2).mean(dim=(2, 3, 4))
@@ -157,19 +155,19 @@ def self_forced_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor,
     return x0
 
 
-def augment_memory(memory: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None) -> Tensor:
-    """View-memory canvases (b, n, 5, H, W) as training sees them: the whole memory dropped in
-    `memory_drop` of the windows; in `memory_corrupt` of them a random share (up to half) of the
-    cells forgotten and the pixels given a rollout's errors (speckle, colour drift)."""
-    from worldmodel.tiles import TILE
-
+def augment_memory(memory: Tensor, cfg: DiffusionConfig, gen: torch.Generator | None,
+                   cell: int) -> Tensor:
+    """View-memory canvases (b, n, 5, H, W) of `cell`-px cells as training sees them: the whole
+    memory dropped in `memory_drop` of the windows; in `memory_corrupt` of them a random share
+    (up to half) of the cells forgotten and the pixels given a rollout's errors (speckle, colour
+    drift)."""
     b, n, _, hh, ww = memory.shape
     dev = memory.device
     keep = (torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) >= cfg.memory_drop).float()
     bad = (torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) < cfg.memory_corrupt).float()
     rate = torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) * 0.5
-    cells = torch.rand(b, n, 1, hh // TILE, ww // TILE, generator=gen, device=dev)
-    cells = cells.repeat_interleave(TILE, -2).repeat_interleave(TILE, -1)
+    cells = torch.rand(b, n, 1, hh // cell, ww // cell, generator=gen, device=dev)
+    cells = cells.repeat_interleave(cell, -2).repeat_interleave(cell, -1)
     known = memory[:, :, 3:4] * keep * (1 - bad * (cells < rate).float())
     std = torch.rand(b, 1, 1, 1, 1, generator=gen, device=dev) * 0.1
     noise = (torch.randn(b, n, 3, hh, ww, generator=gen, device=dev) * std
@@ -202,9 +200,9 @@ def own_predictions(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg:
     t = 0.3 + 0.7 * torch.rand(b, n, generator=gen, device=dev)
     xt = add_noise(x0, t)
     cache.pos = 1
-    extra = {} if memory is None else {"memory": memory[:, 1:]}
+    cond = Conditioning(anchor=x0[:, :-1], memory=None if memory is None else memory[:, 1:])
     pred = model(xt[:, 1:], prev[:, 1:], t[:, 1:], t_prev[:, 1:], has_prev[:, 1:], act[:, 1:],
-                 drop[:, 1:], cache=cache, anchor=x0[:, :-1], **extra)
+                 drop[:, 1:], cache=cache, conditioning=cond)
     return torch.cat([x0[:, :1], pred.to(x0.dtype).clamp(-1, 1)], 1)
 
 
@@ -215,18 +213,16 @@ def sample_schedule(steps: int) -> list[float]:
 
 @torch.no_grad()
 def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx: Tensor,
-                  anchor: Tensor, has_prev: Tensor, actions: Tensor, act_drop: Tensor,
-                  cfg: DiffusionConfig, noise: Tensor, moves: Tensor | None = None,
-                  memory: Tensor | None = None) -> Tensor:
+                  has_prev: Tensor, actions: Tensor, act_drop: Tensor, cfg: DiffusionConfig,
+                  noise: Tensor, cond: Conditioning) -> Tensor:
     """Generate `n` frames after the cached context, jointly (a chunk; n = 1 for one per step).
 
     prev_ctx (b, 1, 3, h, w) is the last context frame as it was written to the cache (at level
-    t_prev_ctx (b, 1)), `anchor` (b, 1, 3, h, w) the same frame clean; actions (b, n, A);
-    noise (b, n, 3, h, w) the starting noise. With a move head, `moves` (b, n) are the moves
-    decided for the chunk (default: the head's, at every pass) and `memory` the view memory's
-    canvases (model.view_memory). Returns x_0 (b, n, 3, h, w) in [-1, 1].
+    t_prev_ctx (b, 1)); actions (b, n, A); noise (b, n, 3, h, w) the starting noise; `cond` the
+    conditioning bundle: `cond.anchor` (b, 1, 3, h, w) the same frame clean, and with an anchor
+    head the decisions for the chunk (default: the head's, at every pass) and the memory
+    canvases. Returns x_0 (b, n, 3, h, w) in [-1, 1].
     """
-    extra = {k: v for k, v in (("moves", moves), ("memory", memory)) if v is not None}
     b, n = noise.shape[:2]
     x = noise
     levels = sample_schedule(cfg.sample_steps)
@@ -236,10 +232,10 @@ def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx:
         t = torch.full((b, n), lv, device=x.device)
         prev = torch.cat([prev_ctx, x[:, :-1]], 1)
         t_prev = torch.cat([t_prev_ctx, t[:, :-1]], 1)
-        x0 = model(x, prev, t, t_prev, hp, actions, act_drop, cache=cache, anchor=anchor, **extra)
+        x0 = model(x, prev, t, t_prev, hp, actions, act_drop, cache=cache, conditioning=cond)
         if cfg.guidance != 1.0:
             x0_u = model(x, prev, t, t_prev, hp, actions, torch.ones_like(act_drop), cache=cache,
-                         anchor=anchor, **extra)
+                         conditioning=cond)
             x0 = x0_u + cfg.guidance * (x0 - x0_u)
         x0 = x0.clamp(-1, 1)
         nxt = levels[i + 1] if i + 1 < len(levels) else 0.0

@@ -31,6 +31,29 @@ from torch import Tensor, nn
 
 from worldmodel.actions import get_action_space
 from worldmodel.config import ModelConfig
+from worldmodel.game import find_game
+
+
+@dataclass
+class Conditioning:
+    """What a denoiser call is conditioned on beyond the frames, levels and actions: one bundle
+    the game's features travel in, so the core's signature names none of them."""
+
+    anchor: Tensor | None = None  # (b, n or 1, 3, h, w) clean frame the residual is added to
+    choice: Tensor | None = None  # (b, n) long: the anchor head's decisions (training: the real ones)
+    memory: Tensor | None = None  # (b, n or 1, C, H', W') the game's memory canvases
+    want_logits: bool = False  # also return the anchor head's logits (b * n, K)
+
+
+def anchor_head(cfg: ModelConfig, action_dim: int) -> nn.Module | None:
+    """The game's anchor head for this config (`Game.anchor_head`), or None. The game is
+    `cfg.game`, else the one named like the action space, if any."""
+    game = find_game(cfg.game or cfg.action_space)
+    head = None if game is None else game.anchor_head(cfg, action_dim)
+    if head is None and (cfg.committed_move or cfg.view_memory):
+        raise ValueError(f"model.committed_move / model.view_memory need a game with an anchor "
+                         f"head; {cfg.game or cfg.action_space!r} has none")
+    return head
 
 
 def fourier_features(t: Tensor, dim: int) -> Tensor:
@@ -223,127 +246,6 @@ class ShiftHead(nn.Module):
         return anchor.float() + m * (moved - anchor.float())
 
 
-class MoveHead(nn.Module):
-    """A committed camera move per frame (model.committed_move): whether a Crafter step scrolls
-    the view, and which way, depends on the action and on the cell beside the player, always
-    at the centre of the view (../shared/CRAFTER.md). So the head reads the clean anchor's 3x3
-    tiles around the player and the action, and scores the five outcomes of tiles.SCROLLS (no
-    move, one tile left/right/up/down). Training supervises it with the real move (cross-entropy)
-    and shifts the anchor by the real move, so the residual learns on exact, committed moves; at
-    inference the argmax is the move, decided once per frame from the anchor (the same at every
-    sampler pass), and the anchor is moved by exactly one tile or not at all: no blur to
-    re-sharpen, frame after frame. What moves is the world view alone (the top VIEW_ROWS x
-    VIEW_COLS tiles, edges replicated into the revealed strip); the inventory below stays. A
-    learned soft mask (ShiftHead's) would blend moved and still views, and repeated moves turn
-    such blends into stripes (measured: a fine-tune with it striped within ~30 frames)."""
-
-    def __init__(self, tile: int, action_dim: int, kernel: int, width: int = 32):
-        super().__init__()
-        from worldmodel.tiles import PLAYER_TILE, SCROLLS, VIEW_COLS, VIEW_ROWS
-
-        self.tile = tile
-        self.view = (VIEW_ROWS * tile, VIEW_COLS * tile)
-        self.kernel = kernel
-        r0, c0 = (PLAYER_TILE[0] - 1) * tile, (PLAYER_TILE[1] - 1) * tile
-        self.crop = (r0, r0 + 3 * tile, c0, c0 + 3 * tile)
-        # (dx, dy) per move class; not in the state dict, so checkpoints stay as they are.
-        self.register_buffer("scrolls", torch.tensor(SCROLLS), persistent=False)
-        self.features = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
-                                      nn.Conv2d(width, width, tile, stride=tile), nn.SiLU())
-        self.mlp = nn.Sequential(nn.Linear(9 * width + action_dim, 128), nn.SiLU(),
-                                 nn.Linear(128, len(SCROLLS)))
-
-    def forward(self, anchor: Tensor, act: Tensor, act_drop: Tensor) -> Tensor:
-        """anchor (n, 3, H, W), actions (n, A), drop (n,) -> logits (n, 5) over SCROLLS."""
-        r0, r1, c0, c1 = self.crop
-        f = self.features(anchor[:, :, r0:r1, c0:c1].float()).flatten(1)
-        a = torch.where(act_drop[:, None], torch.zeros_like(act), act).float()
-        return self.mlp(torch.cat([f, a], 1))
-
-    def apply(self, anchor: Tensor, kernels: Tensor) -> Tensor:
-        """anchor (n, 3, H, W) with its world view moved by `kernels` (from `kernels`)."""
-        rows, cols = self.view
-        out = anchor.float().clone()
-        out[:, :, :rows, :cols] = shift_image(anchor[:, :, :rows, :cols], kernels)
-        return out
-
-    def enable_memory(self) -> None:
-        """model.view_memory: `compose` fills what a move reveals from a view-memory canvas."""
-        from worldmodel.tiles import PLAYER_TILE, SCROLLS, VIEW_COLS, VIEW_ROWS
-
-        t = self.tile
-        # A learned tile for revealed cells the memory does not know (a plain's grass to begin
-        # with: train.py starts it from the real tiles' per-pixel median when it is fresh).
-        self.fill = nn.Parameter(torch.zeros(3, t, t))
-        fresh = torch.zeros(len(SCROLLS), VIEW_ROWS, VIEW_COLS, dtype=torch.bool)
-        for k, (dx, dy) in enumerate(SCROLLS[1:], 1):
-            r, c = torch.meshgrid(torch.arange(VIEW_ROWS), torch.arange(VIEW_COLS), indexing="ij")
-            src_r, src_c = r + dy, c + dx  # where the tile was in the anchor
-            fresh[k] = (src_r < 0) | (src_r >= VIEW_ROWS) | (src_c < 0) | (src_c >= VIEW_COLS)
-            fresh[k, PLAYER_TILE[0] - dy, PLAYER_TILE[1] - dx] = True  # the cell the player left
-        up = fresh.repeat_interleave(t, 1).repeat_interleave(t, 2)
-        self.register_buffer("fresh", up, persistent=False)  # (5, rows, cols) per move class
-
-    def _view_after(self, framed: Tensor, moves: Tensor) -> Tensor:
-        """(n, c, rows + 2 tiles, cols + 2 tiles) images of the view with a one-tile margin ->
-        (n, c, rows, cols): the view each world shows after its move (SCROLLS indices (n,))."""
-        from worldmodel.tiles import SCROLLS
-
-        rows, cols = self.view
-        t = self.tile
-        crops = torch.stack([framed[:, :, t + t * dy:t + t * dy + rows, t + t * dx:t + t * dx + cols]
-                             for dx, dy in SCROLLS], 1)
-        return crops[torch.arange(len(moves), device=moves.device), moves]
-
-    def compose(self, anchor: Tensor, moves: Tensor, canvas: Tensor | None
-                ) -> tuple[Tensor, Tensor]:
-        """The anchor a committed move makes, with a view memory (model.view_memory).
-
-        anchor (n, 3, H, W), moves (n,) SCROLLS indices, canvas (n, 5, CH, CW) from
-        worldmodel.viewmap (None: the memory knows nothing) -> (the composed anchor (n, 3, H, W):
-        the world view moved by one tile, the player's tile kept where it is (the sprite stays
-        at the centre), the cells the move revealed and the one the player left taken from the
-        canvas where it knows them and from the learned tile elsewhere; the conditioning
-        (n, 5, H, W): that anchor, where its fresh cells came from (+1 memory, -1 the learned
-        tile, 0 carried) and the memory's age there)."""
-        from worldmodel.tiles import PLAYER_TILE
-
-        rows, cols = self.view
-        t = self.tile
-        n = anchor.shape[0]
-        # The one-tile move as a crop of the edge-padded view (what apply's one-hot kernel
-        # computes, without a 17x17 convolution): the player moving (dx, dy) shows the view
-        # moved by (-dx, -dy) tiles.
-        out = anchor.float().clone()
-        padded = F.pad(out[:, :, :rows, :cols], (t, t, t, t), mode="replicate")
-        out[:, :, :rows, :cols] = self._view_after(padded, moves)
-        pr, pc = PLAYER_TILE[0] * t, PLAYER_TILE[1] * t
-        out[:, :, pr:pr + t, pc:pc + t] = anchor[:, :, pr:pr + t, pc:pc + t].float()
-        fresh = self.fresh[moves][:, None].float()  # (n, 1, rows, cols)
-        if canvas is None:
-            mem = torch.zeros(n, 5, rows, cols, device=anchor.device)
-        else:  # the canvas has the same one-tile margin around the view
-            mem = self._view_after(canvas, moves).float()
-        use = fresh * mem[:, 3:4]
-        fill = self.fill.float().repeat(1, rows // t, cols // t)[None]
-        view = out[:, :, :rows, :cols]
-        out[:, :, :rows, :cols] = (view * (1 - fresh) + fresh * fill) * (1 - use) + use * mem[:, :3]
-        cond = torch.zeros(n, 5, *anchor.shape[-2:], device=anchor.device)
-        cond[:, :3] = out
-        cond[:, 3:4, :rows, :cols] = fresh * (2 * mem[:, 3:4] - 1)
-        cond[:, 4:5, :rows, :cols] = use * mem[:, 4:5]
-        return out, cond
-
-    def kernels(self, moves: Tensor) -> Tensor:
-        """(n,) move classes -> (n, k, k) one-hot kernels for shift_image: the player moving by
-        (dx, dy) tiles shows the anchor moved by (-dx, -dy) tiles."""
-        r = self.kernel // 2
-        dx, dy = self.scrolls[moves, 0], self.scrolls[moves, 1]
-        k = torch.zeros(len(moves), self.kernel, self.kernel, device=moves.device)
-        k[torch.arange(len(moves), device=moves.device), r + self.tile * dy, r + self.tile * dx] = 1
-        return k
-
-
 class Denoiser(nn.Module):
     """x_0-predicting denoiser over a window of frames (see module docstring)."""
 
@@ -389,14 +291,22 @@ class Denoiser(nn.Module):
         self.head_norm = group_norm(ch[0])
         self.head = zero_(nn.Conv2d(ch[0], 3 * p * p, 3, padding=1))
         self.shift = ShiftHead(ch[-1], ch[0], cfg.shift_kernel, p) if cfg.shift_kernel else None
-        self.move = (MoveHead(cfg.committed_move, self.action_dim, cfg.shift_kernel)
-                     if cfg.committed_move else None)
+        # The game's network part (`Game.anchor_head`): a committed transform of the anchor (Crafter:
+        # the one-tile camera move), decided from the clean anchor and the action, with the
+        # conditioning channels it composes from a memory canvas. Named `move` in the state dict.
+        self.move = anchor_head(cfg, self.action_dim)
+        # The game's stages of the frame pipeline (worldmodel.pipeline), from side files of the
+        # checkpoint (`Game.stages`, set by checkpoint.load_checkpoint); a plain model has none.
+        self.stages: list = []
         self.memory_stem = None
-        if cfg.view_memory:
-            self.move.enable_memory()
+        if self.move is not None and self.move.cond_channels:
             # The composed anchor and its memory channels enter beside the stem; zero at first,
             # so a model trained without them starts out computing exactly what it did.
-            self.memory_stem = zero_(nn.Conv2d(5 * p * p, ch[0], 3, padding=1))
+            self.memory_stem = zero_(nn.Conv2d(self.move.cond_channels * p * p, ch[0], 3, padding=1))
+
+    def canvas_shape(self) -> tuple[int, ...]:
+        """The shape of one memory canvas the anchor head composes from (C, H', W')."""
+        return self.move.canvas_shape()
 
     def temporal_layers(self) -> list[tuple[str, TemporalAttention]]:
         return [(n, m) for n, m in self.named_modules() if isinstance(m, TemporalAttention)]
@@ -411,26 +321,23 @@ class Denoiser(nn.Module):
     def forward(self, x: Tensor, prev: Tensor, t: Tensor, t_prev: Tensor, has_prev: Tensor,
                 act: Tensor, act_drop: Tensor, cache: KVCache | None = None,
                 chunk_start: Tensor | None = None, commit: bool = False,
-                anchor: Tensor | None = None, moves: Tensor | None = None,
-                return_move_logits: bool = False, memory: Tensor | None = None):
+                conditioning: Conditioning | None = None):
         """Predict clean frames x_0 `(b, n, 3, h, w)` for `n` frames that follow the cached ones.
 
         `prev[:, i]` is the frame before `x[:, i]` at level `t_prev[:, i]`; `has_prev` is False
-        where there is none. `anchor[:, i]` is the clean frame the residual is added to (default
-        `prev`; (b, 1, ...) broadcasts). The frames take positions `cache.pos + i`; frame i attends to cached
+        where there is none. The frames take positions `cache.pos + i`; frame i attends to cached
         frames before `chunk_start[i]` and to this call's frames from `chunk_start[i]` up to
         itself (default: all cached frames, causal within the call). `commit=True` appends this
         call's keys/values to the cache, trims it to `cache.max_len` frames, stops after the last
         temporal layer and returns None (finished frames are written as context this way).
 
-        With a move head, `moves` (b, n) long are the moves to apply to the anchor (training: the
-        real ones); default: the head's argmax. `return_move_logits` also returns its logits
-        (b * n, 5) (None without a move head).
-
-        With model.view_memory, `memory` (b, n or 1, 5, CH, CW) are the view memory's canvases
-        around each anchor's pose (worldmodel.viewmap; None: it knows nothing): the move head
-        composes the anchor from them (`MoveHead.compose`) and the network sees it.
+        `conditioning` (a `Conditioning`) carries the rest: the clean anchor the residual is
+        added to (default `prev`), and for a model with a game anchor head (`self.move`) the
+        decisions to apply (default: the head's argmax), the memory canvases it composes the
+        anchor from, and whether to return its logits as well (`(x0, logits)`).
         """
+        c_in = conditioning or Conditioning()
+        anchor, moves, memory = c_in.anchor, c_in.choice, c_in.memory
         b, n, c, hh, ww = x.shape
         assert c == 3 and prev.shape == x.shape, (x.shape, prev.shape)
         assert t.shape == (b, n) and act.shape[:2] == (b, n), (t.shape, act.shape)
@@ -453,18 +360,15 @@ class Denoiser(nn.Module):
         h = self.stem(torch.cat([inp, flag], 1))
         logits = composed = None
         if self.move is not None and not commit:
-            # The move is decided from the clean anchor alone, before the network runs.
+            # The decision is made from the clean anchor alone, before the network runs.
             src = (prev if anchor is None else anchor).expand(b, n, 3, hh, ww).flatten(0, 1)
             logits = self.move(src, act.flatten(0, 1), act_drop.flatten(0, 1))
             chosen = moves.flatten() if moves is not None else logits.argmax(-1)
+            canvas = None if memory is None else memory.expand(b, n, *memory.shape[2:]).flatten(0, 1)
+            composed, extra = self.move.transform(src, chosen, canvas)
             if self.memory_stem is not None:
-                canvas = None if memory is None else memory.expand(
-                    b, n, *memory.shape[2:]).flatten(0, 1)
-                composed, cond = self.move.compose(src, chosen, canvas)
-                cond = F.pixel_unshuffle(cond, p) if p > 1 else cond
-                h = h + self.memory_stem(cond.to(h.dtype))
-            else:
-                kernels = self.move.kernels(chosen)
+                extra = F.pixel_unshuffle(extra, p) if p > 1 else extra
+                h = h + self.memory_stem(extra.to(h.dtype))
         skips = []
         for i, (blocks, down) in enumerate(zip(self.down, self.downsample)):
             for j, blk in enumerate(blocks):
@@ -497,11 +401,8 @@ class Denoiser(nn.Module):
         anchor = prev if anchor is None else anchor
         if composed is not None:
             anchor = composed.view(b, n, 3, hh, ww)
-        elif self.move is not None:
-            anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
-            anchor = self.move.apply(anchor, kernels).view(b, n, 3, hh, ww)
         elif self.shift is not None:
             anchor = anchor.expand(b, n, 3, hh, ww).flatten(0, 1)
             anchor = self.shift(anchor, kernels, top).view(b, n, 3, hh, ww)
         x0 = anchor * hp + out.view(b, n, 3, hh, ww)
-        return (x0, logits) if return_move_logits else x0
+        return (x0, logits) if c_in.want_logits else x0

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import metrics, semantic
+from worldmodel import metrics
+from games.crafter import semantic
 from worldmodel.actions import DiscreteActionSpace, get_action_space
 from worldmodel.checkpoint import load_checkpoint, read_metrics
 from worldmodel.config import Config, to_dict
@@ -43,7 +44,7 @@ from worldmodel.dynamics import Denoiser
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 from worldmodel.reports import command_line
-from worldmodel.tiles import DEFAULT_BANK, REJECT, TileClassifier, TileError
+from games.crafter.tiles import DEFAULT_BANK, REJECT, TileClassifier, TileError
 
 MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
 GROUPS = ("all", "moving", "static")
@@ -313,7 +314,7 @@ def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], ti
                        context: int, worlds: int, horizon: int, wander: int, batch: int,
                        seed: int, view_memory: Callable | None = None) -> dict[str, Any]:
     """Model vs the real game from the same real context under the same actions, one frame per
-    step, on per-tile labels (worldmodel.semantic), with repeat-last-frame beside the model."""
+    step, on per-tile labels (games.crafter.semantic), with repeat-last-frame beside the model."""
     starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)
     grass = tiles.grass
     ctx = np.stack([episodes[e].frames[s - context + 1:s + 1] for e, s in starts])
@@ -700,7 +701,7 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (worldmodel.tiles)")
+    p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (games.crafter.tiles)")
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
     p.add_argument("--no-codebook", action="store_true",

@@ -23,14 +23,12 @@ Only the first group is required of every game; the rest have defaults (`GameBas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from worldmodel import plugins
 from worldmodel.actions import ActionError, ActionSpace
-
-ENTRY_POINTS = "neural_game_sim.games"
 
 
 class GameError(ValueError):
@@ -105,6 +103,31 @@ class GameBase:
     def policies(self) -> dict[str, Policy]:
         return {}
 
+    def anchor_head(self, cfg: Any, action_dim: int) -> Any:
+        """The network part this game adds to the denoiser for a model config (an nn.Module
+        with `cond_channels`, `forward(anchor, act, drop) -> logits` and `transform(anchor,
+        choice, canvas) -> (anchor, conditioning channels or None)`), or None."""
+        return None
+
+    def stages(self, cfg: Any, path: Any, device: Any) -> list:
+        """This game's stages of the frame pipeline (`worldmodel.pipeline.Stage`) for a
+        checkpoint's config, loaded from the side files in its folder `path`."""
+        return []
+
+    # Training a model with a memory stem: the anchor head's real decision into each frame,
+    # each frame's pose, and the memory canvas each target sees. Games without one need none.
+    def window_choices(self, frames: Any, actions: Any, space: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no anchor head to supervise")
+
+    def episode_poses(self, ep: Any, actions: Any, space: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no poses for a view memory")
+
+    def history_canvases(self, frames: Any, pos: Any, anchors: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no view-memory canvases")
+
+    def fill_init(self, frames: Any, rng: Any) -> Any:
+        raise NotImplementedError(f"{self.name} has no view-memory fill")
+
     def check_action(self, action: Any) -> Any:
         """An action of this game's space, or an ActionError naming it."""
         space = self.action_space
@@ -130,24 +153,27 @@ def unregister_game(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _entry_points() -> dict[str, metadata.EntryPoint]:
-    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINTS)}
-
-
 def known_games() -> list[str]:
-    return sorted(set(_REGISTRY) | set(_entry_points()))
+    return sorted(set(_REGISTRY) | set(plugins.entry_points()))
+
+
+def find_game(name: str) -> Game | None:
+    """The game called `name`, or None where no game has that name."""
+    try:
+        return get_game(name)
+    except GameError:
+        return None
 
 
 def get_game(name: str) -> Game:
     """The game registered as `name`, loading its package through its entry point if need be."""
     if name not in _REGISTRY:
-        ep = _entry_points().get(name)
-        if ep is None:
+        game = plugins.load(name)
+        if game is None:
             raise GameError(f"unknown game {name!r}; known: {known_games()}")
-        game = ep.load()
         _REGISTRY.setdefault(name, game)
     return _REGISTRY[name]
 
 
 __all__ = ["ActionError", "Game", "GameBase", "GameError", "Policy", "RealEnv", "StepResult",
-           "get_game", "known_games", "register_game", "unregister_game"]
+           "find_game", "get_game", "known_games", "register_game", "unregister_game"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from worldmodel.data import Episode
+from worldmodel.data.episode import Episode
 
 FRAMES = "imagined.npy"
 INFO = "imagined.json"

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from worldmodel.checkpoint import METRICS, load_config_from_checkpoint, read_metrics
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.reports import bootstrap_interval
-from worldmodel.tiles import DEFAULT_BANK
+from games.crafter.tiles import DEFAULT_BANK
 
 README_BEGIN = "<!-- results:begin (python -m worldmodel.model_card --readme README.md) -->"
 README_END = "<!-- results:end -->"
@@ -341,7 +341,7 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             + (", a view memory (revealed cells from what was seen there before)"
                if m.view_memory else "")
             + params,
-            *([f"- Tile codebook (`{cfg.diffusion.tile_codebook}`, worldmodel.codebook): every "
+            *([f"- Tile codebook (`{cfg.diffusion.tile_codebook}`, games.crafter.codebook): every "
                "generated world-view tile is replaced by its nearest real tile from training "
                "episodes (of the frame's light level), so a cell is one decision among "
                "tiles the game drew. The tile classifier then rejects none of them: the smear "
@@ -357,7 +357,7 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
 
 def _land_lines(checkpoint: Path, cfg) -> list[str]:
     """The land prior's line of the model section, with its held-out fit from its own file."""
-    from worldmodel.land import LandPrior
+    from games.crafter.land import LandPrior
 
     prior = LandPrior.load(checkpoint / cfg.diffusion.land_prior)
     info = getattr(prior, "info", {})
@@ -366,7 +366,7 @@ def _land_lines(checkpoint: Path, cfg) -> list[str]:
            f"its sampled lines are {held['non_grass_sampled']:.1%} not grass (the real lines "
            f"{held['non_grass_real']:.1%}), label histogram {held['tv']:.3f} (total variation) "
            "from the real one." if held else "")
-    return [f"- Land prior (`{cfg.diffusion.land_prior}`, worldmodel.land, "
+    return [f"- Land prior (`{cfg.diffusion.land_prior}`, games.crafter.land, "
             f"{sum(p.numel() for p in prior.parameters()) / 1e3:.0f}k parameters): the cells a move "
             "reveals that the view memory does not know are sampled among the game's labels, "
             "given the view they border (two passes: the line's even cells, then its odd ones), "

@@ -24,7 +24,8 @@ from worldmodel.actions import ActionSpace, get_action_space
 from worldmodel.config import Config
 from worldmodel.data.dataset import to_uint8
 from worldmodel.diffusion import add_noise, denoise_chunk
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache
+from worldmodel.pipeline import Frame, Stage
 
 
 def autocast_for(device: torch.device, bf16: bool | None = None) -> contextlib.AbstractContextManager:
@@ -68,9 +69,10 @@ class Rollout:
         # model: every frame is recorded at its pose, and the worlds it has switched on are
         # conditioned on what it knows around them. None: the model draws with an empty memory.
         self.view = None
-        # With a land prior (worldmodel.land): the last frame's cell labels and light level, as
-        # its snap read them (None: read them from the frame when next needed).
-        self._anchor_labels: tuple[Tensor, Tensor] | None = None
+        # The game's stages of the frame pipeline (worldmodel.pipeline), as the checkpoint loaded
+        # them, and what they keep from one chunk for the next (cleared when real frames arrive).
+        self.stages: list[Stage] = list(model.stages)
+        self.stage_state: dict = {}
 
     def reseed(self, seeds: list[int]) -> None:
         """Restart the noise stream of each world (world i from seeds[i])."""
@@ -92,7 +94,7 @@ class Rollout:
 
     @property
     def uses_view(self) -> bool:
-        return self.view is not None and getattr(self.model, "memory_stem", None) is not None
+        return self.view is not None and self.model.memory_stem is not None
 
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None,
@@ -129,26 +131,7 @@ class Rollout:
         ctx = self._write(frames, actions, self._noise(frames.shape), self.cache, first)
         self.last = ctx[:, -1:]
         self.last_clean = frames[:, -1:]
-        self._anchor_labels = None
-
-    @property
-    def land(self):
-        """The model's land prior (worldmodel.land), or None."""
-        return getattr(self.model, "land", None)
-
-    def _sample_land(self, canvas: Tensor, moves: Tensor) -> Tensor:
-        """The canvas with the cells each world's move (b,) reveals and it does not know
-        sampled by the land prior, one draw stream per world (its noise generator)."""
-        from worldmodel.land import LINE, fill_canvas
-
-        book = self.model.codebook
-        if self._anchor_labels is None:
-            _, labels, level = book.snap(self.last_clean[:, 0], return_labels=True)
-            self._anchor_labels = (labels, level)
-        labels, level = self._anchor_labels
-        u = torch.stack([torch.rand(LINE, generator=g, device=self.device) for g in self.gens])
-        line = self.land.sample(labels, moves, u)
-        return fill_canvas(canvas, moves, line, level, book.textures())
+        self.stage_state = {}
 
     def _write(self, frames: Tensor, actions: Tensor, noise: Tensor, cache: KVCache,
                first: bool) -> Tensor:
@@ -216,7 +199,7 @@ class Rollout:
                           for old, fresh in ((lc.k, new.k), (lc.v, new.v)))
         self.last = take_rows(self.last, ctx[:, -1:], idx, self.batch)
         self.last_clean = take_rows(self.last_clean, full[:, -1:], idx, self.batch)
-        self._anchor_labels = None
+        self.stage_state = {}
 
     def world_state(self, world: int) -> dict[str, Tensor]:
         """Everything world `world` generates from next, as CPU tensors: its rows of the KV
@@ -259,65 +242,69 @@ class Rollout:
         self.last_clean = self.last_clean.clone()
         self.last_clean[world] = state["last_clean"].to(self.device, self.last_clean.dtype)
         self.gens[world].set_state(state["noise_state"])
-        self._anchor_labels = None
+        self.stage_state = {}
 
     @torch.inference_mode()
     def chunk(self, actions: Tensor, moves: Tensor | None = None) -> Tensor:
         """Generate len(actions[0]) frames jointly; actions (b, n). Returns (b, n, 3, h, w).
-        With a move head, `moves` (b, n) (tiles.SCROLLS indices) are the camera moves to draw
-        instead of the head's (a caller that knows them: `memory.imagined` rolls the
-        model along a real trip's moves)."""
+        The frame pipeline (worldmodel.pipeline), stage by stage. With an anchor head, `moves`
+        (b, n) are the decisions to draw instead of the head's (Crafter: the camera moves; a
+        caller that knows them, as `memory.imagined` rolls the model along a real trip's)."""
         if self.last is None:
             raise RuntimeError("reset(context) before generating")
         actions = torch.as_tensor(actions)
         b, n = actions.shape[:2]
         if b != self.batch:
             raise ValueError(f"got actions for {b} worlds, the rollout holds {self.batch}")
-        h = self.last.shape[-1]
         act, drop = self.encode_actions(actions)
+        frame = Frame(actions, act, drop)
+        if moves is not None:
+            if self.model.move is None:
+                raise ValueError("moves are given, but this model has no anchor head")
+            frame.choice = torch.as_tensor(moves, device=self.device).reshape(b, n)
+        canvas = self.uses_view or any(st.needs_canvas for st in self.stages)
+        if canvas:
+            self._choose(frame)  # once per frame, from the anchor and the action
+            self._read_memory(frame)  # the canvas around the anchor's pose
+        for stage in self.stages:
+            stage.before(self, frame)  # Crafter: the land prior
+        self._denoise(frame, canvas)
+        for stage in self.stages:
+            stage.after(self, frame)  # Crafter: the codebook snap
+        if self.uses_view:
+            for i in range(n):  # each frame at the pose its choice gives
+                self.view.advance(frame.choice[:, i])
+                self.view.write(frame.frames[:, i])
+        self._commit(frame.frames, actions)
+        self.stage_state = frame.state
+        return frame.frames
+
+    def _choose(self, frame: Frame) -> None:
+        """The anchor head's decision for every frame of the chunk, from the clean anchor."""
+        if frame.choice is None:
+            b, n = frame.act.shape[:2]
+            anchor = self.last_clean[:, 0].repeat_interleave(n, 0)  # world-major
+            logits = self.model.move(anchor, frame.act.flatten(0, 1), frame.drop.flatten(0, 1))
+            frame.choice = logits.argmax(-1).view(b, n)
+
+    def _read_memory(self, frame: Frame) -> None:
+        """The view memory's canvas around the anchor's pose, or an empty one."""
+        if self.uses_view:
+            frame.memory = self.view.read()
+        else:
+            frame.memory = torch.zeros(self.batch, *self.model.canvas_shape(), device=self.device)
+
+    def _denoise(self, frame: Frame, canvas: bool) -> None:
+        b, n = frame.act.shape[:2]
+        h = self.last.shape[-1]
         t_last = torch.full((b, 1), self.dcfg.context_noise, device=self.device)
         has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
-        memory = None
-        if moves is not None:
-            if getattr(self.model, "move", None) is None:
-                raise ValueError("moves are given, but this model has no move head")
-            moves = torch.as_tensor(moves, device=self.device).reshape(b, n)
-        land = self.land
-        if self.uses_view or land is not None:
-            # The move is decided once per frame, from the anchor and the action; the memory's
-            # canvas is read around the anchor's pose, and the move crops it.
-            if moves is None:
-                anchor = self.last_clean[:, 0].repeat_interleave(n, 0)  # world-major
-                moves = self.model.move(anchor, act.flatten(0, 1), drop.flatten(0, 1)).argmax(-1)
-                moves = moves.view(b, n)
-            if self.uses_view:
-                memory = self.view.read()
-            else:
-                from worldmodel.viewmap import canvas_shape
-
-                memory = torch.zeros(b, *canvas_shape(), device=self.device)
-            if land is not None:  # what the first move reveals and nothing has shown: sampled
-                memory = self._sample_land(memory, moves[:, 0])
-            memory = memory[:, None]
+        cond = Conditioning(anchor=self.last_clean, choice=frame.choice,
+                            memory=frame.memory[:, None] if canvas else None)
         with autocast_for(self.device, self.bf16):
-            frames = denoise_chunk(self.model, self.cache, self.last, t_last, self.last_clean,
-                                   has_prev, act, drop, self.dcfg,
-                                   self._noise((b, n, 3, h, h)), moves=moves,
-                                   memory=memory).float()
-        book = getattr(self.model, "codebook", None)
-        labels = None
-        if book is not None and land is not None:  # the labels of the cells, for the next move
-            frames, lab, level = book.snap(frames, return_labels=True)
-            labels = (lab[:, -1], level[:, -1])
-        elif book is not None:  # each world-view cell one decision among real tiles
-            frames = book.snap(frames)
-        if self.uses_view:
-            for i in range(n):
-                self.view.advance(moves[:, i])
-                self.view.write(frames[:, i])
-        self._commit(frames, actions)
-        self._anchor_labels = labels
-        return frames
+            frame.frames = denoise_chunk(self.model, self.cache, self.last, t_last, has_prev,
+                                         frame.act, frame.drop, self.dcfg,
+                                         self._noise((b, n, 3, h, h)), cond).float()
 
     @torch.inference_mode()
     def append(self, frames: Tensor, actions: Tensor) -> None:

@@ -31,20 +31,7 @@ from worldmodel.data.dataset import WindowDataset, to_float
 from worldmodel.device import generator, pick_device
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
-
-
-def window_moves(frames: np.ndarray, actions: np.ndarray, space) -> np.ndarray:
-    """The real camera move into each frame of training windows, read from the frames' pixels
-    (tiles.estimate_scroll, told the move each action asked for; exact on real Crafter frames):
-    uint8 (b, n, h, w, 3) and actions (b, n) -> (b, n) tiles.SCROLLS indices (row 0: no move)."""
-    from worldmodel.tiles import SCROLLS, estimate_scroll, intended_moves
-
-    intended = intended_moves(actions[:, 1:], space.actions)
-    est = estimate_scroll(frames[:, :-1], frames[:, 1:], intended)  # (b, n - 1, 2)
-    cls = np.zeros(actions.shape, np.int64)
-    for k, s in enumerate(SCROLLS):
-        cls[:, 1:][(est == s).all(-1)] = k
-    return cls
+from worldmodel.game import find_game
 
 
 class DiffusionLoss(nn.Module):
@@ -96,19 +83,6 @@ def init_from(model: Denoiser, path: str, device: torch.device, verbose: bool = 
 MOVE_LR_MULT = 10.0
 
 
-def median_tile(frames: np.ndarray, rng: np.random.Generator, count: int = 4096) -> torch.Tensor:
-    """The per-pixel median of random world-view tiles of training frames (uint8 (N, H, W, 3)),
-    as a (3, TILE, TILE) float in [-1, 1]: in Crafter a plain's grass, the learned tile a view
-    memory model starts from for revealed cells nobody saw."""
-    from worldmodel.tiles import TILE, view_tiles
-
-    idx = rng.integers(0, len(frames), count)
-    tiles = view_tiles(frames[idx]).reshape(-1, TILE, TILE, 3)
-    pick = tiles[rng.integers(0, len(tiles), count)]
-    med = np.median(pick.astype(np.float32), axis=0)
-    return to_float(torch.from_numpy(med))
-
-
 def lr_at(step: int, cfg: Config) -> float:
     warm = cfg.train.warmup_steps
     return cfg.train.lr * min(1.0, (step + 1) / max(1, warm))
@@ -133,6 +107,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     gen = generator(device, tc.seed + 7 + rank)
     out = Path(tc.out)
     space = get_action_space(cfg.model.action_space)
+    game = find_game(cfg.model.game or space.name)  # the anchor head's targets, the canvases
     view_memory = cfg.model.view_memory
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
                          cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,
@@ -149,7 +124,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         lineage = init_lineage(init)
     if view_memory and "move.fill" in fresh:
         with torch.no_grad():  # every rank draws the same tiles: the same start everywhere
-            model.move.fill.copy_(median_tile(data.frames, np.random.default_rng(tc.seed)))
+            model.move.fill.copy_(game.fill_init(data.frames, np.random.default_rng(tc.seed)))
+    model_move = model.move  # the anchor head, supervised with the real decisions
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     # A move head is a small classifier that starts from scratch beside a trained network: it
@@ -210,8 +186,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
             frames_u8, acts = data.sample(per_rank, rng)
         frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
         actions = space.encode(torch.from_numpy(acts)).to(device)
-        moves = (torch.from_numpy(window_moves(frames_u8, acts, space)).to(device)
-                 if cfg.model.committed_move else None)
+        moves = (torch.from_numpy(game.window_choices(frames_u8, acts, space)).to(device)
+                 if model_move is not None else None)
         with amp_ctx:
             loss, info = loss_mod(frames, actions, rng, gen, moves, memory)
         opt.zero_grad(set_to_none=True)

@@ -1,11 +1,11 @@
-"""Real games behind one reset(seed)/step(action) interface: sources of data and ground truth."""
+"""The real games, through the core's registry (`worldmodel.game`): `make_game(name)` starts one."""
 
-from simulator.games.crafter_game import CrafterGame
-
-GAMES = {"crafter": CrafterGame}
+from worldmodel.game import GameError, get_game, known_games
 
 
 def make_game(name: str, **kwargs):
-    if name not in GAMES:
-        raise ValueError(f"unknown game {name!r}; known: {sorted(GAMES)}")
-    return GAMES[name](**kwargs)
+    """A running real environment of game `name` (a `worldmodel.game.RealEnv`)."""
+    return get_game(name).make_env(**kwargs)
+
+
+__all__ = ["GameError", "known_games", "make_game"]

@@ -253,7 +253,7 @@ def test_fps_harness_runs(tiny_cfg, perturbed_model, device):
 
 def test_benchmark_scores_tile_agreement_on_labelled_trips(labelled_crafter, tiny_config,
                                                           perturbed_model, tmp_path):
-    from worldmodel.tiles import TileClassifier
+    from games.crafter.tiles import TileClassifier
 
     cfg = tiny_config(size=64)
     model = perturbed_model(cfg)

@@ -17,8 +17,8 @@ from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
-from worldmodel.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
-from worldmodel.viewmap import (CANVAS_COLS, CANVAS_ROWS, MARGIN, history_canvases,
+from games.crafter.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+from games.crafter.viewmap import (CANVAS_COLS, CANVAS_ROWS, MARGIN, history_canvases,
                                 scroll_index)
 
 SPACE = get_action_space("crafter")
@@ -248,7 +248,7 @@ def test_view_memory_training_lowers_its_loss(tiny_config, perturbed_model, labe
     """The new objective on real windows with their memory canvases: a few steps of Adam on
     one batch lower the loss (the memory stem and the learned tile get gradients)."""
     from worldmodel.data.dataset import WindowDataset
-    from worldmodel.train import window_moves
+    from games.crafter.geometry import window_moves
 
     cfg = _cfg(tiny_config, "diffusion.self_forcing_prob=0", "diffusion.memory_drop=0")
     model = perturbed_model(cfg)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import CRAFTER_SIZE
-from simulator.collect import (MOVES, OPPOSITE, SHAPES, SPLIT_SEED_BASE, collect_episode,
-                               exploration_policy, main, out_and_back, revisit_policy)
+from games.crafter.policies import (MOVES, OPPOSITE, SHAPES, exploration_policy, out_and_back,
+                                    revisit_policy)
+from simulator.collect import SPLIT_SEED_BASE, collect_episode, main
 from simulator.games import make_game
 from worldmodel.data import Episode
 from worldmodel.data.episode import load_episode

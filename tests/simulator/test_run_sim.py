@@ -24,7 +24,7 @@ import pygame  # noqa: E402
 import run_sim  # noqa: E402
 from simulator.replay import ReplayApp  # noqa: E402
 from simulator.window import Window  # noqa: E402
-from worldmodel.actions import CRAFTER_ACTIONS  # noqa: E402
+from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.checkpoint import save_checkpoint  # noqa: E402
 from worldmodel.data.episode import EpisodeError, EpisodeWriter, load_episode  # noqa: E402
 from worldmodel.data.video import video_frames  # noqa: E402

@@ -16,11 +16,13 @@ sys.path.insert(0, str(ROOT))
 
 import pygame  # noqa: E402
 
-from simulator.keymap import CONTROLS, CRAFTER_KEYS, HeldKeys, keymap_for  # noqa: E402
+from games.crafter.game import KEYS as CRAFTER_KEYS  # noqa: E402
+from simulator.keymap import CONTROLS, HeldKeys, keymap_for  # noqa: E402
 from simulator.recorder import Start  # noqa: E402
 from simulator.session import WorldSession  # noqa: E402
 from simulator.window import PlayApp, Window  # noqa: E402
-from worldmodel.actions import CRAFTER_ACTIONS, ActionError  # noqa: E402
+from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
+from worldmodel.actions import ActionError  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter  # noqa: E402
 from conftest import tiny_perturbed
 

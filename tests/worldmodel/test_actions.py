@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.actions import CRAFTER_ACTIONS, ActionError, get_action_space
+from games.crafter.actions import CRAFTER_ACTIONS
+from worldmodel.actions import ActionError, get_action_space
 
 CRAFTER = get_action_space("crafter")
 

@@ -10,11 +10,11 @@ import torch
 
 from worldmodel import codebook
 from worldmodel.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldmodel.codebook import CodebookError, TileCodebook
+from games.crafter.codebook import CodebookError, TileCodebook
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.rollout import Rollout
-from worldmodel.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 
 
 def _episodes(root, split="train"):

@@ -1,4 +1,4 @@
-"""The land prior (worldmodel.land): revealed cells sampled among the game's labels, drawn
+"""The land prior (games.crafter.land): revealed cells sampled among the game's labels, drawn
 through the view memory's canvas; and the labelled codebook it draws them with."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import torch
 from worldmodel import codebook, land
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from worldmodel.codebook import TileCodebook
+from games.crafter.codebook import TileCodebook
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
-from worldmodel.land import LINE, LandError, LandPrior, canonical, fill_canvas, revealed_line
+from games.crafter.land import LINE, LandError, LandPrior, canonical, fill_canvas, revealed_line
 from worldmodel.rollout import Rollout
-from worldmodel.tiles import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
-from worldmodel.train import window_moves
-from worldmodel.viewmap import canvas_shape
+from games.crafter.tiles import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.geometry import window_moves
+from games.crafter.viewmap import canvas_shape
 
 SPACE = get_action_space("crafter")
 

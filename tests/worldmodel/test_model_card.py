@@ -39,7 +39,7 @@ def card_setup(semantic_report, labelled_crafter, tmp_path):
     (eval_dir / "levers" / "more_steps").mkdir(parents=True)
     shutil.copy(out / "report.json", eval_dir / "levers" / "more_steps" / "report.json")
     tiles_report = tmp_path / "tiles.json"
-    tiles_report.write_text(json.dumps({**labelled_crafter.report, "command": "python -m worldmodel.tiles",
+    tiles_report.write_text(json.dumps({**labelled_crafter.report, "command": "python -m games.crafter.tiles",
                                         "bank_tiles": 10, "train_episodes": 3, "heldout_episodes": 3,
                                         "damage_rejected": {"blur3": 0.9}}))
     return ckpt, eval_dir, tiles_report
@@ -55,7 +55,7 @@ def test_card_is_made_from_reports_and_names_their_commands(card_setup, tmp_path
                       "--readme", str(readme), "--train-log", str(tmp_path / "log.jsonl")])
     report = json.loads((eval_dir / "report.json").read_text())
     assert f"Command: `{report['command']}`" in card
-    assert "Command: `python -m worldmodel.bench`" in card and "Command: `python -m worldmodel.tiles`" in card
+    assert "Command: `python -m worldmodel.bench`" in card and "Command: `python -m games.crafter.tiles`" in card
     pm = report["semantic"]["permanence"]["model"]["4"]
     assert f"| 4 | {pm['non_grass']:.3f} (n={pm['n_non_grass']}) |" in card
     m = report["results"]["all"]["1"]

@@ -13,8 +13,8 @@ from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import player_positions
-from worldmodel.tiles import SCROLLS
-from worldmodel.train import window_moves
+from games.crafter.tiles import SCROLLS
+from games.crafter.geometry import window_moves
 
 
 def _cfg(tiny_config, *extra):

@@ -10,7 +10,7 @@ import pytest
 from worldmodel import semantic, tiles
 from worldmodel.actions import get_action_space
 from worldmodel.data import load_episode
-from worldmodel.tiles import REJECT, TileClassifier, TileError
+from games.crafter.tiles import REJECT, TileClassifier, TileError
 
 
 def _episodes(root, split):

@@ -9,6 +9,8 @@ import torch
 
 from worldmodel.actions import ActionSpace
 from worldmodel.data.episode import EpisodeError, list_episodes, load_episode
+from worldmodel.imagined import load_imagined
+from worldmodel.game import find_game
 
 
 def to_float(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -34,6 +36,9 @@ class WindowDataset:
                  max_episodes: int = 0, frame_size: int | None = None,
                  extra: list[str | Path] | tuple = (), poses: bool = False,
                  imagined: bool = False):
+        # With `poses`, the game named like the action space tracks each frame's pose and
+        # builds the memory canvases (`Game.episode_poses`, `Game.history_canvases`).
+        self.game = find_game(space.name) if poses else None
         paths = [p for p in list_episodes(root) if p.name.startswith(prefix)]
         if max_episodes:
             paths = paths[:max_episodes]
@@ -61,10 +66,8 @@ class WindowDataset:
             starts.extend(range(total, total + len(ep.frames) - window + 1))
             first.append(np.full(len(ep.frames), total))
             if poses:
-                pos.append(episode_poses(ep, acts[-1], space))
+                pos.append(game.episode_poses(ep, acts[-1], space))
             if imagined:
-                from worldmodel.imagined import load_imagined
-
                 own.append(load_imagined(ep))
             total += len(ep.frames)
         if not starts:
@@ -93,18 +96,16 @@ class WindowDataset:
         """(frames, actions) of `batch` random windows; with `canvases` (a dataset built with
         `poses`) also (b, n, 5, CH, CW) float32: the view memory's canvas each frame's target
         sees, around the frame before it, from every frame of its episode up to that one
-        (worldmodel.viewmap.history_canvases; row 0 is zeros). With `imagined`, that share of
+        (`Game.history_canvases`; row 0 is zeros). With `imagined`, that share of
         the windows of episodes with an imagined copy (a dataset built with `imagined`) build
         their canvases from the copy: the model's own frames of the same places."""
         s = self.starts[rng.integers(0, len(self.starts), batch)]
         idx = s[:, None] + np.arange(self.window)[None]
         if not canvases:
             return self.frames[idx], self.actions[idx]
-        from worldmodel.viewmap import canvas_shape, history_canvases
-
         if self.pos is None:
             raise ValueError("canvases need a WindowDataset built with poses=True")
-        out = np.zeros((batch, self.window, *canvas_shape()), np.float32)
+        out = np.zeros((batch, self.window, *self.game.canvas_shape()), np.float32)
         for i, st in enumerate(s):
             f0 = self.first[st]
             end = st + self.window - 1  # the last anchor is the frame before the last target
@@ -112,19 +113,6 @@ class WindowDataset:
             if (imagined > 0 and self.imagined is not None and self.has_imagined[st]
                     and rng.random() < imagined):
                 seen = self.imagined
-            out[i, 1:] = history_canvases(seen[f0:end], self.pos[f0:end],
+            out[i, 1:] = self.game.history_canvases(seen[f0:end], self.pos[f0:end],
                                           np.arange(st - f0, end - f0))
         return self.frames[idx], self.actions[idx], out
-
-
-def episode_poses(ep, actions: np.ndarray, space: ActionSpace) -> np.ndarray:
-    """(T+1, 2) the player's cell at every frame: the recorded positions where the episode has
-    them, else read from its pixels (tiles.track_poses, told the moves its actions asked for)."""
-    start = ep.meta.get("start_pos")
-    if start is not None and ep.steps and all("pos" in st for st in ep.steps):
-        pos = np.asarray([start] + [st["pos"] for st in ep.steps], np.int64)
-        if len(pos) >= len(ep.frames):
-            return pos[:len(ep.frames)]
-    from worldmodel.tiles import intended_moves, track_poses
-
-    return track_poses(ep.frames, (0, 0), intended_moves(actions[1:], space.actions))

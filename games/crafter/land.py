@@ -1,6 +1,6 @@
 """A land prior: what the cells a move reveals hold, sampled, not averaged.
 
-    python -m worldmodel.land --data data/crafter --checkpoint assets/crafter_memory
+    python -m games.crafter.land --data data/crafter --checkpoint assets/crafter_memory
 
 When the player steps, a row or column of cells comes into view that nothing has shown. A
 denoiser trained on squared error draws there what is most likely on average: in Crafter the
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldmodel.tiles import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+from games.crafter.geometry import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
 
 VERSION = 1
 DEFAULT_NAME = "land.safetensors"
@@ -53,7 +53,7 @@ class LandError(ValueError):
 
 
 def _line_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per move class (SCROLLS), the canvas cells (row, col; worldmodel.viewmap's one-tile
+    """Per move class (SCROLLS), the canvas cells (row, col; games.crafter.viewmap's one-tile
     margin) of the line the move reveals, in canonical order, and which of the LINE are real.
     Unused entries point at the canvas corner, which no line holds."""
     rows = np.zeros((len(SCROLLS), LINE), np.int64)
@@ -190,7 +190,7 @@ class LandPrior(nn.Module):
         from worldmodel import tensorfile
 
         state, meta = tensorfile.read(path, LandError, "land prior", "train one: python -m "
-                                      "worldmodel.land --data DIR --checkpoint DIR")
+                                      "games.crafter.land --data DIR --checkpoint DIR")
         if meta.get("format") != "land-prior" or meta.get("version") != str(VERSION):
             raise LandError(f"{path} is not a version-{VERSION} land prior")
         try:
@@ -231,7 +231,7 @@ def fill_canvas(canvas: Tensor, moves: Tensor, line: Tensor, level: Tensor,
 def examples(episodes: list, space) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every step of `episodes` (with the game's labels) whose camera scrolled: the labels before
     (k, VIEW_ROWS, VIEW_COLS), the move (k,) and the labels after."""
-    from worldmodel.train import window_moves
+    from games.crafter.geometry import window_moves
 
     before, moves, after = [], [], []
     for ep in episodes:
@@ -359,7 +359,7 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
     (no denoiser). Returns the total variation between the label histograms of the sampled and
     the real revealed lines, averaged over `seeds` walks: how far the land drifts when every
     draw is conditioned on earlier draws, which a one-step fit does not show."""
-    from worldmodel.train import window_moves
+    from games.crafter.geometry import window_moves
 
     tvs = []
     for seed in range(seeds):
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     walks = {str(t): walk_tv(prior, eps[-args.heldout:], space, t) for t in args.temperatures}
     prior.temperature = float(min(walks, key=walks.get))
     print(json.dumps({"walk_tv": walks, "temperature": prior.temperature}), flush=True)
-    info = {"command": command_line("worldmodel.land", argv), "train_steps": int(len(train[0])),
+    info = {"command": command_line("games.crafter.land", argv), "train_steps": int(len(train[0])),
             "walk_tv": walks, "temperature": prior.temperature,
             "heldout_steps": int(len(held[0])), "episodes": len(paths),
             "heldout_episodes": [q.name for q in paths[-args.heldout:]],

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.geometry import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
 
 MARGIN = 1
 CANVAS_ROWS, CANVAS_COLS = VIEW_ROWS + 2 * MARGIN, VIEW_COLS + 2 * MARGIN

@@ -1,6 +1,6 @@
 """Per-tile labels of Crafter frames: what a player sees, tile by tile.
 
-    python -m worldmodel.tiles --data data/crafter --out assets/tiles/crafter.npz
+    python -m games.crafter.tiles --data data/crafter --out assets/tiles/crafter.npz
 
 A Crafter frame (`../shared/CRAFTER.md`) is a 9x9 grid of 7-px tiles; the top 9x7 are the world
 view, the player always at (col 4, row 3), and every material or creature is one fixed texture
@@ -35,15 +35,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-TILE = 7
-VIEW_COLS, VIEW_ROWS = 9, 7
-PLAYER_TILE = (3, 4)  # (row, col) of the player in the world view
-TILE_DIM = TILE * TILE * 3
+from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS,
+                                     daylight, estimate_scroll, intended_moves, track_poses,
+                                     view_tiles)
+
 REJECT = 255  # the label of a tile that looks like no real tile
 GRASS = "grass"
-DAY_LENGTH = 300  # steps; Crafter's daylight cycle
 DAYLIGHT_EDGES = (0.2, 0.4, 0.6, 0.8)  # daylight buckets of the per-bucket reject threshold
-DEFAULT_BANK = Path(__file__).resolve().parent.parent / "assets" / "tiles" / "crafter.npz"
+DEFAULT_BANK = Path(__file__).resolve().parents[2] / "assets" / "tiles" / "crafter.npz"
 BANK_VERSION = 1
 # By full daylight the game draws every texture exactly, so held-out real tiles sit at distance 0
 # and a quantile alone would reject a model's tile for any rounding. The floor was set by looking:
@@ -57,29 +56,10 @@ MIN_THRESHOLD = 12.0
 # tiles within 6 of a real tile by pixels move them by 3-10. Night's own noise is larger than
 # either, so at night the per-bucket quantile governs and a blur there goes unseen.
 MIN_GRAD_THRESHOLD = 10.0
-# The five whole-tile camera moves one step can make: (dx, dy) of the player's cell.
-SCROLLS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
-MOVE_DIRS = {"move_left": (-1, 0), "move_right": (1, 0), "move_up": (0, -1), "move_down": (0, 1)}
 
 
 class TileError(ValueError):
     """A tile bank that cannot be read or used (missing, corrupt, another version or grid)."""
-
-
-def daylight(step: np.ndarray | int) -> np.ndarray:
-    """Crafter's daylight at an episode step: 1 - |cos(pi * ((step / 300) % 1 + 0.3))|^3."""
-    progress = (np.asarray(step, np.float64) / DAY_LENGTH) % 1 + 0.3
-    return 1 - np.abs(np.cos(np.pi * progress)) ** 3
-
-
-def view_tiles(frames: np.ndarray) -> np.ndarray:
-    """uint8 frames (..., H, W, 3) -> the world view's tiles (..., VIEW_ROWS, VIEW_COLS, 147)."""
-    frames = np.asarray(frames)
-    lead = frames.shape[:-3]
-    v = frames[..., :VIEW_ROWS * TILE, :VIEW_COLS * TILE, :]
-    v = v.reshape(*lead, VIEW_ROWS, TILE, VIEW_COLS, TILE, 3)
-    v = np.moveaxis(v, -4, -3)  # (..., rows, cols, 7, 7, 3)
-    return v.reshape(*lead, VIEW_ROWS, VIEW_COLS, TILE_DIM)
 
 
 @dataclass
@@ -157,7 +137,7 @@ class TileClassifier:
 
         path = Path(path or DEFAULT_BANK)
         if not path.is_file():
-            raise TileError(f"no tile bank at {path} (build one: python -m worldmodel.tiles "
+            raise TileError(f"no tile bank at {path} (build one: python -m games.crafter.tiles "
                             "--data DIR --out FILE)")
         try:
             with np.load(path) as z:
@@ -293,70 +273,6 @@ def blur_check(clf: TileClassifier, episodes: Sequence, every: int = 8) -> dict[
     return out
 
 
-# ---- camera pose from pixels --------------------------------------------------------------------
-
-def _view(frames: np.ndarray) -> np.ndarray:
-    return np.asarray(frames, np.float32)[..., :VIEW_ROWS * TILE, :VIEW_COLS * TILE, :]
-
-
-def intended_moves(actions: np.ndarray, action_names: Sequence[str]) -> np.ndarray:
-    """(...,) action ids -> (..., 2) the move each would make if free ((0, 0) for non-moves)."""
-    table = np.zeros((len(action_names), 2), np.int64)
-    for i, name in enumerate(action_names):
-        table[i] = MOVE_DIRS.get(name, (0, 0))
-    return table[np.asarray(actions)]
-
-
-def estimate_scroll(prev: np.ndarray, cur: np.ndarray,
-                    intended: np.ndarray | None = None) -> np.ndarray:
-    """The camera's whole-tile move from `prev` to `cur` (..., H, W, 3) uint8 -> (..., 2) int
-    (dx, dy) of the player's cell, one of SCROLLS: the move under which the world view's tiles
-    that both frames show differ least (mean absolute difference; the player's tile left out,
-    since the sprite stays put and turns), ties going to no move.
-
-    With `intended` (..., 2), the move each step's action asked for (`intended_moves`), a move
-    action is read as made or blocked: the view can only scroll the way the player tried to go,
-    and where both read alike (a plain of grass, which is walkable) the move was made; any other
-    action leaves the view in place (a creature that walks is not the camera). Both work on
-    imagined frames as on real ones."""
-    a, b = _view(prev), _view(cur)
-    costs = []
-    mask = np.ones((VIEW_ROWS, VIEW_COLS), bool)
-    mask[PLAYER_TILE] = False
-    for dx, dy in SCROLLS:
-        # The player moved (dx, dy): the cell at tile (c, r) of prev is at (c - dx, r - dy) now.
-        r0, r1 = max(0, dy), VIEW_ROWS + min(0, dy)
-        c0, c1 = max(0, dx), VIEW_COLS + min(0, dx)
-        pa = a[..., r0 * TILE:r1 * TILE, c0 * TILE:c1 * TILE, :]
-        pb = b[..., (r0 - dy) * TILE:(r1 - dy) * TILE, (c0 - dx) * TILE:(c1 - dx) * TILE, :]
-        m = mask[r0:r1, c0:c1] & mask[r0 - dy:r1 - dy, c0 - dx:c1 - dx]
-        m = np.repeat(np.repeat(m, TILE, 0), TILE, 1)[..., None]
-        d = (np.abs(pa - pb) * m).sum((-3, -2, -1)) / (m.sum() * 3)
-        costs.append(d)
-    costs = np.stack(costs, -1)
-    free = costs.copy()
-    free[..., 0] -= 0.5  # a tie (or a near one) is no move
-    out = np.asarray(SCROLLS)[free.argmin(-1)]
-    if intended is not None:
-        intended = np.broadcast_to(np.asarray(intended), out.shape)
-        which = np.zeros(out.shape[:-1], np.int64)
-        for k, s in enumerate(SCROLLS[1:], 1):
-            which[(intended == s).all(-1)] = k
-        move = which > 0
-        made = np.take_along_axis(costs, which[..., None], -1)[..., 0] <= costs[..., 0]
-        out = np.where((move & made)[..., None], intended, 0)
-    return out
-
-
-def track_poses(frames: np.ndarray, start: Sequence[int] = (0, 0),
-                intended: np.ndarray | None = None) -> np.ndarray:
-    """Poses (T, 2) of a frame sequence (T, H, W, 3) from its own pixels: `start`, then the sum
-    of the estimated scrolls (`intended` (T - 1, 2): the moves the actions asked for)."""
-    steps = (estimate_scroll(frames[:-1], frames[1:], intended) if len(frames) > 1
-             else np.zeros((0, 2), int))
-    return np.concatenate([np.asarray([start]), np.asarray(start) + np.cumsum(steps, 0)])
-
-
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -395,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = calibrate(clf, held, args.quantile, floor=args.floor, grad_floor=args.grad_floor)
     report["damage_rejected"] = blur_check(clf, held)
     report.update(clf.info, train_episodes=len(train), heldout_episodes=len(held),
-                  command=command_line("worldmodel.tiles", argv), seconds=time.time() - t0)
+                  command=command_line("games.crafter.tiles", argv), seconds=time.time() - t0)
     clf.info = {k: v for k, v in report.items() if k != "per_label"}
     clf.save(args.out)
     out = Path(args.report) if args.report else Path(args.out).with_suffix(".json")

@@ -1,6 +1,6 @@
 """A tile codebook: every world-view cell of a generated frame is one decision among real tiles.
 
-    python -m worldmodel.codebook --data data/crafter --first 40 --episodes 59 \\
+    python -m games.crafter.codebook --data data/crafter --first 40 --episodes 59 \\
         --out assets/crafter_memory/codebook.safetensors
 
 Crafter draws its world as a grid of 7-px tiles, each one fixed texture (lit by the daylight,
@@ -17,7 +17,7 @@ codebook tile carries the light level of the frame it was drawn in (its tiles' m
 over their labels' brightest) and a frame's
 tiles are snapped among those of the frame's median level: a slightly dim cell cannot turn into a
 night tile in a day frame, nor a day drift a level at a time into dusk. The codebook is built from training episodes (by default other
-episodes than the evaluation's tile bank, `worldmodel.tiles`): their distinct tiles, capped per
+episodes than the evaluation's tile bank, `games.crafter.tiles`): their distinct tiles, capped per
 light level so the night's noisy tiles do not crowd out the day's, the most often drawn first,
 at most `--size` in all. Note for evaluation: a snapped
 frame holds only real tiles, so the tile classifier rejects none of them (no smears, by
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 
 VERSION = 1
 DEFAULT_NAME = "codebook.safetensors"
@@ -67,7 +67,7 @@ class TileCodebook:
         self.tiles = t[order]
         self.light = lt[order]
         # The game's label of each code (the one it was most often drawn as), if built with them:
-        # what a snapped cell shows, for the land prior (worldmodel.land).
+        # what a snapped cell shows, for the land prior (games.crafter.land).
         self.labels = None
         if labels is not None:
             lab = torch.as_tensor(np.asarray(labels, np.int64))
@@ -110,7 +110,7 @@ class TileCodebook:
     def _need_labels(self) -> None:
         if self.labels is None:
             raise CodebookError("this codebook was built without labels (rebuild it: "
-                                "python -m worldmodel.codebook)")
+                                "python -m games.crafter.codebook)")
 
     @property
     def levels(self) -> int:
@@ -185,7 +185,7 @@ class TileCodebook:
         from worldmodel import tensorfile
 
         state, meta = tensorfile.read(path, CodebookError, "tile codebook", "build one: python -m "
-                                      "worldmodel.codebook --data DIR --out FILE")
+                                      "games.crafter.codebook --data DIR --out FILE")
         if meta.get("format") != "tile-codebook" or meta.get("version") != str(VERSION):
             raise CodebookError(f"{path} is not a version-{VERSION} tile codebook")
         if meta.get("tile") != str(TILE):
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise CodebookError(f"no episodes {args.prefix}* under {args.data} after the first "
                             f"{args.first}")
     book = build([load_episode(q) for q in paths], args.size, seed=args.seed)
-    book.info.update(command=command_line("worldmodel.codebook", argv),
+    book.info.update(command=command_line("games.crafter.codebook", argv),
                      first_episode=paths[0].name, last_episode=paths[-1].name)
     if args.checkpoint:
         from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file

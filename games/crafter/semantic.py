@@ -1,5 +1,5 @@
 """Semantic measures of imagined Crafter worlds against the real game, on per-tile labels
-(`worldmodel.tiles`): what a player sees, where PSNR sees the mean.
+(`games.crafter.tiles`): what a player sees, where PSNR sees the mean.
 
 Arrays are per world: `labels` (W, T, VIEW_ROWS, VIEW_COLS) uint8 (tiles.REJECT for a tile that
 looks like no real tile), `pos` (W, T, 2) the player's cell per frame (the real game's poses: the
@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from worldmodel.tiles import (PLAYER_TILE, REJECT, VIEW_COLS, VIEW_ROWS, estimate_scroll,
+from games.crafter.tiles import (PLAYER_TILE, REJECT, VIEW_COLS, VIEW_ROWS, estimate_scroll,
                               intended_moves)
 
 # Open-loop buckets (frames after the context, inclusive) and the long rollout's.

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import crafter
 import numpy as np
 
-from worldmodel.actions import get_action_space
+from games.crafter.actions import ACTION_SPACE
+from games.crafter.geometry import VIEW_COLS, VIEW_ROWS
+from worldmodel.game import StepResult
 
 # Crafter 1.8's semantic ids: engine.World numbers [None] + data.yaml's materials, then
 # env.SemanticView appends the object types (Player, Cow, Zombie, Skeleton, Arrow, Plant).
 LABEL_NAMES = ("void", "water", "grass", "stone", "path", "sand", "tree", "lava", "coal", "iron",
                "diamond", "table", "furnace", "player", "cow", "zombie", "skeleton", "arrow",
                "plant")
-VIEW_COLS, VIEW_ROWS = 9, 7  # world-view tiles; the player stands at (col 4, row 3)
 
 
 def semantic_view(semantic: np.ndarray, pos: tuple[int, int] | np.ndarray) -> np.ndarray:
@@ -28,33 +28,22 @@ def semantic_view(semantic: np.ndarray, pos: tuple[int, int] | np.ndarray) -> np
     return out
 
 
-@dataclass
-class StepResult:
-    obs: np.ndarray  # (H, W, 3) uint8
-    reward: float
-    done: bool
-    info: dict
-
-
-class CrafterGame:
+class CrafterEnv:
     """The real game. `reset(seed)` gives a deterministic world per seed; `step(action)` one tick."""
 
     name = "crafter"
     fps = 10
 
     def __init__(self, size: int = 64, length: int = 10000):
-        import crafter
-
         self.size = size
         self.length = length
-        self.action_space = get_action_space("crafter")
-        self._crafter = crafter
+        self.action_space = ACTION_SPACE
         self._env = None
         self.seed: int | None = None
 
     def reset(self, seed: int) -> np.ndarray:
         self.seed = int(seed)
-        self._env = self._crafter.Env(area=(64, 64), view=(9, 9), size=(self.size, self.size),
+        self._env = crafter.Env(area=(64, 64), view=(9, 9), size=(self.size, self.size),
                                       reward=True, length=self.length, seed=self.seed)
         return self._env.reset()
 
@@ -80,3 +69,14 @@ class CrafterGame:
         if self._env is None:
             raise RuntimeError("call reset(seed) before view_labels()")
         return semantic_view(self._env._sem_view(), self.player_pos)
+
+    # The core's RealEnv protocol (worldmodel.game): the pose is the player's cell, the labels the
+    # world view's per-tile semantic ids.
+    def pose(self) -> np.ndarray:
+        return np.asarray(self.player_pos, np.float64)
+
+    def labels(self) -> np.ndarray:
+        return self.view_labels()
+
+    def close(self) -> None:
+        self._env = None

@@ -1,0 +1,54 @@
+"""The frame pipeline: what `Rollout.chunk` does to a chunk of frames, as stages in one place.
+
+    action -> choice (the anchor head's committed decision: Crafter's camera move)
+           -> memory read (the view memory's canvas around the pose, or an empty one)
+           -> game stages' `before` (Crafter: the land prior samples what a move reveals)
+           -> denoise (the sampler over the core network)
+           -> game stages' `after` (Crafter: the tile codebook snap)
+           -> memory write (each frame at the pose its choice gives)
+           -> commit to the KV cache -> frames
+
+The choice, memory read and memory write are the core's (they use only the model's anchor head
+and the memory's `read`/`advance`/`write`); the game's stages come from `Game.stages` when a
+checkpoint loads, each from a side file its config names, and are listed on the model
+(`Denoiser.stages`), saved and loaded with it, not looked up as loose attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass
+class Frame:
+    """One chunk on its way through the pipeline (b worlds, n frames)."""
+
+    actions: Tensor  # (b, n) as given
+    act: Tensor  # (b, n, A) encoded
+    drop: Tensor  # (b, n) bool: no action
+    choice: Tensor | None = None  # (b, n) the anchor head's decisions (given, or decided)
+    memory: Tensor | None = None  # (b, C, H', W') the memory canvas around the anchor's pose
+    frames: Tensor | None = None  # (b, n, 3, h, w) once denoised
+    state: dict[str, Any] = field(default_factory=dict)  # what stages keep for the next chunk
+
+
+class Stage:
+    """A game's step of the frame pipeline. `before` may change the choice or the memory canvas
+    the denoiser sees; `after` may change the denoised frames. `needs_canvas`: the stage works on
+    a memory canvas, so the pipeline decides the choice and reads the memory even without a
+    view memory switched on."""
+
+    name = "stage"
+    needs_canvas = False
+
+    def before(self, rollout: Any, frame: Frame) -> None:
+        pass
+
+    def after(self, rollout: Any, frame: Frame) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<stage {self.name}>"
