@@ -12,7 +12,7 @@ from typing import Any
 
 from memory.view import ViewMemory
 from worldmodel import evaluate
-from games.crafter.tiles import TileError
+from worldmodel.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -20,6 +20,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
-
-    run_cli(main, (TileError,))
+    run_cli(main)

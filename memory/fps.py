@@ -51,7 +51,7 @@ def rss_mb() -> float:
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0) -> dict[str, Any]:
-    use_view, use_lora = mcfg.uses(getattr(model, "memory_stem", None) is not None)
+    use_view, use_lora = mcfg.uses(model.memory_stem is not None)
     memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if use_lora else None
     ro = Rollout(model, cfg, seed=seed)
     if use_view:

@@ -47,7 +47,7 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     frames real, every later one drawn by the model (see the module docstring)."""
     from games.crafter.geometry import window_moves
 
-    if getattr(model, "memory_stem", None) is None:
+    if model.memory_stem is None:
         raise ImaginedError("imagined copies need a model with a view memory (model.view_memory)")
     space = get_action_space(cfg.model.action_space)
     b, t = frames.shape[:2]

@@ -284,7 +284,7 @@ def evaluate_episode(model: Denoiser, cfg: Config, ep: Episode, context: int,
     real_rel = pos - pos[0]
     action_names = get_action_space(cfg.model.action_space).actions
     for name, mcfg in variants.items():
-        use_view, use_lora = mcfg.uses(getattr(model, "memory_stem", None) is not None)
+        use_view, use_lora = mcfg.uses(model.memory_stem is not None)
         mem = EpisodicMemory(model, cfg, mcfg, threaded=False) if use_lora else None
         view = None
         if use_view:
@@ -687,7 +687,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.compare_stores:  # the view memory alone, the temporal LoRA alone, both
         from dataclasses import replace
 
-        if getattr(model, "memory_stem", None) is None:
+        if model.memory_stem is None:
             raise ValueError(f"--compare-stores: {args.checkpoint} has no view memory "
                              f"(model.view_memory)")
         variants = {name: replace(mcfg, stores=name) for name in ("view", "lora", "both")}

@@ -97,7 +97,7 @@ class WorldSession:
         # only worlds with memory on are conditioned on it.
         self.view: ViewMemory | None = None
         use_view, self._use_lora = self.memory_config.uses(
-            getattr(model, "memory_stem", None) is not None)
+            model.memory_stem is not None)
         if use_view:
             self.view = ViewMemory(batch, self.space.actions, device=self.device)
         self.rollout_state.view = self.view

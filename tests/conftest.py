@@ -167,7 +167,7 @@ def labelled_crafter(tmp_path_factory) -> Labelled:
     from simulator.collect import collect_episode
     from simulator.games import make_game
     from simulator.seeds import SEED_RANGES
-    from worldmodel import tiles
+    from games.crafter import tiles
     from worldmodel.data import load_episode
 
     root = tmp_path_factory.mktemp("labelled_crafter")

@@ -9,9 +9,11 @@ from worldmodel.actions import ActionError
 from worldmodel.checkpoint import CheckpointError
 from worldmodel.config import ConfigError
 from worldmodel.data.episode import EpisodeError
+from worldmodel.game import GameError
 
+# A game's own errors of bad input subclass GameError (a tile bank, a codebook, a land prior...).
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, EpisodeError, ActionError,
-                                            FileNotFoundError)
+                                            GameError, FileNotFoundError)
 
 
 def run_cli(main: Callable[[], object], extra: tuple[type[Exception], ...] = ()) -> None:

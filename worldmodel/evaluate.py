@@ -33,18 +33,18 @@ import torch
 from tqdm import tqdm
 
 from worldmodel import metrics
-from games.crafter import semantic
 from worldmodel.actions import DiscreteActionSpace, get_action_space
-from worldmodel.checkpoint import load_checkpoint, read_metrics
+from worldmodel.checkpoint import load_checkpoint, load_config_from_checkpoint, read_metrics
+from worldmodel.cli import run_cli
 from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
+from worldmodel.game import find_game
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 from worldmodel.reports import command_line
-from games.crafter.tiles import DEFAULT_BANK, REJECT, TileClassifier, TileError
 
 MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
 GROUPS = ("all", "moving", "static")
@@ -123,7 +123,7 @@ def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
     conditioned on them, as a session with memory on."""
     ro = Rollout(model, cfg, seed=seed)
     if view_memory is not None:
-        if getattr(model, "memory_stem", None) is None:
+        if model.memory_stem is None:
             raise ValueError("this checkpoint has no view memory (model.view_memory)")
         ro.view = view_memory(batch, get_action_space(cfg.model.action_space).actions,
                               device=ro.device)
@@ -250,11 +250,11 @@ def reference_stats(episodes: list[Episode], max_frames: int = 4000,
 
 def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
                  worlds: int, seed: int, ref_hist: np.ndarray, every: int,
-                 tiles: TileClassifier | None = None, tiles_every: int = 4,
+                 labeller: Callable | None = None, tiles_every: int = 4,
                  view_memory: Callable | None = None) -> dict[str, Any]:
     """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
-    per-frame drift statistics (worlds, length), frames every `every` steps, and (with a tile
-    classifier) the tile labels of every `tiles_every`-th frame."""
+    per-frame drift statistics (worlds, length), frames every `every` steps, and (with the game's
+    labeller of frames, uint8 (b, h, w, 3) -> labels) the labels of every `tiles_every`-th frame."""
     space = get_action_space(cfg.model.action_space)
     if not isinstance(space, DiscreteActionSpace):
         raise ValueError(f"the long rollout's policy needs a discrete action space, not {space.name}")
@@ -280,8 +280,8 @@ def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context:
             stats[k][:, t] = v
         if (t + 1) % every == 0:
             snaps.append(cur)
-        if tiles is not None and (t + 1) % tiles_every == 0:
-            labels.append(tiles.classify(cur))
+        if labeller is not None and (t + 1) % tiles_every == 0:
+            labels.append(labeller(cur))
             label_steps.append(t + 1)
         prev = cur
     return {"stats": stats, "snapshots": np.stack(snaps, 1), "episodes": [episodes[e].path.name for e in eps],
@@ -290,106 +290,6 @@ def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context:
 
 
 # ---- semantic evaluation ------------------------------------------------------------------------
-
-def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon: int, wander: int,
-                    seed: int) -> list[tuple[int, int]]:
-    """(episode, s) for `worlds` worlds, s the last context frame, at least `wander` steps into
-    the episode (past the grassy spawn): one world per labelled episode long enough, in a seeded
-    order, then more starts from the same episodes if there are fewer episodes than worlds."""
-    rng = np.random.default_rng(seed + 7)
-    first = wander + context - 1
-    ok = [e for e, ep in enumerate(episodes)
-          if ep.labels is not None and player_positions(ep) is not None
-          and len(ep.frames) - 1 - horizon >= first]
-    if not ok:
-        raise EpisodeError(f"no labelled episode has {wander} wander + {context} context + "
-                           f"{horizon} future frames (collect held-out episodes with "
-                           "python -m simulator.collect --split heldout)")
-    order = rng.permutation(ok).tolist()
-    return [(e, int(rng.integers(first, len(episodes[e].frames) - horizon)))
-            for e in (order[i % len(order)] for i in range(worlds))]
-
-
-def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
-                       context: int, worlds: int, horizon: int, wander: int, batch: int,
-                       seed: int, view_memory: Callable | None = None) -> dict[str, Any]:
-    """Model vs the real game from the same real context under the same actions, one frame per
-    step, on per-tile labels (games.crafter.semantic), with repeat-last-frame beside the model."""
-    starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)
-    grass = tiles.grass
-    ctx = np.stack([episodes[e].frames[s - context + 1:s + 1] for e, s in starts])
-    ctx_act = np.stack([frame_actions(episodes[e], s - context + 1, context) for e, s in starts])
-    acts = np.stack([frame_actions(episodes[e], s + 1, horizon) for e, s in starts])
-    real_frames = np.stack([episodes[e].frames[s + 1:s + 1 + horizon] for e, s in starts])
-    real = np.stack([episodes[e].labels[s:s + 1 + horizon] for e, s in starts])
-    pos = np.stack([player_positions(episodes[e])[s:s + 1 + horizon] for e, s in starts])
-    seen = np.stack([player_positions(episodes[e])[s - context + 1:s + 1] for e, s in starts])
-    gen = np.concatenate([generate(model, cfg, ctx[i:i + batch], ctx_act[i:i + batch],
-                                   acts[i:i + batch], seed + 1000 + i,
-                                   view_memory=view_memory)
-                          for i in range(0, len(starts), batch)])
-    drawn = tiles.classify(gen)
-    last = tiles.classify(ctx[:, -1])
-    real_classified = tiles.classify(real_frames)
-    repeat = np.repeat(last[:, None], horizon, 1)
-    horizons = [h for h in (1, 4, 16, 64, 128) if h <= horizon]
-    names = getattr(get_action_space(cfg.model.action_space), "actions", ())
-    n_labels = len(tiles.names)
-    mse = metrics.mse(gen, real_frames)
-    base_mse = metrics.mse(np.broadcast_to(ctx[:, -1:], real_frames.shape), real_frames)
-    moving = (pos[:, 1:] != pos[:, :1]).any(-1)
-    psnr = {}
-    for h in horizons:
-        for g, m in (("all", np.ones(len(starts), bool)), ("moving", moving[:, h - 1])):
-            psnr.setdefault(g, {})[str(h)] = {
-                "n": int(m.sum()),
-                "model": float(metrics.psnr_from_mse(mse[m, h - 1].mean(), cap=None)) if m.any() else None,
-                "repeat_last": (float(metrics.psnr_from_mse(base_mse[m, h - 1].mean(), cap=None))
-                                if m.any() else None)}
-    return {
-        "worlds": len(starts), "horizon": horizon, "wander": wander,
-        "starts": [[episodes[e].path.name, s] for e, s in starts],
-        "permanence": {"model": semantic.permanence(drawn, real, pos, horizons, grass),
-                       "repeat_last": semantic.repeat_last_permanence(last, real, pos, horizons, grass)},
-        "buckets": {"model": semantic.bucket_shares(drawn, semantic.OPEN_BUCKETS, grass),
-                    "real": semantic.bucket_shares(real[:, 1:], semantic.OPEN_BUCKETS, grass),
-                    "real_classified": semantic.bucket_shares(real_classified, semantic.OPEN_BUCKETS, grass),
-                    "repeat_last": semantic.bucket_shares(repeat, semantic.OPEN_BUCKETS, grass)},
-        "revealed": {"model": semantic.revealed(drawn, real, pos, seen, n_labels),
-                     "repeat_last": semantic.revealed(repeat, real, pos, seen, n_labels),
-                     "bins": [*tiles.names, "reject"]},
-        "distinct_labels": {"model": semantic.distinct_labels(drawn),
-                            "real": semantic.distinct_labels(real[:, 1:]),
-                            "repeat_last": semantic.distinct_labels(repeat)},
-        "scroll": {"model": semantic.scroll_agreement(gen, ctx[:, -1], pos, acts, names),
-                   "real_frames": semantic.scroll_agreement(real_frames, ctx[:, -1], pos, acts, names)},
-        "psnr_mean_mse": psnr,
-        "series": {"model": semantic.series(drawn, grass), "real": semantic.series(real[:, 1:], grass),
-                   "real_classified": semantic.series(real_classified, grass)},
-        "_strip": (ctx[:, -1], real_frames, gen),
-    }
-
-
-def real_long_run(episodes: list[Episode], tiles: TileClassifier, every: int = 8) -> dict[str, float]:
-    """The real game's long-run shares over every labelled held-out frame: non-grass (true
-    labels) and smear (its own frames classified, every `every`-th frame)."""
-    labs = [ep.labels for ep in episodes if ep.labels is not None]
-    if not labs:
-        return {}
-    true = np.concatenate(labs)
-    frames = np.concatenate([ep.frames[::every] for ep in episodes if ep.labels is not None])
-    cls = tiles.classify(frames)
-    return {"frames": int(len(true)), "non_grass": float((true != tiles.grass).mean()),
-            "smear": float((cls == REJECT).mean())}
-
-
-def semantic_long(lr: dict[str, Any], tiles: TileClassifier) -> dict[str, Any]:
-    """Smear and non-grass shares of the long rollout per LONG_BUCKETS (by frame step)."""
-    labels, steps = lr["labels"], lr["label_steps"]
-    return {"buckets": semantic.bucket_shares(labels, semantic.LONG_BUCKETS, tiles.grass, steps),
-            "distinct_labels": semantic.distinct_labels(labels),
-            "steps": steps.tolist(), "series": semantic.series(labels, tiles.grass)}
-
 
 # ---- plots --------------------------------------------------------------------------------------
 
@@ -490,48 +390,6 @@ def plot_drift(stats: dict[str, np.ndarray], band: dict[str, dict[str, float]], 
     plt.close(fig)
 
 
-def plot_semantic(sem: dict[str, Any], long: dict[str, Any] | None, real_run: dict[str, float],
-                  path: Path) -> None:
-    """Non-grass share and smear share per frame: model vs the real game (open loop, same
-    actions), and the model's long rollout against the real game's long-run share."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for ax, key, title in ((axes[0], "non_grass", "non-grass share of tiles"),
-                           (axes[1], "smear", "smear share (tiles like no real tile)")):
-        t = np.arange(1, sem["horizon"] + 1)
-        ax.plot(t, sem["series"]["real"][key], color="tab:green", label="real game (same actions)")
-        ax.plot(t, sem["series"]["model"][key], color="tab:blue", label="model, open loop")
-        if key == "smear":
-            ax.plot(t, sem["series"]["real_classified"][key], color="tab:green", ls=":",
-                    label="real frames classified")
-        if long:
-            ax.plot(long["steps"], long["series"][key], color="tab:blue", alpha=0.5, lw=0.8,
-                    label="model, long rollout")
-        if key in real_run:
-            ax.axhline(real_run[key], color="tab:green", ls="--", lw=1, label="real long-run")
-        ax.set_xscale("log")
-        ax.set_xlabel("frames after the context")
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_semantic_strip(strip: tuple[np.ndarray, np.ndarray, np.ndarray], path: Path,
-                        worlds: int = 4) -> None:
-    last, real, gen = strip
-    cols = [h for h in (1, 4, 16, 32, 64, 128) if h <= real.shape[1]]
-    rows, labels = [], []
-    for w in range(min(worlds, len(last))):
-        rows.append([last[w]] + [real[w, h - 1] for h in cols])
-        rows.append([None] + [gen[w, h - 1] for h in cols])
-        labels += [f"#{w} real", f"#{w} model"]
-    _grid(rows, labels, ["last context"] + [f"+{h}" for h in cols], path,
-          "After a wander, real game (top) vs model (bottom), same actions")
-
-
 # ---- main ---------------------------------------------------------------------------------------
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -550,34 +408,6 @@ def format_table(summary: dict[str, Any], horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
-def format_semantic(report: dict[str, Any]) -> str:
-    sem = report["semantic"]
-    pm = sem["permanence"]
-    lines = [f"semantic ({sem['worlds']} worlds, {sem['horizon']} frames after a {sem['wander']}-step "
-             "wander): permanence non-grass / all, model | repeat-last"]
-    for h, r in pm["model"].items():
-        b = pm["repeat_last"][h]
-        lines.append(f"  h={h:>3}: {_fmt(r['non_grass'], '.3f')} / {_fmt(r['all'], '.3f')}   |   "
-                     f"{_fmt(b['non_grass'], '.3f')} / {_fmt(b['all'], '.3f')}")
-    for k, r in sem["buckets"]["model"].items():
-        real = sem["buckets"]["real"][k]
-        lines.append(f"  frames {k:>7}: non-grass model {r['non_grass']:.3f} real {real['non_grass']:.3f}"
-                     f"  smear model {r['smear']:.3f} real {sem['buckets']['real_classified'][k]['smear']:.3f}")
-    rv = sem["revealed"]["model"]
-    lines.append(f"  revealed cells: {rv['n']}, TV to real {_fmt(rv['tv'], '.3f')}; distinct labels "
-                 f"model {sem['distinct_labels']['model']['pooled']} real "
-                 f"{sem['distinct_labels']['real']['pooled']}")
-    sc = sem["scroll"]["model"]
-    lines.append("  scroll agrees with the real game: " + ", ".join(
-        f"{k} {_fmt(v['agree'], '.3f')} (n={v['n']})" for k, v in sc.items()))
-    long = report.get("long", {}).get("semantic")
-    if long:
-        lines.append("  long rollout smear / non-grass by frames: " + ", ".join(
-            f"{k}: {v['smear']:.3f}/{v['non_grass']:.3f}" for k, v in long["buckets"].items())
-            + f"  (real long-run non-grass {sem['real_long_run'].get('non_grass', float('nan')):.3f})")
-    return "\n".join(lines)
-
-
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     torch.manual_seed(args.seed)
@@ -585,15 +415,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     model, cfg = load_checkpoint(args.checkpoint, device)
-    if getattr(args, "no_land", False) and getattr(model, "land", None) is not None:
-        del model.land  # the same weights, revealed cells drawn by the denoiser alone
-        cfg.diffusion.land_prior = ""
-    if getattr(args, "no_codebook", False) and getattr(model, "codebook", None) is not None:
-        if getattr(model, "land", None) is not None:
-            raise ValueError("--no-codebook: the land prior draws with the codebook's tiles; "
-                             "add --no-land")
-        del model.codebook  # the same weights, drawing every pixel (a lever's control)
-        cfg.diffusion.tile_codebook = ""
+    game_eval = args.game_eval
+    if game_eval is not None:
+        game_eval.apply_levers(args, model, cfg)  # Crafter: --no-land, --no-codebook
     if getattr(args, "sample_steps", None):
         cfg.diffusion.sample_steps = args.sample_steps
     context = Rollout(model, cfg).context
@@ -642,40 +466,27 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "time": {"open_loop_s": open_loop_s,
                  "open_loop_frames_per_s": len(starts) * horizon / max(open_loop_s, 1e-9)},
     }
-    tiles = None
-    if args.semantic_worlds > 0:
-        if not any(ep.labels is not None for ep in episodes):
-            report["semantic"] = {"skipped": "no episode carries per-tile labels (labels.u8: "
-                                             "collect with python -m simulator.collect)"}
-        else:
-            tiles = TileClassifier.load(args.tiles)
-            t3 = time.time()
-            sem = semantic_open_loop(model, cfg, episodes, tiles, context, args.semantic_worlds,
-                                     args.semantic_horizon, args.wander, args.batch, args.seed,
-                                     args.view_memory)
-            plot_semantic_strip(sem.pop("_strip"), out / "semantic_strip.png")
-            real_run = real_long_run(episodes, tiles)
-            sem.update(real_long_run=real_run, tiles=str(args.tiles),
-                       tiles_info={k: tiles.info.get(k) for k in ("accuracy", "rejected", "command")},
-                       time_s=time.time() - t3)
+    labeller = None
+    if game_eval is not None:  # the game's semantic evaluation (Crafter: per-tile labels)
+        sem, labeller = game_eval.open_loop(args, model, cfg, episodes, context, out)
+        if sem is not None:
             report["semantic"] = sem
     if args.long > 0:
         every = args.long_every or max(1, args.long // 10)
         ref_hist, band = reference_stats(episodes, seed=args.seed)
         t2 = time.time()
         lr = long_rollout(model, cfg, episodes, context, args.long, args.long_worlds, args.seed,
-                          ref_hist, every, tiles, view_memory=args.view_memory)
+                          ref_hist, every, labeller, view_memory=args.view_memory)
         report["long"] = {"frames": args.long, "worlds": args.long_worlds, "every": every,
                           "episodes": lr["episodes"], "starts": lr["starts"],
                           "reference": band, **metrics.drift_summary(lr["stats"], band),
                           "time_s": time.time() - t2}
         plot_drift(lr["stats"], band, out / "drift.png")
         plot_long_strip(lr["snapshots"], every, out / "long_strip.png")
-        if tiles is not None:
-            report["long"]["semantic"] = semantic_long(lr, tiles)
-    if "permanence" in report.get("semantic", {}):
-        plot_semantic(report["semantic"], report.get("long", {}).get("semantic"),
-                      report["semantic"]["real_long_run"], out / "semantic.png")
+        if labeller is not None:
+            report["long"]["semantic"] = game_eval.long(lr)
+    if game_eval is not None:
+        game_eval.finish(report, out)
     report["time"]["total_s"] = time.time() - t0
     write_json_atomic(out / "report.json", report)
     return report
@@ -685,7 +496,8 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
          module: str = "worldmodel.evaluate") -> dict[str, Any]:
     """The evaluation; `view_memory` (a view store's class) rolls every world with its view
     memory on: `python -m memory.evaluate` passes memory.view.ViewMemory, and names itself as
-    `module` in the report's command."""
+    `module` in the report's command. The checkpoint's game adds its own options and its
+    semantic evaluation (`Game.evaluation`)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
     p.add_argument("--data", required=True, help="folder of episodes")
@@ -701,32 +513,27 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (games.crafter.tiles)")
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
-    p.add_argument("--no-codebook", action="store_true",
-                   help="leave the checkpoint's tile codebook out (diffusion.tile_codebook): "
-                        "generated tiles are not snapped to real ones")
-    p.add_argument("--no-land", action="store_true",
-                   help="leave the checkpoint's land prior out (diffusion.land_prior): what moves "
-                        "reveal is drawn by the denoiser alone")
-    p.add_argument("--semantic-worlds", type=int, default=16,
-                   help="worlds of the semantic evaluation (0 = skip)")
-    p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")
-    p.add_argument("--wander", type=int, default=48,
-                   help="steps into an episode before its context starts (past the spawn)")
+    known, _ = p.parse_known_args(argv)
+    game = find_game(load_config_from_checkpoint(known.checkpoint).model.game
+                     or load_config_from_checkpoint(known.checkpoint).model.action_space)
+    game_eval = None if game is None else game.evaluation()
+    if game_eval is not None:
+        game_eval.add_arguments(p)
     args = p.parse_args(argv)
     if args.sample_steps < 0:
         p.error(f"--sample-steps must be positive (0: the checkpoint's own), got {args.sample_steps}")
     args.argv = argv
     args.view_memory = view_memory
     args.module = module
+    args.game_eval = game_eval
     report = evaluate(args)
     print(f"\n{report['samples']} samples from {report['episodes_sampled']} episodes, "
           f"{report['context_frames']} context frames, moving test: {report['moving_test']}")
     print(format_table(report["results"], report["horizons"]))
-    if "permanence" in report.get("semantic", {}):
-        print(format_semantic(report))
+    if game_eval is not None and game_eval.format(report):
+        print(game_eval.format(report))
     if "long" in report:
         lg = report["long"]
         print(f"long rollout: {lg['frames']} frames x {lg['worlds']} worlds: {lg['verdict']}")
@@ -739,6 +546,4 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
-
-    run_cli(main, (TileError,))
+    run_cli(main)

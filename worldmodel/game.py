@@ -128,6 +128,11 @@ class GameBase:
     def fill_init(self, frames: Any, rng: Any) -> Any:
         raise NotImplementedError(f"{self.name} has no view-memory fill")
 
+    def evaluation(self) -> Any:
+        """This game's part of `python -m worldmodel.evaluate` (options, levers, a semantic
+        evaluation against the real game's labels), or None: PSNR and drift alone."""
+        return None
+
     def check_action(self, action: Any) -> Any:
         """An action of this game's space, or an ActionError naming it."""
         space = self.action_space

@@ -36,13 +36,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldmodel.game import GameError
 from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 
 VERSION = 1
 DEFAULT_NAME = "codebook.safetensors"
 
 
-class CodebookError(ValueError):
+class CodebookError(GameError):
     """A codebook file that cannot be read or used."""
 
 

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from games.crafter import policies
+from games.crafter import model_card, policies
 from games.crafter.actions import ACTION_SPACE
 from games.crafter.codebook import CodebookError, TileCodebook
 from games.crafter.env import LABEL_NAMES, CrafterEnv
+from games.crafter.evaluation import CrafterEvaluation
 from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles, window_moves
 from games.crafter.land import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
@@ -104,6 +105,12 @@ class CrafterGame(GameBase):
 
     def policies(self) -> dict[str, Any]:
         return policies.POLICIES
+
+    def model_card(self, argv: list[str] | None = None) -> str:
+        return model_card.main(argv)
+
+    def evaluation(self) -> CrafterEvaluation:
+        return CrafterEvaluation()
 
     # ---- the model's Crafter parts ---------------------------------------------------------
 

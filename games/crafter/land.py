@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from worldmodel.game import GameError
 from games.crafter.geometry import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
 
 VERSION = 1
@@ -48,7 +49,7 @@ LINE = GRID_ROWS  # cells in the longest revealed line
 LAND_AGE = 0.1  # the age the canvas gives a sampled cell (seen a while ago, as memory cells are)
 
 
-class LandError(ValueError):
+class LandError(GameError):
     """A land prior file that cannot be read or used."""
 
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from worldmodel.game import GameError
 from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS,
                                      daylight, estimate_scroll, intended_moves, track_poses,
                                      view_tiles)
@@ -58,7 +59,7 @@ MIN_THRESHOLD = 12.0
 MIN_GRAD_THRESHOLD = 10.0
 
 
-class TileError(ValueError):
+class TileError(GameError):
     """A tile bank that cannot be read or used (missing, corrupt, another version or grid)."""
 
 

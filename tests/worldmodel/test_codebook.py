@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel import codebook
+from games.crafter import codebook
 from worldmodel.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from games.crafter.codebook import CodebookError, TileCodebook
 from worldmodel.data import load_episode

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel import codebook, land
+from games.crafter import codebook, land
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from games.crafter.codebook import TileCodebook

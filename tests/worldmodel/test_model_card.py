@@ -4,13 +4,13 @@ import shutil
 import pytest
 
 from worldmodel.checkpoint import load_checkpoint
-from worldmodel.model_card import (README_BEGIN, README_END, ModelCardError, collect_reports,
+from games.crafter.model_card import (README_BEGIN, README_END, ModelCardError, collect_reports,
                                    readme_block)
-from worldmodel.model_card import main as card_main
+from games.crafter.model_card import main as card_main
 
 
 def test_consecutive_training_logs_join_into_one_step_axis(tmp_path):
-    from worldmodel.model_card import join_training_logs, trained_steps
+    from games.crafter.model_card import join_training_logs, trained_steps
 
     first, resumed, restarted = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
     first.write_text("\n".join(json.dumps({"step": s, "loss": 1.0}) for s in (50, 100)))

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from worldmodel import semantic, tiles
+from games.crafter import semantic, tiles
 from worldmodel.actions import get_action_space
 from worldmodel.data import load_episode
 from games.crafter.tiles import REJECT, TileClassifier, TileError
