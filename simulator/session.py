@@ -68,14 +68,14 @@ class WorldSession:
 
     def __init__(self, model: Denoiser, cfg: Config, batch: int = 1, seed: int = 0,
                  sample_steps: int | None = None, context: int | None = None,
-                 game: str = "crafter", checkpoint: str | Path | None = None,
+                 game: str | None = None, checkpoint: str | Path | None = None,
                  memory: MemoryConfig | bool | None = None, bf16: bool | None = None):
         self.model = model.eval()
         self.cfg = cfg
         if sample_steps is not None:
             cfg.diffusion.sample_steps = sample_steps
         self.space = get_action_space(cfg.model.action_space)
-        self.game = game
+        self.game = game or cfg.model.game or cfg.model.action_space  # the real game's name
         self.batch = batch
         self.seed = seed
         self.checkpoint = str(checkpoint) if checkpoint else None

@@ -40,6 +40,8 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
+from worldmodel.reports import command_line
+from worldmodel.cli import run_cli
 
 STAGES = ("denoiser", "cache_write", "decoder", "overhead")
 
@@ -216,7 +218,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--frames and --batch must be positive")
     report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,
                    bf16=True if args.bf16 else None)
-    from worldmodel.reports import command_line
 
     report["command"] = command_line("worldmodel.bench", argv)
     print(format_table(report))
@@ -228,6 +229,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main)

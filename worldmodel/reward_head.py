@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from worldmodel.config import ConfigError, from_dict
 from worldmodel.data.dataset import to_float
 from worldmodel.data.episode import list_episodes, load_episode, write_json_atomic
+from worldmodel.cli import run_cli
 
 WEIGHTS = "reward_head.safetensors"
 CONFIG = "config.json"
@@ -269,6 +270,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main)

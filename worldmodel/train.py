@@ -32,6 +32,7 @@ from worldmodel.device import generator, pick_device
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 from worldmodel.game import find_game
+from worldmodel.cli import run_cli
 
 
 class DiffusionLoss(nn.Module):
@@ -263,6 +264,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main)

@@ -38,6 +38,11 @@ from torch import Tensor
 
 from worldmodel.game import GameError
 from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
+from worldmodel import tensorfile
+from worldmodel.data import list_episodes, load_episode
+from worldmodel.reports import command_line
+from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
+from worldmodel.cli import run_cli
 
 VERSION = 1
 DEFAULT_NAME = "codebook.safetensors"
@@ -173,7 +178,6 @@ class TileCodebook:
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        from worldmodel import tensorfile
 
         tensors = {"tiles": self.tiles, "light": self.light}
         if self.labels is not None:
@@ -183,7 +187,6 @@ class TileCodebook:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "TileCodebook":
-        from worldmodel import tensorfile
 
         state, meta = tensorfile.read(path, CodebookError, "tile codebook", "build one: python -m "
                                       "games.crafter.codebook --data DIR --out FILE")
@@ -252,8 +255,6 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from worldmodel.data import list_episodes, load_episode
-    from worldmodel.reports import command_line
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,7 +280,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     book.info.update(command=command_line("games.crafter.codebook", argv),
                      first_episode=paths[0].name, last_episode=paths[-1].name)
     if args.checkpoint:
-        from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
 
         load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
         book.save(Path(args.checkpoint) / DEFAULT_NAME)
@@ -291,6 +291,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main, (CodebookError,))

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from games.crafter import semantic
+import games.crafter.semantic as semantic
 from games.crafter.tiles import DEFAULT_BANK, REJECT, TileClassifier
 from worldmodel import metrics
 from worldmodel.actions import get_action_space

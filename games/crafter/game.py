@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from games.crafter import model_card, policies
+import games.crafter.model_card as model_card
+import games.crafter.policies as policies
 from games.crafter.actions import ACTION_SPACE
 from games.crafter.codebook import CodebookError, TileCodebook
 from games.crafter.env import LABEL_NAMES, CrafterEnv

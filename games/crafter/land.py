@@ -41,6 +41,13 @@ from torch import Tensor, nn
 
 from worldmodel.game import GameError
 from games.crafter.geometry import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+from worldmodel import tensorfile
+from games.crafter.geometry import window_moves
+from worldmodel.actions import get_action_space
+from worldmodel.data import list_episodes, load_episode
+from worldmodel.reports import command_line
+from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
+from worldmodel.cli import run_cli
 
 VERSION = 1
 DEFAULT_NAME = "land.safetensors"
@@ -179,7 +186,6 @@ class LandPrior(nn.Module):
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | Path, info: dict | None = None) -> Path:
-        from worldmodel import tensorfile
 
         return tensorfile.write(path, dict(self.state_dict()), {
             "format": "land-prior", "version": VERSION, "labels": self.num_labels,
@@ -188,7 +194,6 @@ class LandPrior(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "LandPrior":
-        from worldmodel import tensorfile
 
         state, meta = tensorfile.read(path, LandError, "land prior", "train one: python -m "
                                       "games.crafter.land --data DIR --checkpoint DIR")
@@ -232,7 +237,6 @@ def fill_canvas(canvas: Tensor, moves: Tensor, line: Tensor, level: Tensor,
 def examples(episodes: list, space) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every step of `episodes` (with the game's labels) whose camera scrolled: the labels before
     (k, VIEW_ROWS, VIEW_COLS), the move (k,) and the labels after."""
-    from games.crafter.geometry import window_moves
 
     before, moves, after = [], [], []
     for ep in episodes:
@@ -360,7 +364,6 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
     (no denoiser). Returns the total variation between the label histograms of the sampled and
     the real revealed lines, averaged over `seeds` walks: how far the land drifts when every
     draw is conditioned on earlier draws, which a one-step fit does not show."""
-    from games.crafter.geometry import window_moves
 
     tvs = []
     for seed in range(seeds):
@@ -389,9 +392,6 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from worldmodel.actions import get_action_space
-    from worldmodel.data import list_episodes, load_episode
-    from worldmodel.reports import command_line
 
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -438,7 +438,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],
             "heldout": sampled_shares(prior, held, names.index("grass"))}
     if args.checkpoint:
-        from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
 
         load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
         prior.save(Path(args.checkpoint) / DEFAULT_NAME, info)
@@ -450,6 +449,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main)

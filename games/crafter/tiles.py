@@ -39,6 +39,10 @@ from worldmodel.game import GameError
 from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS,
                                      daylight, estimate_scroll, intended_moves, track_poses,
                                      view_tiles)
+from worldmodel.data import list_episodes, load_episode
+from worldmodel.data.episode import write_json_atomic
+from worldmodel.reports import command_line
+from worldmodel.cli import run_cli
 
 REJECT = 255  # the label of a tile that looks like no real tile
 GRASS = "grass"
@@ -277,9 +281,6 @@ def blur_check(clf: TileClassifier, episodes: Sequence, every: int = 8) -> dict[
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from worldmodel.data import list_episodes, load_episode
-    from worldmodel.data.episode import write_json_atomic
-    from worldmodel.reports import command_line
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of labelled episodes (simulator.collect)")
@@ -326,6 +327,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
 
     run_cli(main, (TileError,))

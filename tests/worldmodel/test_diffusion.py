@@ -11,7 +11,7 @@ import torch
 from conftest import smooth_frames
 from worldmodel.diffusion import (TrainBatch, add_noise, chunk_starts, denoise_chunk,
                                   sample_levels, sample_schedule, training_loss)
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache
 
 # The three target layouts the loss trains: one frame per chunk, shared-level chunks,
 # chunks with independent levels.
@@ -38,11 +38,12 @@ class TargetOracle(torch.nn.Module):
         self.model = model
         self.frames = frames
         self.error = {0: 5.0, **error}
+        self.move = self.memory_stem = None  # a plain network: no anchor head, no memory
 
     def forward(self, x, prev, t, t_prev, has_prev, act, act_drop, cache=None, chunk_start=None,
-                commit=False, anchor=None):
+                commit=False, conditioning=None):
         out = self.model(x, prev, t, t_prev, has_prev, act, act_drop, cache=cache,
-                         chunk_start=chunk_start, commit=commit, anchor=anchor)
+                         chunk_start=chunk_start, commit=commit, conditioning=conditioning)
         if commit:
             return out
         n_total = self.frames.shape[1]
@@ -142,6 +143,7 @@ class ContextProbe(torch.nn.Module):
     def __init__(self, model: Denoiser):
         super().__init__()
         self.model = model
+        self.move, self.memory_stem = model.move, model.memory_stem
 
     def forward(self, x, *args, commit=False, chunk_start=None, **kwargs):
         if commit:
@@ -194,10 +196,10 @@ def test_denoise_chunk_with_a_fresh_model_returns_the_anchor(tiny_cfg):
     act = torch.zeros(1, 2, 17)
     model(ctx, torch.cat([torch.zeros_like(ctx[:, :1]), ctx[:, :1]], 1), torch.zeros(1, 2),
           torch.zeros(1, 2), hp, act, torch.ones(1, 2, dtype=torch.bool), cache=cache, commit=True)
-    out = denoise_chunk(model, cache, ctx[:, -1:], torch.zeros(1, 1), ctx[:, -1:],
+    out = denoise_chunk(model, cache, ctx[:, -1:], torch.zeros(1, 1),
                         torch.ones(1, 1, dtype=torch.bool), act[:, :1].repeat(1, 3, 1),
                         torch.zeros(1, 3, dtype=torch.bool), tiny_cfg.diffusion,
-                        torch.randn(1, 3, 3, s, s))
+                        torch.randn(1, 3, 3, s, s), Conditioning(anchor=ctx[:, -1:]))
     assert torch.equal(out, ctx[:, -1:].expand(1, 3, 3, s, s))
 
 
@@ -214,9 +216,10 @@ def test_guidance_changes_the_sample_only_when_on(tiny_cfg, perturbed_model):
               torch.zeros(1, 1, dtype=torch.bool), act, torch.ones(1, 1, dtype=torch.bool),
               cache=cache, commit=True)
         dcfg = dataclasses.replace(tiny_cfg.diffusion, guidance=guidance)
-        return denoise_chunk(model, cache, ctx, torch.zeros(1, 1), ctx,
+        return denoise_chunk(model, cache, ctx, torch.zeros(1, 1),
                              torch.ones(1, 1, dtype=torch.bool), act,
-                             torch.zeros(1, 1, dtype=torch.bool), dcfg, noise)
+                             torch.zeros(1, 1, dtype=torch.bool), dcfg, noise,
+                             Conditioning(anchor=ctx))
 
     with torch.no_grad():
         assert torch.equal(sample(1.0), sample(1.0))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import smooth_frames
-from worldmodel.dynamics import Denoiser, KVCache, ShiftHead, attention_mask, shift_image
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache, ShiftHead, attention_mask, shift_image
 
 SHIFT = pytest.mark.parametrize("shift", [0, 5], ids=["anchor", "shifted_anchor"])
 
@@ -44,7 +44,7 @@ def test_fresh_model_returns_its_anchor_exactly(tiny_cfg):
     with torch.no_grad():
         assert torch.equal(model(**inp), inp["prev"])  # the anchor defaults to prev
         anchor = smooth_frames((2, 1, 3, 16, 16), seed=9)
-        assert torch.equal(model(**inp, anchor=anchor), anchor.expand(2, 4, -1, -1, -1))
+        assert torch.equal(model(**inp, conditioning=Conditioning(anchor=anchor)), anchor.expand(2, 4, -1, -1, -1))
         inp["has_prev"][:, 0] = False  # no frame before: the residual is added to nothing
         out = model(**inp)
     assert torch.equal(out[:, 0], torch.zeros_like(out[:, 0]))

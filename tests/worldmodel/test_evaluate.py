@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import DEVICES
+import games.crafter.evaluation as crafter_evaluation
 from worldmodel import evaluate, metrics
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import save_checkpoint
@@ -287,7 +288,7 @@ def test_semantic_evaluation_end_to_end(semantic_report):
     long = report["long"]["semantic"]
     assert set(long["buckets"]) == {"1-16", "17-64"} and long["steps"][0] == 4
     assert report["command"].startswith("python -m worldmodel.evaluate --checkpoint")
-    assert "permanence non-grass" in evaluate.format_semantic(report)
+    assert "permanence non-grass" in crafter_evaluation.format_semantic(report)
 
 
 def test_episodes_without_labels_skip_the_semantic_evaluation(eval_setup):

@@ -11,7 +11,7 @@ from worldmodel.config import ConfigError
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
-from worldmodel.dynamics import Denoiser
+from worldmodel.dynamics import Conditioning, Denoiser
 from worldmodel.evaluate import player_positions
 from games.crafter.tiles import SCROLLS
 from games.crafter.geometry import window_moves
@@ -46,10 +46,10 @@ def test_forward_applies_the_given_moves_else_its_own_decision(tiny_config):
     drop = torch.zeros(b, n, dtype=torch.bool)
     hp = torch.ones(b, n, dtype=torch.bool)
     with torch.no_grad():
-        moved, logits = model(x, anchor, t, t * 0, hp, act, drop, anchor=anchor,
-                              moves=torch.tensor([[2], [0]]), return_move_logits=True)
-        own = model(x, anchor, t, t * 0, hp, act, drop, anchor=anchor)
-        again = model(x, anchor, t, t * 0, hp, act, drop, anchor=anchor)
+        given = Conditioning(anchor=anchor, choice=torch.tensor([[2], [0]]), want_logits=True)
+        moved, logits = model(x, anchor, t, t * 0, hp, act, drop, conditioning=given)
+        own = model(x, anchor, t, t * 0, hp, act, drop, conditioning=Conditioning(anchor=anchor))
+        again = model(x, anchor, t, t * 0, hp, act, drop, conditioning=Conditioning(anchor=anchor))
     assert logits.shape == (2, 5)
     # A fresh network's residual is zero: the output is the anchor, moved one tile right or kept.
     inner = (slice(None), slice(0, 49), slice(0, 56))

@@ -8,7 +8,7 @@ import torch
 from conftest import smooth_frames
 from worldmodel.actions import get_action_space
 from worldmodel.diffusion import add_noise, denoise_chunk
-from worldmodel.dynamics import Denoiser, KVCache
+from worldmodel.dynamics import Conditioning, Denoiser, KVCache
 from worldmodel.rollout import Rollout
 
 B = 2
@@ -138,10 +138,10 @@ def uncached_reference(model: Denoiser, cfg, frames: torch.Tensor, actions: torc
         model(xc, prev, t, t_prev, has_prev, space.encode(xa.clamp(min=0)), xa < 0, cache=cache,
               commit=True)
         assert cache.positions.numel() == n  # nothing was dropped
-        new = denoise_chunk(model, cache, xc[:, -1:], torch.full((b, 1), sigma), x0[:, -1:],
+        new = denoise_chunk(model, cache, xc[:, -1:], torch.full((b, 1), sigma),
                             torch.ones(b, 1, dtype=torch.bool), space.encode(a),
                             torch.zeros(a.shape, dtype=torch.bool), cfg.diffusion,
-                            noise[1 + 2 * k])
+                            noise[1 + 2 * k], Conditioning(anchor=x0[:, -1:]))
         out.append(new)
         clean.append(new)
         noised.append(add_noise(new, torch.full(a.shape, sigma), noise[2 + 2 * k]))

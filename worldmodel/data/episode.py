@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from worldmodel.data.video import VIDEO_FILE, VideoFile
+
 FORMAT_VERSION = 1
 FRAMES_FILE = "frames.u8"
 ACTIONS_FILE = "actions.jsonl"
 META_FILE = "meta.json"
-VIDEO_FILE = "video.mp4"
 LABELS_FILE = "labels.u8"
 
 
@@ -167,7 +168,6 @@ class EpisodeWriter:
         self.add_frame(frame, labels)
 
     def _write_video(self, frame: np.ndarray) -> None:
-        from worldmodel.data.video import VideoFile
 
         if self._video is None:
             self._video = VideoFile(self.path / VIDEO_FILE, float(self.meta.get("fps", 15)),

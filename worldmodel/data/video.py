@@ -23,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from worldmodel.data.episode import VIDEO_FILE, Episode
+VIDEO_FILE = "video.mp4"  # an episode's viewable copy, beside frames.u8
 
 CODECS = ("avc1", "mp4v")  # in order of preference; the last one is the fallback
 VIDEO_PX = 256  # small frames are upscaled by an integer factor to about this size
@@ -127,13 +127,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float) -> Path:
     return path
 
 
-def export_video(episode: Episode) -> Path:
+def export_video(episode) -> Path:
     """(Re)write the episode's video.mp4 from its lossless frames."""
     return write_video(Path(episode.path) / VIDEO_FILE, episode.frames,
                        float(episode.meta.get("fps", 15)))
 
 
-def ensure_video(episode: Episode) -> Path | None:
+def ensure_video(episode) -> Path | None:
     """Rebuild the episode's video.mp4 if it has one that is unplayable or shorter than its frames
     (a recorder killed mid-way). Returns the path when it rebuilt it; None when the video was fine
     or the episode has none (collected data is written without)."""
