@@ -28,31 +28,38 @@ from __future__ import annotations
 import argparse
 import itertools
 from pathlib import Path
+
 import numpy as np
 from tqdm import tqdm
 
-from games.crafter.policies import SHAPES, TRIPS, check_trip, policy_actions
+from games.crafter.policies import SHAPES, TRIPS, check_trip
 from simulator.seeds import SPLIT_SEED_BASE  # split -> first seed, from the one table of ranges
 from worldmodel.data.episode import EpisodeWriter
+from worldmodel.game import get_game
 
-def collect_episode(game, out: Path, seed: int, length: int, policy: str = "explore",
+def collect_episode(env, out: Path, seed: int, length: int, policy: str = "explore",
                     trip: int = 24, video: bool = False) -> int:
-    """Record one episode of `policy` (see `policy_actions`) from world `seed` into `out`; returns
-    the steps taken (fewer than `length` if the episode ended)."""
-    obs = game.reset(seed)
-    meta = {"game": game.name, "action_space": game.action_space.name, "seed": seed,
-            "fps": game.fps, "policy": policy, "length": length, "start_pos": list(game.player_pos)}
-    labels = getattr(game, "view_labels", None)  # the game's per-tile ground truth, if it has one
-    if labels is not None:
-        meta["label_names"] = list(game.label_names)
-    acts = itertools.islice(policy_actions(policy, seed, length, trip), length)
+    """Record one episode of the game's exploration policy `policy` (`Game.policies`) from world
+    `seed` of the running real game `env` (a `worldmodel.game.RealEnv`) into `out`: frames,
+    actions, poses and, where the game has them, its ground-truth labels. Returns the steps
+    taken (fewer than `length` if the episode ended)."""
+    policies = get_game(env.name).policies()
+    if policy not in policies:
+        raise ValueError(f"{env.name} has no policy {policy!r}; it has {sorted(policies)}")
+    obs = env.reset(seed)
+    meta = {"game": env.name, "action_space": env.action_space.name, "seed": seed,
+            "fps": env.fps, "policy": policy, "length": length, "start_pos": env.pose().tolist()}
+    first = env.labels()  # the game's ground truth of the frame, if it has one
+    if first is not None:
+        meta["label_names"] = list(get_game(env.name).label_names)
+    acts = itertools.islice(policies[policy](seed, length, trip=trip), length)
     # Collected data is re-creatable, so sync to disk only at close (recordings sync often).
     with EpisodeWriter(out, meta, video=video, overwrite=True, fsync_every=10**9) as writer:
-        writer.add_frame(obs, labels() if labels else None)
+        writer.add_frame(obs, first)
         for a in acts:
-            res = game.step(a)
-            writer.add_step(a, res.obs, res.reward, res.done, labels() if labels else None,
-                            pos=list(game.player_pos))
+            res = env.step(a)
+            writer.add_step(a, res.obs, res.reward, res.done, env.labels(),
+                            pos=env.pose().tolist())
             if res.done:
                 break
         return writer.num_steps

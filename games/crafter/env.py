@@ -73,7 +73,7 @@ class CrafterEnv:
     # The core's RealEnv protocol (worldmodel.game): the pose is the player's cell, the labels the
     # world view's per-tile semantic ids.
     def pose(self) -> np.ndarray:
-        return np.asarray(self.player_pos, np.float64)
+        return np.asarray(self.player_pos, np.int64)
 
     def labels(self) -> np.ndarray:
         return self.view_labels()

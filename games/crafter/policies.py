@@ -119,6 +119,6 @@ def policy_actions(policy: str, seed: int, length: int, trip: int) -> Iterator[i
     return revisit_policy(seed, length, trip, POLICY_SHAPES[policy])
 
 
-POLICIES = {"explore": exploration_policy, **{policy: (lambda seed, length, trip=24, _s=shape:
-                                                    revisit_policy(seed, length, trip, _s))
-                                           for policy, shape in POLICY_SHAPES.items()}}
+# name -> policy(seed, length, trip=...) -> actions: what `Game.policies` hands simulator.collect
+POLICIES = {name: (lambda seed, length, trip=24, _n=name: policy_actions(_n, seed, length, trip))
+            for name in ("explore", *POLICY_SHAPES)}

@@ -58,7 +58,7 @@ def test_forced_moves_are_the_ones_drawn_and_remembered(tiny_config, perturbed_m
     no_head = perturbed_model(tiny_config(size=64))
     ro = Rollout(no_head, tiny_config(size=64), seed=0)
     ro.reset(ctx, torch.full((1, ctx.shape[1]), -1))
-    with pytest.raises(ValueError, match="no move head"):
+    with pytest.raises(ValueError, match="no anchor head"):
         ro.chunk(torch.tensor([[1]]), moves=torch.tensor([[2]]))
 
 

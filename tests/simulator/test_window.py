@@ -22,7 +22,7 @@ from simulator.recorder import Start  # noqa: E402
 from simulator.session import WorldSession  # noqa: E402
 from simulator.window import PlayApp, Window  # noqa: E402
 from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
-from worldmodel.actions import ActionError  # noqa: E402
+from worldmodel.game import GameError  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter  # noqa: E402
 from conftest import tiny_perturbed
 
@@ -115,8 +115,8 @@ def test_crafter_keymap_follows_run_gui_and_avoids_controls():
     assert [keys[k] for k in "rtfp"] == ["place_stone", "place_table", "place_furnace", "place_plant"]
     assert set(CRAFTER_KEYS.values()) == set(CRAFTER_ACTIONS) - {"noop"}  # every action has a key
     assert not set(keys) & {k for ks in CONTROLS.values() for k in ks}
-    with pytest.raises(ActionError, match="no keymap"):
-        keymap_for("minecraft")
+    with pytest.raises(GameError, match="unknown game 'nosuchgame'"):
+        keymap_for("nosuchgame")
 
 
 def test_key_produces_mapped_action_and_frame_is_shown(app):

@@ -66,7 +66,7 @@ class WindowDataset:
             starts.extend(range(total, total + len(ep.frames) - window + 1))
             first.append(np.full(len(ep.frames), total))
             if poses:
-                pos.append(game.episode_poses(ep, acts[-1], space))
+                pos.append(self.game.episode_poses(ep, acts[-1], space))
             if imagined:
                 own.append(load_imagined(ep))
             total += len(ep.frames)
