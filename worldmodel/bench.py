@@ -41,7 +41,7 @@ from worldmodel.data.episode import write_json_atomic
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 from worldmodel.reports import command_line
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 STAGES = ("denoiser", "cache_write", "decoder", "overhead")
 
@@ -204,15 +204,16 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    shared = common_flags(checkpoint={"required": True},
+                          device=True,
+                          threads=True,
+                          out={"help": "write the JSON report here"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=200, help="timed steps per batch size")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (worlds)")
-    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (CUDA: always)")
-    p.add_argument("--out", help="write the JSON report here")
     args = p.parse_args(argv)
     if args.frames < 1 or min(args.batch) < 1:
         p.error("--frames and --batch must be positive")
@@ -229,5 +230,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-
     run_cli(main)

@@ -1,9 +1,11 @@
-"""Entry points report bad input as one clear line, not a traceback (bugs still get one)."""
+"""What every command line shares: bad input is one clear line and exit status 2, not a
+traceback (bugs still get one), and the common flags (`common_flags`) mean one thing everywhere."""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from worldmodel.actions import ActionError
 from worldmodel.checkpoint import CheckpointError
@@ -26,3 +28,25 @@ def run_cli(main: Callable[[], object], extra: tuple[type[Exception], ...] = ())
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+# The flags many commands take, each meaning one thing: a command names the ones it takes
+# (`common_flags(checkpoint={"required": True}, seed=True)`) and may change a default or help.
+FLAGS: dict[str, dict[str, Any]] = {
+    "checkpoint": {"help": "checkpoint folder (model.safetensors + config.json)"},
+    "out": {"help": "where to write the command's output"},
+    "device": {"help": "cpu, cuda, cuda:1 (default: cuda if available)"},
+    "seed": {"type": int, "default": 0, "help": "random seed (default 0)"},
+    "threads": {"type": int, "default": 0, "help": "torch CPU threads (0 = torch's default)"},
+}
+
+
+def common_flags(**flags: dict[str, Any] | bool) -> argparse.ArgumentParser:
+    """A parent parser (argparse's `parents=[...]`) with the shared flags named, each with
+    FLAGS' meaning and the overrides given (`out={"default": "runs/eval"}`)."""
+    p = argparse.ArgumentParser(add_help=False)
+    for name, over in flags.items():
+        if name not in FLAGS:
+            raise KeyError(f"no shared flag --{name}; shared: {sorted(FLAGS)}")
+        p.add_argument(f"--{name}", **{**FLAGS[name], **(over if isinstance(over, dict) else {})})
+    return p

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from worldmodel import metrics
 from worldmodel.actions import DiscreteActionSpace, get_action_space
 from worldmodel.checkpoint import load_checkpoint, load_config_from_checkpoint, read_metrics
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
@@ -498,8 +498,13 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
     memory on: `python -m memory.evaluate` passes memory.view.ViewMemory, and names itself as
     `module` in the report's command. The checkpoint's game adds its own options and its
     semantic evaluation (`Game.evaluation`)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (model.safetensors + config.json)")
+    shared = common_flags(checkpoint={"required": True},
+                          out={"default": "runs/eval"},
+                          device=True,
+                          threads=True,
+                          seed=True)
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of episodes")
     p.add_argument("--prefix", default="heldout_", help="episode folder name prefix")
     p.add_argument("--samples", type=int, default=256, help="open-loop samples")
@@ -509,10 +514,6 @@ def main(argv: list[str] | None = None, view_memory: Callable | None = None,
     p.add_argument("--long-worlds", type=int, default=4, help="worlds in the long rollout")
     p.add_argument("--long-every", type=int, default=0, help="frames between long-strip images "
                    "(0 = a tenth of --long)")
-    p.add_argument("--out", default="runs/eval")
-    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
     known, _ = p.parse_known_args(argv)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from worldmodel.config import ConfigError, from_dict
 from worldmodel.data.dataset import to_float
 from worldmodel.data.episode import list_episodes, load_episode, write_json_atomic
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 WEIGHTS = "reward_head.safetensors"
 CONFIG = "config.json"
@@ -246,15 +246,16 @@ def train(data: Transitions, steps: int, batch: int = 64, lr: float = 2e-3, seed
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = common_flags(out={"required": True, "help": "checkpoint folder to write"},
+                          seed=True,
+                          threads={"default": 1})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of episodes (train_* and heldout_*)")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--minutes", type=float, default=4.0, help="wall-clock cap on training (0 = none)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--max-episodes", type=int, default=0, help="train on the first N only (0 = all)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -270,5 +271,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-
     run_cli(main)

@@ -32,7 +32,7 @@ from worldmodel.device import generator, pick_device
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 from worldmodel.game import find_game
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 
 class DiffusionLoss(nn.Module):
@@ -250,11 +250,12 @@ def save(out: Path, model: Denoiser, ema: EMA, opt: torch.optim.Optimizer, cfg: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = common_flags(device=True)
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--resume", action="store_true", help="continue from train.out if it has state")
     p.add_argument("--init", help="start from this checkpoint's weights")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on CPU (bf16 autocast is default)")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. train.lr=1e-3")
     args = p.parse_args(argv)
@@ -264,5 +265,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-
     run_cli(main)

@@ -1,8 +1,3 @@
-"""Crafter (top-down 2D) behind the core's Game seam; see `game.py`."""
-
-from games.crafter.game import GAME, CrafterGame
-from worldmodel.game import register_game
-
-register_game(GAME)
-
-__all__ = ["GAME", "CrafterGame"]
+"""Crafter (top-down 2D) behind the core's Game seam: `games.crafter.game.GAME` (registered when
+that module loads; the `neural_game_sim.games` entry point names it). The package imports nothing
+itself, so each of its modules runs as a command (`python -m games.crafter.codebook`)."""

@@ -42,7 +42,7 @@ from worldmodel import tensorfile
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.reports import command_line
 from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 VERSION = 1
 DEFAULT_NAME = "codebook.safetensors"
@@ -178,7 +178,6 @@ class TileCodebook:
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-
         tensors = {"tiles": self.tiles, "light": self.light}
         if self.labels is not None:
             tensors["labels"] = self.labels
@@ -187,7 +186,6 @@ class TileCodebook:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "TileCodebook":
-
         state, meta = tensorfile.read(path, CodebookError, "tile codebook", "build one: python -m "
                                       "games.crafter.codebook --data DIR --out FILE")
         if meta.get("format") != "tile-codebook" or meta.get("version") != str(VERSION):
@@ -255,8 +253,11 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(seed=True, out={"help": "codebook file (.safetensors)"},
+                          checkpoint={"help": "attach it to this checkpoint: written there as "
+                                               f"{DEFAULT_NAME} and named in its config "
+                                               "(diffusion.tile_codebook)"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of episodes")
     p.add_argument("--prefix", default="train_", help="episode name prefix (training seeds)")
@@ -264,10 +265,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "evaluation's tile bank is built from the first 40")
     p.add_argument("--episodes", type=int, default=59)
     p.add_argument("--size", type=int, default=8192, help="at most this many tiles")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="codebook file (.safetensors)")
-    p.add_argument("--checkpoint", help="attach it to this checkpoint: written there as "
-                   f"{DEFAULT_NAME} and named in its config (diffusion.tile_codebook)")
     args = p.parse_args(argv)
     if not args.out and not args.checkpoint:
         p.error("give --out FILE or --checkpoint DIR")
@@ -291,5 +288,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-
     run_cli(main, (CodebookError,))

@@ -29,7 +29,7 @@ from games.crafter.viewmap import canvas_shape, history_canvases
 from worldmodel.checkpoint import CheckpointError
 from worldmodel.config import ConfigError
 from worldmodel.data.dataset import to_float
-from worldmodel.game import GameBase
+from worldmodel.game import GameBase, register_game
 from worldmodel.pipeline import Stage
 
 # Crafter's own human play (crafter's run_gui.py): WASD moves, space is "do", tab sleeps, R/T/F/P
@@ -182,4 +182,5 @@ class CrafterGame(GameBase):
         return to_float(torch.from_numpy(med))
 
 
-GAME = CrafterGame()
+
+GAME = register_game(CrafterGame())

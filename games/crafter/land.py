@@ -47,7 +47,7 @@ from worldmodel.actions import get_action_space
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.reports import command_line
 from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 VERSION = 1
 DEFAULT_NAME = "land.safetensors"
@@ -186,7 +186,6 @@ class LandPrior(nn.Module):
 
     # ---- files --------------------------------------------------------------------------------
     def save(self, path: str | Path, info: dict | None = None) -> Path:
-
         return tensorfile.write(path, dict(self.state_dict()), {
             "format": "land-prior", "version": VERSION, "labels": self.num_labels,
             "width": self.width, "names": json.dumps(self.names), "temperature": self.temperature,
@@ -194,7 +193,6 @@ class LandPrior(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "LandPrior":
-
         state, meta = tensorfile.read(path, LandError, "land prior", "train one: python -m "
                                       "games.crafter.land --data DIR --checkpoint DIR")
         if meta.get("format") != "land-prior" or meta.get("version") != str(VERSION):
@@ -392,8 +390,11 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(seed=True, out={"help": "land prior file (.safetensors)"},
+                          checkpoint={"help": "attach it to this checkpoint: written there as "
+                                               f"{DEFAULT_NAME} and named in its config "
+                                               "(diffusion.land_prior)"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of labelled training episodes")
     p.add_argument("--prefix", default="train_", help="episode name prefix (training seeds)")
@@ -407,10 +408,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9],
                    help="sampling temperatures to try: the one whose walks (walk_tv) on the "
                         "held-out training episodes drift least is kept with the prior")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="land prior file (.safetensors)")
-    p.add_argument("--checkpoint", help="attach it to this checkpoint: written there as "
-                   f"{DEFAULT_NAME} and named in its config (diffusion.land_prior)")
     args = p.parse_args(argv)
     if not args.out and not args.checkpoint:
         p.error("give --out FILE or --checkpoint DIR")
@@ -449,5 +446,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-
     run_cli(main)

@@ -28,6 +28,7 @@ from worldmodel.data.episode import write_json_atomic
 from worldmodel.reports import bootstrap_interval
 from games.crafter.land import LandPrior
 from games.crafter.tiles import DEFAULT_BANK
+from worldmodel.cli import common_flags
 from worldmodel.game import GameError
 
 README_BEGIN = "<!-- results:begin (python -m worldmodel.model_card --readme README.md) -->"
@@ -587,14 +588,15 @@ def collect_reports(checkpoint: Path, eval_dir: Path | None, tiles_report: Path 
 
 
 def main(argv: list[str] | None = None) -> str:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    shared = common_flags(checkpoint={"required": True},
+                          out={"help": "default: CHECKPOINT/MODEL_CARD.md"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--eval-dir", help="folder of the reports (default: CHECKPOINT/eval)")
     p.add_argument("--tiles-report", help="the tile bank's report (default: beside the shipped bank)")
     p.add_argument("--train-log", nargs="+", help="train_log.jsonl to plot as train_curve.png beside "
                    "the card; several: consecutive runs (e.g. one resumed with --init), in order")
     p.add_argument("--readme", help="also rewrite this README's results block")
-    p.add_argument("--out", help="default: CHECKPOINT/MODEL_CARD.md")
     args = p.parse_args(argv)
     ckpt = Path(args.checkpoint)
     r = collect_reports(ckpt, Path(args.eval_dir) if args.eval_dir else None,

@@ -42,7 +42,7 @@ from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, TILE_DIM, VIEW_C
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.reports import command_line
-from worldmodel.cli import run_cli
+from worldmodel.cli import common_flags, run_cli
 
 REJECT = 255  # the label of a tile that looks like no real tile
 GRASS = "grass"
@@ -281,8 +281,9 @@ def blur_check(clf: TileClassifier, episodes: Sequence, every: int = 8) -> dict[
 # ---- entry point --------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    shared = common_flags(out={"default": str(DEFAULT_BANK), "help": "the bank (.npz)"}, seed=True)
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of labelled episodes (simulator.collect)")
     p.add_argument("--train-prefix", default="train_", help="bank from these episodes")
     p.add_argument("--heldout-prefix", default="heldout_", help="threshold and report from these")
@@ -294,9 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="smallest reject threshold (RMS on [0, 255])")
     p.add_argument("--grad-floor", type=float, default=MIN_GRAD_THRESHOLD,
                    help="smallest reject threshold of the pixel differences (RMS)")
-    p.add_argument("--out", default=str(DEFAULT_BANK), help="the bank (.npz)")
     p.add_argument("--report", help="JSON report (default: beside the bank, NAME.json)")
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not 0.5 < args.quantile < 1:
         raise TileError(f"--quantile must be in (0.5, 1), got {args.quantile}")
@@ -327,5 +326,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-
     run_cli(main, (TileError,))

@@ -168,7 +168,6 @@ class EpisodeWriter:
         self.add_frame(frame, labels)
 
     def _write_video(self, frame: np.ndarray) -> None:
-
         if self._video is None:
             self._video = VideoFile(self.path / VIDEO_FILE, float(self.meta.get("fps", 15)),
                                     frame.shape[:2])
