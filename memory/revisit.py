@@ -61,8 +61,8 @@ from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
 from worldmodel.reports import bootstrap_interval, command_line
 from worldmodel.rollout import Rollout
-from games.crafter.tiles import (DEFAULT_BANK, TILE, VIEW_COLS, VIEW_ROWS, TileClassifier, TileError,
-                              intended_moves, track_poses)
+from games.crafter.geometry import TILE, VIEW_COLS, VIEW_ROWS, intended_moves, track_poses
+from games.crafter.tiles import DEFAULT_BANK, TileClassifier, TileError
 from worldmodel.device import pick_device
 
 

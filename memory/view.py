@@ -38,8 +38,7 @@ from torch import Tensor
 
 from memory.lora import MemoryFileError
 from worldmodel.data.dataset import to_uint8
-from games.crafter.tiles import (PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll,
-                              intended_moves)
+from games.crafter.geometry import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll, intended_moves
 from games.crafter.viewmap import (AGE_SCALE, CANVAS_COLS, canvas_cells, scroll_index,
                                 tiles_to_canvas, view_cells)
 

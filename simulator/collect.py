@@ -29,7 +29,6 @@ import argparse
 import itertools
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from games.crafter.policies import SHAPES, TRIPS, check_trip

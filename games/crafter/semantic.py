@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from games.crafter.tiles import (PLAYER_TILE, REJECT, VIEW_COLS, VIEW_ROWS, estimate_scroll,
-                              intended_moves)
+from games.crafter.geometry import PLAYER_TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll, intended_moves
+from games.crafter.tiles import REJECT
 
 # Open-loop buckets (frames after the context, inclusive) and the long rollout's.
 OPEN_BUCKETS = ((1, 4), (5, 16), (17, 64), (65, 128))

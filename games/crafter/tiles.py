@@ -26,7 +26,6 @@ held-out frames.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,7 @@ import numpy as np
 import torch
 
 from worldmodel.game import GameError
-from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS,
-                                     daylight, estimate_scroll, intended_moves, track_poses,
-                                     view_tiles)
+from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, daylight, view_tiles
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.reports import command_line

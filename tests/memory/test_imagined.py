@@ -18,7 +18,7 @@ from worldmodel.data.dataset import WindowDataset, to_float
 from memory.imagined import imagine
 from worldmodel.imagined import FRAMES, INFO, ImaginedError, load_imagined
 from worldmodel.rollout import Rollout
-from games.crafter.tiles import SCROLLS
+from games.crafter.geometry import SCROLLS
 from games.crafter.viewmap import history_canvases
 
 SPACE = get_action_space("crafter")

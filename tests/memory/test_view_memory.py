@@ -17,7 +17,7 @@ from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions, player_positions
-from games.crafter.tiles import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
+from games.crafter.geometry import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
 from games.crafter.viewmap import (CANVAS_COLS, CANVAS_ROWS, MARGIN, history_canvases,
                                 scroll_index)
 

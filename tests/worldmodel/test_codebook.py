@@ -14,7 +14,7 @@ from games.crafter.codebook import CodebookError, TileCodebook
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.rollout import Rollout
-from games.crafter.tiles import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 
 
 def _episodes(root, split="train"):

@@ -18,7 +18,7 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
 from games.crafter.land import LINE, LandError, LandPrior, canonical, fill_canvas, revealed_line
 from worldmodel.rollout import Rollout
-from games.crafter.tiles import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
+from games.crafter.geometry import SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, view_tiles
 from games.crafter.geometry import window_moves
 from games.crafter.viewmap import canvas_shape
 
