@@ -39,11 +39,11 @@ def serving(sess, **kwargs):
 
 
 @pytest.fixture
-def server(tiny_config, perturbed_model, monkeypatch):
+def server(tiny_config, perturbed_model, monkeypatch, tmp_path):
     monkeypatch.setattr(session_module, "real_context", fake_real_context)  # no slow real game
     cfg = tiny_config()
     sess = WorldSession(perturbed_model(cfg), cfg, batch=B)
-    yield from serving(sess, max_steps=8, max_body=200_000)
+    yield from serving(sess, max_steps=8, max_body=200_000, saves=tmp_path / "saves")
 
 
 def call(srv, method: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
@@ -143,12 +143,13 @@ def test_step_before_reset_is_a_conflict(server):
     ("/memory", {"on": True, "worlds": [0.5]}, 400, "world index"),
     ("/memory", {"on": True, "encoding": "raw"}, 400, "unknown field"),
     ("/memory/save", {}, 400, "needs field"),
-    ("/memory/save", {"dir": "x", "encoding": "raw"}, 400, "unknown field"),
-    ("/memory/load", {"dir": 3}, 400, "dir must be"),
-    ("/memory/load", {"dir": ""}, 400, "dir must be"),
-    ("/memory/load", {"dir": "x", "world": 2}, 400, "world must be"),
-    ("/memory/load", {"dir": "x", "world": True}, 400, "world must be"),
-    ("/memory/load", {"dir": "/nonexistent/world"}, 400, "not found"),
+    ("/memory/save", {"name": "x", "encoding": "raw"}, 400, "unknown field"),
+    ("/memory/save", {"dir": "x"}, 400, "takes a save name"),
+    ("/memory/load", {"name": 3}, 400, "name must be"),
+    ("/memory/load", {"name": ""}, 400, "name must be"),
+    ("/memory/load", {"name": "x", "world": 2}, 400, "world must be"),
+    ("/memory/load", {"name": "x", "world": True}, 400, "world must be"),
+    ("/memory/load", {"name": "nothing"}, 400, "no save named nothing"),
     ("/minimap", {}, 405, "GET"),
     ("/info", None, 405, "GET"),
     ("/nowhere", {}, 404, "no such endpoint"),
@@ -167,7 +168,8 @@ def test_oversized_and_unframed_bodies(server):
                                                  "context": [png_encode(context(1)[0])] * 300})
     assert got in (413, 400)
     with socket.create_connection(("127.0.0.1", server.server_port), timeout=10) as s:
-        s.sendall(b"POST /step HTTP/1.0\r\nContent-Type: application/json\r\n\r\n")
+        s.sendall(b"POST /step HTTP/1.0\r\nContent-Type: application/json\r\n"
+                  + f"Host: 127.0.0.1:{server.server_port}\r\n\r\n".encode())
         reply = s.makefile("rb").read()
     assert reply.split(b" ", 2)[1] == b"411"
     assert call(server, "GET", "/info")[0] == 200
@@ -261,7 +263,9 @@ def test_idle_connections_time_out(tiny_config, perturbed_model):
             assert s.recv(100) == b""  # closed by the server, not by our 10 s
             assert time.monotonic() - t0 < 5
         with socket.create_connection(("127.0.0.1", srv.server_port), timeout=10) as s:
-            s.sendall(b"POST /step HTTP/1.0\r\nContent-Length: 100\r\n\r\n{")  # body stalls
+            s.sendall(b"POST /step HTTP/1.0\r\nContent-Length: 100\r\nContent-Type: "
+                      b"application/json\r\n" + f"Host: localhost:{srv.server_port}\r\n\r\n"
+                      .encode() + b"{")  # body stalls
             reply = s.makefile("rb").read()
         assert reply.split(b" ", 2)[1] == b"408" and b"did not arrive" in reply
     finally:
@@ -297,44 +301,47 @@ def test_serve_and_plan_take_threads():
 
 
 def test_memory_save_and_load_round_trip(server, tmp_path):
-    folder = tmp_path / "world"
-    status, out = call(server, "POST", "/memory/save", {"dir": str(folder)})
+    folder = tmp_path / "saves" / "world"
+    status, out = call(server, "POST", "/memory/save", {"name": "world"})
     assert status == 409 and "reset" in out["error"]
     assert call(server, "POST", "/reset", {"seed": 1})[0] == 200
     call(server, "POST", "/step", {"actions": [1, 2]})
-    status, out = call(server, "POST", "/memory/save", {"dir": str(folder), "world": 1})
-    assert status == 200 and out == {"dir": str(folder), "world": 1, "step": 1}
+    status, out = call(server, "POST", "/memory/save", {"name": "world", "world": 1})
+    assert status == 200 and out == {"name": "world", "world": 1, "step": 1}
     assert (folder / "memory.json").is_file()
     status, out = call(server, "POST", "/step", {"actions": [0, 0], "encoding": "raw"})
     saved_next = frames_of(out["frames"])[1]  # what world 1 drew after the save
-    status, out = call(server, "POST", "/memory/load", {"dir": str(folder), "world": 0,
+    status, out = call(server, "POST", "/memory/load", {"name": "world", "world": 0,
                                                         "encoding": "raw"})
-    assert status == 200 and out["world"] == 0 and out["step"] == 1
+    # world 0 stands at world 1's step 1; the session's step goes on (2: not reset to 1)
+    assert status == 200 and out["world"] == 0 and out["world_step"] == 1 and out["step"] == 2
     assert out["memory"] == [False, False]
     frames = frames_of(out["frames"])
     assert frames.shape == (B, SIZE, SIZE, 3)
     status, out = call(server, "POST", "/step", {"actions": [0, 3], "encoding": "raw"})
     np.testing.assert_array_equal(frames_of(out["frames"])[0], saved_next)  # world 0 resumed 1
+    assert server.RequestHandlerClass.service.session.world_steps == [2, 3]
     (folder / "memory.json").write_text("{not json")
-    status, out = call(server, "POST", "/memory/load", {"dir": str(folder)})
+    status, out = call(server, "POST", "/memory/load", {"name": "world"})
     assert status == 400 and "corrupt" in out["error"]
-    (tmp_path / "file").write_text("x")
-    status, out = call(server, "POST", "/memory/save", {"dir": str(tmp_path / "file" / "w")})
-    assert status == 400 and "could not save" in out["error"]
+    assert str(tmp_path) not in out["error"]  # where saves live is not the client's business
+    (tmp_path / "saves" / "file").write_text("x")
+    status, out = call(server, "POST", "/memory/save", {"name": "file"})
+    assert status == 400 and "not a folder" in out["error"]
     status, out = call(server, "GET", "/minimap?world=0")
     assert status == 400 and "no view memory" in out["error"]
     assert call(server, "GET", "/info")[0] == 200
 
 
 @pytest.fixture
-def view_server(tiny_config, perturbed_model):
+def view_server(tiny_config, perturbed_model, tmp_path):
     """A 64x64 view-memory model; resets play the real game (the memory reads its pixels)."""
     from memory.config import MemoryConfig
 
     cfg = tiny_config("model.shift_kernel=17", "model.committed_move=7", "model.view_memory=true",
                       size=64)
     sess = WorldSession(perturbed_model(cfg), cfg, memory=MemoryConfig(stores="view"))
-    yield from serving(sess, max_steps=8)
+    yield from serving(sess, max_steps=8, saves=tmp_path / "saves")
 
 
 def test_minimap_returns_the_remembered_map(view_server, tmp_path):
@@ -353,5 +360,5 @@ def test_minimap_returns_the_remembered_map(view_server, tmp_path):
                             ("world=0&world=0", "once"), ("encoding=jpeg", "encoding")]:
         status, out = call(view_server, "GET", f"/minimap?{query}")
         assert status == 400 and fragment in out["error"], (query, out)
-    status, out = call(view_server, "POST", "/memory/save", {"dir": str(tmp_path / "w")})
-    assert status == 200 and (tmp_path / "w" / "view_memory.safetensors").is_file()
+    status, out = call(view_server, "POST", "/memory/save", {"name": "w"})
+    assert status == 200 and (tmp_path / "saves" / "w" / "view_memory.safetensors").is_file()
