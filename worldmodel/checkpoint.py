@@ -59,8 +59,9 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
         raise CheckpointError(f"{path} is not a checkpoint: no {CONFIG}")
     try:
         return config_from_json((path / CONFIG).read_text())
-    except (json.JSONDecodeError, ConfigError) as e:
-        raise CheckpointError(f"{path / CONFIG} is not a valid model config: {e}") from e
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a ConfigError, deep nesting
+        raise CheckpointError(f"{path / CONFIG} is not a valid model config: "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
 def name_side_file(path: str | Path, key: str, name: str) -> None:
@@ -122,6 +123,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             model.__dict__["land"] = LandPrior.load(path / cfg.diffusion.land_prior, device)
         except LandError as e:
             raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
+        book_labels = int(book.labels.max()) + 1  # the prior reads and samples these labels
+        if book_labels != model.land.num_labels:
+            raise CheckpointError(f"{path}: the tile codebook holds {book_labels} labels and the "
+                                  f"land prior {model.land.num_labels}: they were not built for "
+                                  f"each other")
     return model.to(device).eval(), cfg
 
 
