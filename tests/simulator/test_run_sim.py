@@ -402,3 +402,18 @@ def test_resume_memory_of_a_corrupt_save_is_one_line_and_exit_2(saved_world, tmp
     assert rc == 2, err
     assert err.startswith("error: --resume-memory") and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_record_when_the_whole_disk_fills_still_says_stopped_in_meta_json(files, tmp_path,
+                                                                           capsys):
+    from conftest import whole_disk_full_after
+
+    out = tmp_path / "full"
+    with pytest.MonkeyPatch.context() as mp:
+        whole_disk_full_after(mp, 4)
+        assert run_sim.main(record_args(files, out, "--frames", "10")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full" in err and "Traceback" not in err
+    ep = load_episode(out)
+    assert len(ep.frames) == 4 and not ep.meta["complete"]
+    assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")
