@@ -283,6 +283,7 @@ def test_idle_connections_time_out(tiny_config, perturbed_model):
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--port", "70000"], "--port must be in 0..65535"),
     (["--timeout", "0"], "--timeout must be positive"),
+    (["--saves", "/proc/self/no/such"], "--saves: cannot make the saves folder"),
 ])
 def test_serve_refuses_bad_arguments_at_start_up(monkeypatch, capsys, args, fragment):
     import run_sim
@@ -567,3 +568,22 @@ def test_errors_quote_at_most_200_characters_of_input(saves_server):
         assert status == 400 and len(out["error"]) < 600, (path, len(out["error"]))
     status, out = call(saves_server, "GET", "/" + "y" * 10_000)
     assert status == 404 and len(out["error"]) < 600
+
+
+def test_serve_refuses_a_symlinked_or_file_saves_folder_at_start_up(monkeypatch, capsys, tmp_path):
+    import run_sim
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(WorldSession, "load", no_model)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("x")
+    for arg, fragment in [("link", "is a symlink"), ("file", "is not a folder")]:
+        assert run_sim.main(["serve", "--saves", str(tmp_path / arg)]) == 1
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1
+    from simulator.service import serve_parser
+
+    assert serve_parser().parse_args([]).saves is None  # no saves unless asked for
