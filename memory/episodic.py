@@ -327,6 +327,7 @@ class EpisodicMemory:
         from it (generation uses it while the world's memory is on). Returns the file's
         metadata. A missing, corrupt or foreign memory is a MemoryFileError and changes
         nothing."""
+        world_index(world, self.batch)  # the index first: a bad one is told before any file
         state, meta = self.read(path)
         self.load_state(state, world)
         return meta

@@ -123,11 +123,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             model.__dict__["land"] = LandPrior.load(path / cfg.diffusion.land_prior, device)
         except LandError as e:
             raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
-        book_labels = int(book.labels.max()) + 1  # the prior reads and samples these labels
-        if book_labels != model.land.num_labels:
+        book_labels = int(book.labels.max()) + 1  # the prior reads these labels
+        if book_labels > model.land.num_labels:
             raise CheckpointError(f"{path}: the tile codebook holds {book_labels} labels and the "
-                                  f"land prior {model.land.num_labels}: they were not built for "
-                                  f"each other")
+                                  f"land prior knows {model.land.num_labels}: they were not built "
+                                  f"for each other")
+        book.label_count = model.land.num_labels  # ... and samples these
     return model.to(device).eval(), cfg
 
 
