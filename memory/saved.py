@@ -46,9 +46,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     first 16 hex digits: two checkpoints of one architecture tell apart."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        t = t.detach().contiguous().cpu()
+        t = t.detach().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

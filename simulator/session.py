@@ -303,7 +303,7 @@ class WorldSession:
         probe.view = None
         probe.gens = list(self.rollout_state.gens)
         frames = to_float(torch.from_numpy(np.ascontiguousarray(
-            to_uint8(last[0]).numpy()[None, None].repeat(self.context_len, 1))))
+            to_uint8(last[0]).cpu().numpy()[None, None].repeat(self.context_len, 1))))
         probe.reset(frames, None, [0])
         try:
             probe.check_world_state(state)
