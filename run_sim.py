@@ -78,7 +78,8 @@ def play_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshots", default="screenshots", help="where screenshots go")
     p.add_argument("--memory-dir", default=None, metavar="DIR",
                    help="where F5 saves the world and F9 loads it (default: "
-                        "RECORDINGS/memory_saves/world)")
+                        "RECORDINGS/memory_saves/world). A save replaces an earlier one whole, "
+                        "once complete; a folder holding anything else, or a symlink, is refused")
     p.add_argument("--resume-memory", default=None, metavar="DIR",
                    help="start in a world saved with F5 (its memory and where it stood) instead "
                         "of a fresh start, with memory on (as --memory)")

@@ -40,9 +40,9 @@ from torch import Tensor
 
 from memory.config import MemoryConfig
 from memory.fast_learner import FastLearner
-from memory.lora import (BatchedLoRA, add_lora, copy_lora, load_lora, lora_tensors,
-                         pristine_weights, reset_lora_tensors, save_lora, set_lora_enabled,
-                         write_merged)
+from memory.lora import (BatchedLoRA, add_lora, apply_lora, copy_lora, lora_tensors,
+                         pristine_weights, read_lora, reset_lora_tensors, save_lora,
+                         set_lora_enabled, write_merged)
 from memory.worker import FrameRing, MemoryWorker, WorldSlot
 from worldmodel.config import Config
 from worldmodel.dynamics import Denoiser
@@ -325,17 +325,27 @@ class EpisodicMemory:
     def load(self, path: str | Path, world: int = 0) -> dict[str, str]:
         """Resume a saved memory in world `world`: its inference adapter and learner both start
         from it (generation uses it while the world's memory is on). Returns the file's
-        metadata."""
+        metadata. A missing, corrupt or foreign memory is a MemoryFileError and changes
+        nothing."""
+        world_index(world, self.batch)  # the index first: a bad one is told before any file
+        state, meta = self.read(path)
+        self.load_state(state, world)
+        return meta
+
+    def read(self, path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """(state, metadata) of a saved memory, checked against this adapter, not applied."""
+        return read_lora(self.model, path)
+
+    def load_state(self, state: dict[str, Tensor], world: int = 0) -> None:
+        """Put a state `read` returned in world `world` (as `load`)."""
         i = world_index(world, self.batch)
-        meta: dict[str, str] = {}
 
         def fill() -> None:
-            meta.update(load_lora(self.model, path))
+            apply_lora(self.model, state)
             if self._batched is not None:
                 copy_lora(lora_tensors(self.model), self._targets[i])
 
         self._rewrite(i, fill)
-        return meta
 
     # -- statistics ----------------------------------------------------------------------
     @property

@@ -151,25 +151,39 @@ def read_lora_config(path: str | Path) -> dict:
         raise MemoryFileError(f"{path} is not a saved memory: {CONFIG_NAME}: {e}") from e
 
 
-def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
-    """Load a saved memory into the model's adapter (shapes must match); returns its metadata."""
+def read_lora(model: nn.Module, path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(state, metadata) of a saved memory, checked against the model's adapter (the same
+    tensors, shapes, finite values) but not applied: `apply_lora` puts it in."""
     path = Path(path)
     saved = read_lora_config(path)
+    if not isinstance(saved, dict):
+        raise MemoryFileError(f"{path / CONFIG_NAME} is not an adapter config")
     try:
         state = load_file(str(path / WEIGHTS_NAME))
         with safe_open(str(path / WEIGHTS_NAME), "pt") as f:
             meta = dict(f.metadata() or {})
     except (SafetensorError, OSError) as e:  # missing, truncated or not safetensors at all
-        raise MemoryFileError(f"{path / WEIGHTS_NAME} is missing or corrupt: {e}") from e
+        raise MemoryFileError(f"{path / WEIGHTS_NAME} is missing or corrupt: {e}") from None
     live = lora_tensors(model)
     expected = {k.replace(f".{ADAPTER}.", "."): v for k, v in live.items()}
     check_state_dict(state, expected, str(path),
-                     f"this adapter (saved with r={saved.get('r')}, targets "
-                     f"{saved.get('target_modules')})", MemoryFileError)
+                     f"this adapter (saved with r={str(saved.get('r'))[:20]}, targets "
+                     f"{str(saved.get('target_modules'))[:100]})", MemoryFileError)
+    return state, meta
+
+
+def apply_lora(model: nn.Module, state: dict[str, Tensor], where: str = "a saved memory") -> None:
+    """Put a state `read_lora` checked into the model's adapter."""
     with torch.no_grad():
         result = set_peft_model_state_dict(model, state, adapter_name=ADAPTER)
     if getattr(result, "unexpected_keys", None):
-        raise MemoryFileError(f"{path}: peft did not place {result.unexpected_keys[:3]}")
+        raise MemoryFileError(f"{where}: peft did not place {result.unexpected_keys[:3]}")
+
+
+def load_lora(model: nn.Module, path: str | Path) -> dict[str, str]:
+    """Load a saved memory into the model's adapter (shapes must match); returns its metadata."""
+    state, meta = read_lora(model, path)
+    apply_lora(model, state, str(path))
     return meta
 
 

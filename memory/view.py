@@ -218,10 +218,49 @@ class ViewMemory:
                 "seen": self.seen[world, ids].cpu(), "pose": self.pose[world].cpu(),
                 "clock": self.clock[world].reshape(1).cpu()}
 
+    def check_state(self, state: dict[str, Tensor], where: str = "the saved view memory") -> None:
+        """ViewMemoryError unless `state` is a `state()` of this map: n integer cell indices in
+        range and distinct, n tiles of TILE*TILE*3 bytes, n integer seen clocks in 0..clock, a
+        pose of two integer cells on the map, a one-number clock >= 0. Changes nothing."""
+        def bad(what: str) -> ViewMemoryError:
+            return ViewMemoryError(f"{where}: {what}")
+
+        missing = {"cells", "tiles", "seen", "pose", "clock"} - set(state)
+        if missing:
+            raise bad(f"lacks {', '.join(sorted(missing))}")
+        extra = set(state) - {"cells", "tiles", "seen", "pose", "clock"}
+        if extra:
+            raise bad(f"holds unexpected tensors {sorted(extra)[:4]}")
+        def integer(name: str) -> Tensor:
+            t = state[name]
+            if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+                raise bad(f"{name} must be integers, got {t.dtype}")
+            return t.long()
+
+        cells, seen, pose, clock = (integer(k) for k in ("cells", "seen", "pose", "clock"))
+        n = cells.numel()
+        if cells.shape != (n,):
+            raise bad(f"cells must be a vector of cell indices, got {tuple(cells.shape)}")
+        if n and (cells.min() < 0 or cells.max() >= self.grid * self.grid):
+            raise bad("cell index out of range for this map")
+        if n and torch.unique(cells).numel() != n:
+            raise bad("a cell is listed twice")
+        tiles = state["tiles"]
+        if tiles.dtype != torch.uint8 or tiles.shape != (n, TILE * TILE * 3):
+            raise bad(f"tiles must be ({n}, {TILE * TILE * 3}) uint8 for {n} cells, got "
+                      f"{tiles.dtype} {tuple(tiles.shape)}")
+        if clock.shape != (1,) or clock[0] < 0:
+            raise bad(f"clock must be one number >= 0, got {tuple(clock.shape)}")
+        if seen.shape != (n,) or (n and (seen.min() < 0 or seen.max() > clock[0])):
+            raise bad(f"seen must be {n} clocks in 0..{int(clock[0])} (one per cell)")
+        if pose.shape != (2,) or pose.min() < 0 or pose.max() >= self.grid:
+            raise bad(f"pose must be two cells in 0..{self.grid - 1}, got {tuple(pose.shape)}")
+
     def load_state(self, world: int, state: dict[str, Tensor]) -> None:
+        """Put `state` (a `state()`) in world `world`: checked whole first (`check_state`), so
+        a bad one changes nothing."""
+        self.check_state(state)
         cells = state["cells"].long().to(self.device)
-        if cells.numel() and (cells.min() < 0 or cells.max() >= self.grid * self.grid):
-            raise ViewMemoryError("cell index out of range for this map")
         self.reset([world])
         self.tiles[world, cells] = state["tiles"].to(self.device, torch.uint8)
         self.seen[world, cells] = state["seen"].long().to(self.device)
@@ -235,7 +274,15 @@ class ViewMemory:
             "format": "view-memory", "version": VERSION, "grid": self.grid, "tile": TILE})
 
     def load(self, folder: str | Path, world: int = 0) -> dict[str, str]:
-        """Read a world's memory saved by `save`; a missing, corrupt or foreign file is a
+        """Read a world's memory saved by `save` into world `world`; a missing, corrupt or
+        foreign file is a ViewMemoryError naming it, and changes nothing."""
+        state, meta = self.read_saved(folder)
+        self.load_state(world, state)
+        return meta
+
+    def read_saved(self, folder: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """(state, metadata) of a view memory saved by `save`, checked against this map
+        (`check_state`) but not applied; a missing, corrupt or foreign file is a
         ViewMemoryError naming it."""
         from worldmodel import tensorfile
 
@@ -251,9 +298,6 @@ class ViewMemory:
             raise ViewMemoryError(f"{path} holds a {meta.get('grid')}-cell map of "
                                   f"{meta.get('tile')}-px tiles; this memory is {self.grid} of "
                                   f"{TILE}")
-        missing = {"cells", "tiles", "seen", "pose", "clock"} - set(state)
-        if missing:
-            raise ViewMemoryError(f"{path} lacks {', '.join(sorted(missing))}")
-        self.load_state(world, state)
-        return meta
+        self.check_state(state, str(path))
+        return state, meta
 

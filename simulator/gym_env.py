@@ -248,9 +248,13 @@ class WorldModelVectorEnv(VectorEnv):
         if not self._ready:
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
-        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
+        whole = (np.issubdtype(actions.dtype, np.integer)
+                 or (np.issubdtype(actions.dtype, np.floating) and np.isfinite(actions).all()
+                     and (actions == np.round(actions)).all()))  # 1.0 is action 1; 1.5 is none
+        if (actions.shape != (self.num_envs,) or not whole
+                or not self.action_space.contains(actions.astype(np.int64))):
             raise ValueError(f"actions must be {self.num_envs} ints in 0..{self.single_action_space.n - 1}, "
-                             f"got {actions.tolist()!r}")
+                             f"got {str(actions.tolist())[:200]}")
         actions = actions.astype(np.int64)
         prev = self._hist[:, -1].copy()
         frames = np.asarray(self.session.step(actions)).reshape(prev.shape)

@@ -1,9 +1,14 @@
 """A `WorldSession` over HTTP, for planners and RL code in other processes or languages.
 
     python run_sim.py serve --port 8765 --checkpoint runs/crafter --batch 8 [--memory] [--threads N]
+                            [--saves DIR]
 
 Stdlib only (http.server): a ThreadingHTTPServer whose handlers share one session behind a lock.
 Binds 127.0.0.1 unless told otherwise: the service runs a model for anyone who can reach it.
+Web pages the user opens can reach it too, so (simulator/origin.py) every request needs a
+loopback `Host` with the service's port (127.0.0.1:P, localhost:P, [::1]:P: no DNS rebinding),
+and every POST `Content-Type: application/json` and no `Origin` but the service's own (no
+cross-site request forgery); anything else is a 403 and nothing is done.
 
 Requests (JSON bodies of at most `max_body` bytes; every field checked, unknown fields refused):
 
@@ -20,19 +25,23 @@ Requests (JSON bodies of at most `max_body` bytes; every field checked, unknown 
                     -> {"memory": [bool] * B}     (no "worlds": every world)
     GET  /minimap?world=i&radius=r&encoding=png|raw   world i's remembered map (models with a
                     view memory; defaults 0, 12, png) -> {"minimap": FRAMES (H, W, 3), "world": i}
-    POST /memory/save {"dir": path, "world": int}  world i's whole memory and where it stands
-                    -> {"dir": path, "world": i, "step": s}     (a folder on the server's disk)
-    POST /memory/load {"dir": path, "world": int}  resume a saved world in world i (memory stays
+    POST /memory/save {"name": NAME, "world": int}  world i's whole memory and where it stands
+                    -> {"name": NAME, "world": i, "step": s}  (s: world i's step)
+    POST /memory/load {"name": NAME, "world": int}  resume a saved world in world i (memory stays
                     on or off as it was) -> {"frames": FRAMES (B, h, w, 3), "step": s,
-                    "world": i, "memory": [bool] * B}
+                    "world_step": w, "name": NAME, "world": i, "memory": [bool] * B}
 
 /memory switches episodic memory (a view memory of what each world saw where, for models trained
 with one, and a temporal LoRA each world fast-learns from its own frames in a background thread)
 on or off for the given worlds; what a world learned is kept while it is off, and /reset starts
 every world's memory afresh. `--memory` serves with it on for every world. /memory/save and
-/memory/load write and read a folder (WorldSession.save_memory / load_memory; "world" defaults to
-0); a load before any reset starts every world there. A missing, corrupt or foreign folder is a
-400.
+/memory/load write and read save NAME (1 to 64 of A-Z a-z 0-9 _ -, never a path) in the folder
+`--saves DIR` names, and nowhere else (WorldSession.save_memory / load_memory, memory.saves;
+"world" defaults to 0); without --saves they are 400s and the service writes no file. A save
+replaces an earlier one of that name only once it is complete; a load checks the whole save
+before it changes anything. A load before any reset starts every world there; world i's step
+becomes the saved one ("world_step"), the session's "step" goes on (with one world both are the
+saved one). A missing, corrupt or foreign save is a 400 that leaves every world as it was.
 
 Every POST but /memory and /memory/save also takes "encoding": "png" (default) or "raw" for the
 frames it returns.
@@ -43,8 +52,10 @@ and a request's "context" is FRAMES with shape (n, h, w, 3) (shared by all world
 (B, n, h, w, 3), or simply a list of base64 PNG strings (n frames, shared). Context actions are
 ints or names, -1 for "none" (the first frame's).
 
-Errors are JSON {"error": message} with 400 (malformed JSON or field, nesting deeper than
-MAX_DEPTH, a garbage request line), 404 (path), 405 (method, e.g. HEAD or OPTIONS), 408 (a body
+Errors are JSON {"error": message} (quoting at most 200 characters of any input) with 400
+(malformed JSON or field, nesting deeper than MAX_DEPTH, a garbage request line, a bad save), 403
+(a request a web page could have sent: see above), 404 (path), 405 (method, e.g. HEAD or
+OPTIONS), 408 (a body
 that stops arriving), 411 (no Content-Length), 413 (body too large), 409 (step before any reset),
 501 (a method HTTP does not have), 505 (HTTP/2 and up), 500 (a bug: the server stays up and logs
 it). A connection idle for `timeout` seconds (30; `--timeout`) is closed. Examples: see
@@ -68,6 +79,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import numpy as np
+
+from memory.saves import NAME
+from simulator.origin import allowed_hosts, refusal
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may sit idle (or a body take to arrive)
@@ -143,7 +157,7 @@ def decode_frames(obj: Any, size: int, max_frames: int, batch: int) -> np.ndarra
             or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
             or tuple(shape[-3:]) != (size, size, 3)):
         raise bad(f"context shape must be [n, {size}, {size}, 3] or [B, n, {size}, {size}, 3], "
-                  f"got {shape!r}")
+                  f"got {shape!r:.200}")
     if len(shape) == 5 and shape[0] != batch:
         raise bad(f"context is for {shape[0]} worlds, the session has {batch}")
     n = int(np.prod(shape[:-3]))
@@ -161,7 +175,7 @@ def decode_frames(obj: Any, size: int, max_frames: int, batch: int) -> np.ndarra
             raise bad(f"raw context data has {len(raw)} bytes, shape {shape} needs {n * size * size * 3}")
         return np.frombuffer(raw, np.uint8).reshape(shape).copy()
     if enc != "png":
-        raise bad(f"unknown encoding {enc!r}; use png or raw")
+        raise bad(f"unknown encoding {enc!r:.100}; use png or raw")
     if not isinstance(obj["data"], list) or len(obj["data"]) != n:
         raise bad(f"png context data must be a list of {n} base64 frames for shape {shape}")
     return np.stack([png_decode(d, size) for d in obj["data"]]).reshape(shape)
@@ -173,7 +187,7 @@ def decode_frames(obj: Any, size: int, max_frames: int, batch: int) -> np.ndarra
 def check_keys(obj: dict, allowed: set[str], where: str, required: set[str] = frozenset()) -> None:
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise bad(f"unknown field(s) {unknown} in {where}; allowed: {sorted(allowed)}")
+        raise bad(f"unknown field(s) {str(unknown):.200} in {where}; allowed: {sorted(allowed)}")
     missing = sorted(required - set(obj))
     if missing:
         raise bad(f"{where} needs field(s) {missing}")
@@ -199,8 +213,14 @@ class WorldService:
     """Validation and dispatch, apart from HTTP: `handle(method, path, body) -> (status, reply)`."""
 
     def __init__(self, session: Any, max_steps: int = 256, max_context: int = 256,
-                 max_body: int = 8 << 20):
+                 max_body: int = 8 << 20, saves: Any = None):
+        from memory.saves import SaveRoot
+
         self.session = session
+        # The one folder /memory/save and /memory/load touch (memory.saves.SaveRoot); None: no
+        # saves at all.
+        self.saves = None if saves is None else (saves if isinstance(saves, SaveRoot)
+                                                 else SaveRoot(saves))
         self.max_steps = max_steps
         self.max_context = max_context
         self.max_body = max_body
@@ -219,10 +239,10 @@ class WorldService:
     def action(self, a: Any, allow_none: bool = False) -> int:
         if isinstance(a, str):
             if a not in self.names:
-                raise bad(f"unknown action {a!r}; known: {self.names}")
+                raise bad(f"unknown action {a!r:.100}; known: {self.names}")
             return self.names.index(a)
         if not is_int(a):
-            raise bad(f"an action must be an int or a name, got {a!r}")
+            raise bad(f"an action must be an int or a name, got {a!r:.100}")
         if allow_none and a == -1:
             return -1
         if not 0 <= a < len(self.names):
@@ -252,7 +272,7 @@ class WorldService:
         if "seed" in req:
             seed = req["seed"]
             if not is_int(seed) or not 0 <= seed < 2**31:
-                raise bad(f"seed must be an int in 0..2**31-1, got {seed!r}")
+                raise bad(f"seed must be an int in 0..2**31-1, got {seed!r:.100}")
             return {"seed": seed}
         if "context" not in req:
             raise bad("reset needs seed or context")
@@ -285,7 +305,7 @@ class WorldService:
             params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
                               max_num_fields=8)
         except ValueError as e:
-            raise bad(f"bad query string {query!r:.100}: {e}") from None
+            raise bad(f"bad query string {query!r:.100}: {str(e):.100}") from None
         check_keys(params, {"world", "radius", "encoding"}, "/minimap")
         if any(len(v) != 1 for v in params.values()):
             raise bad("each /minimap query field may be given once")
@@ -307,34 +327,44 @@ class WorldService:
             try:
                 img = minimap(world, radius)
             except ValueError as e:  # a model without a view memory
-                raise bad(f"minimap: {e}") from None
+                raise bad(f"minimap: {str(e):.300}") from None
         return {"minimap": encode_frames(img, enc), "world": world}
 
     def saved_world(self, req: dict, path: str) -> tuple[str, int]:
-        """The fields of a /memory/save or /memory/load request -> (folder, world)."""
-        check_keys(req, {"dir", "world"} | ({"encoding"} if path == "/memory/load" else set()),
-                   path, required={"dir"})
-        folder, world = req["dir"], req.get("world", 0)
-        if not isinstance(folder, str) or not folder or "\x00" in folder:
-            raise bad(f"dir must be a non-empty path string, got {folder!r:.100}")
+        """The fields of a /memory/save or /memory/load request -> (save name, world)."""
+        if "dir" in req:
+            raise bad(f"{path} takes a save name (\"name\"), not a folder (\"dir\"): saves live "
+                      f"in the service's --saves folder")
+        check_keys(req, {"name", "world"} | ({"encoding"} if path == "/memory/load" else set()),
+                   path, required={"name"})
+        name, world = req["name"], req.get("world", 0)
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise bad(f"name must be 1 to 64 letters, digits, '_' or '-' (a save name, not a "
+                      f"path), got {name!r:.100}")
         if not is_int(world) or not 0 <= world < self.session.batch:
             raise bad(f"world must be an int in 0..{self.session.batch - 1}, got {world!r:.100}")
-        return folder, world
+        return name, world
 
     def memory_file(self, path: str, req: dict) -> tuple[int, dict[str, Any]]:
-        """POST /memory/save and /memory/load."""
+        """POST /memory/save and /memory/load: save `name` in the saves folder, nowhere else."""
         from memory.lora import MemoryFileError
 
-        folder, world = self.saved_world(req, path)
+        name, world = self.saved_world(req, path)
+        if self.saves is None:
+            raise bad(f"{path[1:]}: this service keeps no saves (start it with --saves DIR)")
         sess = self.session
         enc = self.encoding(req)
         with self.lock:
             try:
+                folder = self.saves.folder(name)
                 if path == "/memory/save":
                     if not self.ready:
                         raise bad("reset before saving a world", HTTPStatus.CONFLICT)
-                    out = sess.save_memory(folder, world)
-                    return 200, {"dir": str(out), "world": world, "step": int(sess.steps)}
+                    sess.save_memory(folder, world)
+                    return 200, {"name": name, "world": world,
+                                 "step": int(sess.world_steps[world])}
+                if not folder.is_dir():
+                    raise bad(f"memory/load: no save named {name}")
                 was = list(sess.memory_worlds)
                 sess.load_memory(folder, world)
                 if sess.memory_worlds[world] != was[world]:
@@ -342,16 +372,24 @@ class WorldService:
                 self.ready = True
                 frames = np.asarray(sess.frame).reshape(sess.batch, *sess.frame.shape[-3:])
                 return 200, {"frames": encode_frames(frames, enc), "step": int(sess.steps),
+                             "world_step": int(sess.world_steps[world]), "name": name,
                              "world": world, "memory": list(sess.memory_worlds)}
-            except (MemoryFileError, ValueError, OSError) as e:
-                raise bad(f"{path[1:]}: {' '.join(str(e).split())}") from None
-            except RuntimeError as e:  # e.g. a save before any reset
-                raise bad(f"{path[1:]}: {e}", HTTPStatus.CONFLICT) from None
+            except MemoryFileError as e:
+                raise bad(f"{path[1:]}: {self.private(e)}") from None
+
+    def private(self, e: Exception) -> str:
+        """An error about a save as one line, the saves folder's own path left out (a client
+        names saves; where they live on the server's disk is not its business)."""
+        text = " ".join(str(e).split())
+        if self.saves is not None:
+            text = text.replace(str(self.saves.root) + "/", "").replace(str(self.saves.root),
+                                                                         "<saves>")
+        return text[:600]
 
     def encoding(self, req: dict) -> str:
         enc = req.get("encoding", "png")
         if enc not in ("png", "raw"):
-            raise bad(f"encoding must be 'png' or 'raw', got {enc!r}")
+            raise bad(f"encoding must be 'png' or 'raw', got {enc!r:.100}")
         return enc
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
@@ -361,7 +399,8 @@ class WorldService:
         path, _, query = path.partition("?")
         path = path.rstrip("/") or "/"
         if path not in routes:
-            raise bad(f"no such endpoint {path}; endpoints: {sorted(routes)}", HTTPStatus.NOT_FOUND)
+            raise bad(f"no such endpoint {path:.100}; endpoints: {sorted(routes)}",
+                      HTTPStatus.NOT_FOUND)
         if method != routes[path]:
             raise bad(f"{path} takes {routes[path]}", HTTPStatus.METHOD_NOT_ALLOWED,
                       {"Allow": routes[path]})
@@ -374,7 +413,7 @@ class WorldService:
         except RecursionError:
             raise bad(f"body nests deeper than {MAX_DEPTH} levels") from None
         except ValueError as e:  # bad JSON or UTF-8, or an int past Python's 4,300 digits
-            raise bad(f"body is not valid JSON: {e}") from None
+            raise bad(f"body is not valid JSON: {str(e):.200}") from None
         if not isinstance(req, dict):
             raise bad("body must be a JSON object")
         if nesting(req) > MAX_DEPTH:
@@ -386,7 +425,7 @@ class WorldService:
                 try:
                     sess.set_memory(on, worlds)
                 except ValueError as e:  # e.g. a model without the layers memory adapts
-                    raise bad(f"memory: {e}") from None
+                    raise bad(f"memory: {str(e):.300}") from None
                 return 200, {"memory": list(sess.memory_worlds)}
         if path in ("/memory/save", "/memory/load"):
             return self.memory_file(path, req)
@@ -458,6 +497,12 @@ class Handler(BaseHTTPRequestHandler):
         headers = None
         try:
             body = b""
+            if method in ("GET", "POST"):  # the methods that do anything (others are 405s)
+                host, port = self.server.server_address[:2]
+                why = refusal(method, self.headers, allowed_hosts(str(host)), port)
+                if why is not None:
+                    self.close_connection = True  # the body (if any) is not read
+                    raise bad(why, HTTPStatus.FORBIDDEN)
             if method != "POST" and self.headers.get("Content-Length", "0") != "0":
                 self.close_connection = True  # a body we do not read would pose as the next request
             if method == "POST":
@@ -467,9 +512,9 @@ class Handler(BaseHTTPRequestHandler):
                 try:
                     n = int(length)
                 except ValueError:
-                    raise bad(f"bad Content-Length {length!r}") from None
+                    raise bad(f"bad Content-Length {length!r:.40}") from None
                 if n < 0:
-                    raise bad(f"bad Content-Length {length!r}")
+                    raise bad(f"bad Content-Length {length!r:.40}")
                 if n > self.service.max_body:
                     self.close_connection = True  # the unread body is not ours to drain
                     raise bad(f"body of {n} bytes exceeds the limit of {self.service.max_body}",
@@ -483,7 +528,7 @@ class Handler(BaseHTTPRequestHandler):
             status, obj = 408, {"error": f"the body did not arrive within {self.timeout:g} s"}
         except Exception as e:  # a bug, not the client's fault: say so and stay up
             traceback.print_exc(file=sys.stderr)
-            status, obj = 500, {"error": f"internal error: {type(e).__name__}: {e}"}
+            status, obj = 500, {"error": f"internal error: {type(e).__name__}: {str(e):.200}"}
         self.reply(status, obj, headers)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -509,14 +554,24 @@ class Handler(BaseHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+class Server(ThreadingHTTPServer):
+    """The service's HTTP server: a listen queue long enough for many clients at once (the
+    standard library's is 5: a burst of parallel connections got resets)."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 quiet: bool = False, timeout: float = DEFAULT_TIMEOUT,
-                **limits: int) -> ThreadingHTTPServer:
+                saves: Any = None, **limits: int) -> ThreadingHTTPServer:
     """A server (not yet serving) around `session`; port 0 picks a free one (`server.server_port`);
-    a connection idle for `timeout` seconds is closed (else idle clients hold threads forever)."""
-    handler = type("WorldHandler", (Handler,), {"service": WorldService(session, **limits),
+    a connection idle for `timeout` seconds is closed (else idle clients hold threads forever).
+    `saves`: the folder /memory/save and /memory/load keep saves in, by name (None: none)."""
+    handler = type("WorldHandler", (Handler,), {"service": WorldService(session, saves=saves,
+                                                                        **limits),
                                                 "quiet": quiet, "timeout": timeout})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = Server((host, port), handler)
     server.daemon_threads = True
     return server
 
@@ -524,9 +579,14 @@ def make_server(session: Any, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
 def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | Path | None = None,
           batch: int = 1, device: str | None = None, sample_steps: int | None = None,
           max_steps: int = 256, memory: bool = False,
-          memory_config: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+          memory_config: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT,
+          saves: str | Path | None = None) -> None:
     """Load a session and serve it until interrupted (memory: episodic memory on for every
-    world from the start; memory_config: a YAML whose memory: section sets it up)."""
+    world from the start; memory_config: a YAML whose memory: section sets it up; saves: the
+    folder /memory/save and /memory/load keep saves in, by name, None for none)."""
+    from memory.saves import SaveRoot
+
+    root = None if saves is None else SaveRoot(saves)  # refused before the model loads
     from memory.config import load_memory_config
     from simulator.session import WorldSession
 
@@ -534,10 +594,11 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
                                 memory=load_memory_config(memory_config))
     if memory:
         session.set_memory(True)
-    server = make_server(session, host, port, timeout=timeout, max_steps=max_steps)
+    server = make_server(session, host, port, timeout=timeout, max_steps=max_steps, saves=root)
     print(f"serving {session.checkpoint} (batch {batch}) on http://{host}:{server.server_port} "
           f"- GET /info /minimap, POST /reset /step /rollout /memory /memory/save "
-          f"/memory/load", flush=True)
+          f"/memory/load" + (f" (saves in {root.root})" if root else " (no --saves: no saves)"),
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -570,6 +631,10 @@ def serve_parser() -> argparse.ArgumentParser:
                         "switches it)")
     p.add_argument("--memory-config", default=None, metavar="YAML",
                    help="the memory: section of this YAML sets the episodic memory")
+    p.add_argument("--saves", default=None, metavar="DIR",
+                   help="the folder /memory/save and /memory/load keep saved worlds in, by name "
+                        "(made if missing; not a symlink). Without it the service writes no "
+                        "files and those endpoints answer 400")
     return p
 
 
@@ -584,6 +649,13 @@ def serve_args_error(args: argparse.Namespace) -> str | None:
         return f"--port must be in 0..65535, got {args.port}"
     if not args.timeout > 0:
         return f"--timeout must be positive, got {args.timeout:g}"
+    if args.saves is not None:
+        from memory.saves import SaveRoot, SaveRootError
+
+        try:
+            SaveRoot(args.saves)
+        except SaveRootError as e:
+            return f"--saves: {e}"
     return None
 
 
@@ -597,7 +669,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     serve(args.host, args.port, args.checkpoint, args.batch, args.device, args.steps,
-          args.max_rollout_steps, args.memory, args.memory_config, args.timeout)
+          args.max_rollout_steps, args.memory, args.memory_config, args.timeout, args.saves)
     return 0
 
 

@@ -132,6 +132,48 @@ def full_disk_after(monkeypatch, frames: int) -> None:
     monkeypatch.setattr(episode_module, "open", fake_open, raising=False)
 
 
+class _WholeDisk:
+    """A disk that fills up after `frames` frame writes: from then on no file can be created or
+    grown (meta.json's temporary file included); bytes already on disk can be overwritten."""
+
+    def __init__(self, frames: int):
+        self.left = frames
+
+    def open(self, path, mode="r", *args, **kwargs):
+        import builtins
+
+        f = builtins.open(path, mode, *args, **kwargs)
+        if "r" in mode and "+" not in mode:
+            return f
+        disk = self
+
+        class Guarded:
+            def write(self, data):
+                if Path(path).name == "frames.u8" and disk.left > 0:
+                    disk.left -= 1
+                elif disk.left <= 0 and "r+" not in mode:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return f.write(data)
+
+            def __getattr__(self, name):
+                return getattr(f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+        return Guarded()
+
+
+def whole_disk_full_after(monkeypatch, frames: int) -> None:
+    """Every EpisodeWriter file (meta.json too) stops growing after `frames` frames."""
+    import worldmodel.data.episode as episode_module
+
+    monkeypatch.setattr(episode_module, "open", _WholeDisk(frames).open, raising=False)
+
+
 def random_episode_arrays(steps: int, size: int = 8, seed: int = 0) -> tuple[np.ndarray, list[int]]:
     rng = np.random.default_rng(seed)
     frames = rng.integers(0, 256, (steps + 1, size, size, 3), dtype=np.uint8)

@@ -59,8 +59,9 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
         raise CheckpointError(f"{path} is not a checkpoint: no {CONFIG}")
     try:
         return config_from_json((path / CONFIG).read_text())
-    except (json.JSONDecodeError, ConfigError) as e:
-        raise CheckpointError(f"{path / CONFIG} is not a valid model config: {e}") from e
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a ConfigError, deep nesting
+        raise CheckpointError(f"{path / CONFIG} is not a valid model config: "
+                              f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
 def name_side_file(path: str | Path, key: str, name: str) -> None:

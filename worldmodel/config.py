@@ -39,6 +39,9 @@ class ModelConfig:
     # tile, and the network sees that composed anchor (games.crafter.viewmap, memory.view)
 
     def __post_init__(self) -> None:
+        if self.frame_size < 1:
+            raise ConfigError(f"model.frame_size must be a positive number of pixels, got "
+                              f"{self.frame_size}")
         if self.shift_kernel < 0 or (self.shift_kernel and self.shift_kernel % 2 == 0):
             raise ConfigError(f"model.shift_kernel must be 0 (off) or odd, got {self.shift_kernel}")
         if self.committed_move < 0 or (self.committed_move
@@ -231,4 +234,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from_json(text: str) -> Config:
-    return from_dict(Config, json.loads(text))
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config is a JSON object, got {type(data).__name__}")
+    return from_dict(Config, data)

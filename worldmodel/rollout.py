@@ -214,26 +214,58 @@ class Rollout:
                 out[f"cache.{name}.{kv}"] = t.reshape(self.batch, -1, *t.shape[1:])[world].cpu()
         return out
 
+    def check_world_state(self, state: dict[str, Tensor]) -> None:
+        """ValueError unless `state` is a `world_state` this rollout can resume: every cache
+        layer of this model with its k and v of this rollout's shape (the frames it holds), the
+        last frames of this frame size, a noise state this device's generator takes. Changes
+        nothing (a load checks it all before it applies any of it)."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before resuming a world")
+        held = self.cache.positions.numel()
+        keys = {k for k in state if k.startswith("cache.")}
+        names = sorted({k[len("cache."):].rsplit(".", 1)[0] for k in keys})
+        if names != sorted(self.cache.layers):
+            raise ValueError(f"the saved world's cache has layers {names[:8]}, this model's "
+                             f"{sorted(self.cache.layers)[:8]}")
+        for name in names:
+            for kv in ("k", "v"):
+                saved = state.get(f"cache.{name}.{kv}")
+                if saved is None:
+                    raise ValueError(f"the saved world's cache lacks {name}.{kv}")
+                live = getattr(self.cache.layers[name], kv)
+                want = live.reshape(self.batch, -1, *live.shape[1:]).shape[1:]
+                if saved.shape != want:
+                    raise ValueError(f"the saved world's cache layer {name}.{kv} is "
+                                     f"{tuple(saved.shape)}, this rollout's {tuple(want)} "
+                                     f"({held} frames)")
+        if len(keys) != 2 * len(names):
+            raise ValueError("the saved world's cache holds tensors other than k and v")
+        for key, live in (("last", self.last), ("last_clean", self.last_clean)):
+            saved = state.get(key)
+            if saved is None or saved.shape != live.shape[1:]:
+                raise ValueError(f"the saved world's {key} is "
+                                 f"{None if saved is None else tuple(saved.shape)}, this "
+                                 f"rollout's {tuple(live.shape[1:])}")
+        noise = state.get("noise_state")
+        try:
+            torch.Generator(self.device).set_state(noise)  # a scratch generator
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"the saved world's noise_state does not fit this device's "
+                             f"generator: {str(e)[:120]}") from None
+
     def load_world_state(self, world: int, state: dict[str, Tensor]) -> None:
         """Resume world `world` from `world_state` (of this model, at this context length): the
         other worlds go on untouched. The rollout must have been reset; a state whose cache holds
         a different number of frames than the live one is a ValueError."""
         if self.last is None:
             raise RuntimeError("reset(context) before resuming a world")
-        held = self.cache.positions.numel()
-        names = sorted({k[len("cache."):].rsplit(".", 1)[0] for k in state if k.startswith("cache.")})
-        if names != sorted(self.cache.layers):
-            raise ValueError(f"the saved world's cache has layers {names}, this model's "
-                             f"{sorted(self.cache.layers)}")
-        for name in names:
+        self.check_world_state(state)  # everything, before anything changes
+        for name in sorted(self.cache.layers):
             lc = self.cache.layers[name]
             for kv in ("k", "v"):
                 saved = state[f"cache.{name}.{kv}"].to(self.device)
                 live = getattr(lc, kv)
                 rows = live.reshape(self.batch, -1, *live.shape[1:])
-                if saved.shape != rows.shape[1:]:
-                    raise ValueError(f"the saved world's cache holds {saved.shape[-2]} frames "
-                                     f"(layer {name}); this rollout's holds {held}")
                 rows = rows.clone()
                 rows[world] = saved.to(rows.dtype)
                 setattr(lc, kv, rows.reshape(live.shape))

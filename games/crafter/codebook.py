@@ -81,6 +81,9 @@ class TileCodebook:
                 raise CodebookError(f"a codebook holds one label >= 0 per tile, got {tuple(lab.shape)}")
             self.labels = lab[order]
         self.info = info or {}
+        # Labels `textures()` covers at least (a land prior may sample labels no code has: those
+        # draw as no tile at all, as a label missing at a light level does); set by the loader.
+        self.label_count = 0
         self.device = torch.device(device)
         codes = self.tiles.float().div(127.5).sub(1)  # (K, 147) in [-1, 1]
         levels = int(self.light.max()) + 1
@@ -110,8 +113,11 @@ class TileCodebook:
         return len(self.tiles)
 
     def to(self, device: torch.device | str) -> "TileCodebook":
-        return self if torch.device(device) == self.device else TileCodebook(
-            self.tiles, self.light, device, self.info, self.labels)
+        if torch.device(device) == self.device:
+            return self
+        moved = TileCodebook(self.tiles, self.light, device, self.info, self.labels)
+        moved.label_count = self.label_count
+        return moved
 
     def _need_labels(self) -> None:
         if self.labels is None:
@@ -128,7 +134,7 @@ class TileCodebook:
         nearest level that has one where this level has none)."""
         if self._textures is None:
             self._need_labels()
-            n_lab = int(self.labels.max()) + 1
+            n_lab = max(int(self.labels.max()) + 1, self.label_count)
             pick = torch.full((self.levels, n_lab), -1, dtype=torch.long)
             for i in reversed(range(len(self.tiles))):  # the first (most drawn) code wins
                 pick[self.light[i], self.labels[i]] = i

@@ -146,6 +146,12 @@ class CrafterGame(GameBase):
                 prior = LandPrior.load(path / cfg.diffusion.land_prior, device)
             except LandError as e:
                 raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
+            book_labels = int(book.labels.max()) + 1  # the prior reads these labels
+            if book_labels > prior.num_labels:
+                raise CheckpointError(f"{path}: the tile codebook holds {book_labels} labels and "
+                                      f"the land prior knows {prior.num_labels}: they were not "
+                                      "built for each other")
+            book.label_count = prior.num_labels  # ... and samples these
         out: list[Stage] = []
         if prior is not None:
             out.append(LandStage(prior, book))

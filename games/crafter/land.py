@@ -197,6 +197,9 @@ class LandPrior(nn.Module):
                                       "games.crafter.land --data DIR --checkpoint DIR")
         if meta.get("format") != "land-prior" or meta.get("version") != str(VERSION):
             raise LandError(f"{path} is not a version-{VERSION} land prior")
+        for k, v in state.items():
+            if v.is_floating_point() and not torch.isfinite(v).all():
+                raise LandError(f"{path}: {k} holds NaN or infinite values")
         try:
             prior = cls(int(meta["labels"]), int(meta["width"]), json.loads(meta.get("names", "[]")))
             prior.load_state_dict(state)

@@ -220,3 +220,16 @@ def test_minimap_delegates_to_the_session(make_session, monkeypatch):
     monkeypatch.setattr(single.session, "minimap", lambda *a: calls.append(a))
     single.minimap(scale=2)
     assert calls[-1] == (0, 12, 2)
+
+
+@pytest.mark.parametrize("actions", [np.array([1.5, 1.0]), np.array([0.0, np.nan]),
+                                     np.array([True, False]), np.array(["1", "2"])])
+def test_vector_env_refuses_actions_that_are_not_whole_numbers(make_session, actions):
+    sess = make_session(batch=2)
+    envs = WorldModelVectorEnv(sess, head(), context_fn=fake_context(sess.context_len))
+    envs.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="ints in 0..16"):
+        envs.step(actions)
+    assert sess.steps == 0  # nothing was stepped
+    obs, *_ = envs.step(np.array([1.0, 2.0]))  # whole numbers as floats are those actions
+    assert obs.shape == (2, SIZE, SIZE, 3) and sess.steps == 1

@@ -3,6 +3,7 @@ a failing disk stops the recording, never the game."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ from simulator.window import PlayApp, Window  # noqa: E402
 from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.actions import ActionError, get_action_space  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter, load_episode  # noqa: E402
-from conftest import tiny_perturbed
+from conftest import tiny_perturbed, whole_disk_full_after
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -201,3 +202,44 @@ def test_load_actions_accepts_ascii_indices_and_names_only_and_names_file_and_li
     with pytest.raises(ActionError, match=match) as e:
         load_actions(tmp_path / "acts", SPACE)
     assert str(tmp_path / "acts") in str(e.value)
+
+
+
+def test_a_full_disk_during_record_writes_stopped_into_meta_json(tmp_path, monkeypatch):
+    """The whole disk fills (meta.json cannot be replaced through a new file): meta.json is
+    rewritten in place and says why the recording stopped."""
+    from worldmodel.data.episode import EpisodeWriter, load_episode
+
+    whole_disk_full_after(monkeypatch, 4)
+    frames = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), np.uint8)
+    with pytest.raises(OSError):
+        with EpisodeWriter(tmp_path / "ep", {"game": "synthetic", "action_space": "crafter"}) as w:
+            w.add_frame(frames[0])
+            for f in frames[1:]:
+                w.add_step(0, f)
+    monkeypatch.undo()
+    ep = load_episode(tmp_path / "ep")
+    assert len(ep.frames) == 4 and ep.meta["complete"] is False
+    assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")
+    assert [p.name for p in (tmp_path / "ep").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_disk_that_fails_while_closing_says_why_in_meta_json(tmp_path, monkeypatch):
+    import worldmodel.data.episode as episode_module
+    from worldmodel.data.episode import EpisodeWriter, load_episode
+
+    w = EpisodeWriter(tmp_path / "ep", {"game": "synthetic", "action_space": "crafter"})
+    w.add_frame(np.zeros((8, 8, 3), np.uint8))
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == "frames.u8":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+
+    monkeypatch.setattr(episode_module.os, "fsync", fsync)
+    with pytest.raises(OSError):
+        w.close()
+    monkeypatch.undo()
+    meta = load_episode(tmp_path / "ep").meta
+    assert meta["complete"] is False and meta["stopped"].startswith("disk full")

@@ -18,6 +18,7 @@ import torch
 os.environ["SDL_VIDEODRIVER"] = "dummy"
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "memory"))  # saved_variants
 
 import pygame  # noqa: E402
 
@@ -386,3 +387,33 @@ def test_resume_memory_of_a_bad_folder_is_one_line_and_exit_2(files, saved_world
     assert rc == 2, err
     assert err.startswith("error: --resume-memory") and fragment in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("variant", sorted(__import__("saved_variants").VARIANTS))
+def test_resume_memory_of_a_corrupt_save_is_one_line_and_exit_2(saved_world, tmp_path, capsys,
+                                                                variant):
+    from saved_variants import corrupt_copy
+
+    folder = corrupt_copy(saved_world["world"], tmp_path / "world", variant)
+    rc = run_sim.main(["--checkpoint", str(saved_world["ckpt"]), "--device", "cpu",
+                       "--resume-memory", str(folder), "--max-frames", "1", "--fps", "0",
+                       "--recordings", str(tmp_path / "rec")])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: --resume-memory") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_record_when_the_whole_disk_fills_still_says_stopped_in_meta_json(files, tmp_path,
+                                                                           capsys):
+    from conftest import whole_disk_full_after
+
+    out = tmp_path / "full"
+    with pytest.MonkeyPatch.context() as mp:
+        whole_disk_full_after(mp, 4)
+        assert run_sim.main(record_args(files, out, "--frames", "10")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full" in err and "Traceback" not in err
+    ep = load_episode(out)
+    assert len(ep.frames) == 4 and not ep.meta["complete"]
+    assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")

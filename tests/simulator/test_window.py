@@ -395,3 +395,43 @@ def test_a_screenshot_pygame_cannot_save_is_an_oserror(tmp_path, monkeypatch):
             window.screenshot(tmp_path / "shot.png")
     finally:
         window.close()
+
+
+@pytest.mark.parametrize("variant", ["no_last", "no_noise_state", "steps_infinity",
+                                     "stores_an_int", "last_cache_layer_wrong_shape"])
+def test_f9_of_a_tampered_save_is_a_hud_message_and_changes_nothing(tmp_path, capsys, variant):
+    """Tampered but well-formed saves (issue 24): one line, the game goes on where it was."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "memory"))
+    from saved_variants import VARIANTS, assert_same, snapshot
+
+    app = make_app(tmp_path, memory_dir=tmp_path / "saves" / "world")
+    try:
+        key("f5")
+        app.tick()
+        VARIANTS[variant](app.memory_dir)
+        key("return")  # paused: the ticks below only load
+        app.tick()
+        before = snapshot(app.session)
+        key("f9")
+        app.tick()
+        assert "loading the world failed" in hud_text(app)
+        err = capsys.readouterr().err
+        assert err.count("error: ") == 1 and "Traceback" not in err
+        assert app.running
+        assert_same(before, snapshot(app.session))
+    finally:
+        app.close()
+
+
+def test_f5_into_a_symlink_is_refused_and_writes_nothing_through_it(tmp_path, capsys):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    app = make_app(tmp_path, memory_dir=tmp_path / "link")
+    try:
+        key("f5")
+        app.tick()
+        assert "saving the world failed" in hud_text(app) and "symlink" in hud_text(app)
+        assert list(outside.iterdir()) == []
+    finally:
+        app.close()

@@ -54,6 +54,25 @@ def stop_reason(exc: BaseException) -> str:
     return text
 
 
+META_SPARE = 1024  # bytes meta.json keeps free for a last rewrite in place (EpisodeWriter)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """`data` at `path` through a fsynced temporary file and a rename (none left on failure)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -102,7 +121,7 @@ class EpisodeWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         self.meta = dict(meta, format_version=FORMAT_VERSION)
         self.meta.setdefault("complete", False)
-        write_json_atomic(self.path / META_FILE, self.meta)
+        self._write_meta()
         self._frames = open(self.path / FRAMES_FILE, "wb")
         self._actions = open(self.path / ACTIONS_FILE, "w")
         self._labels = None  # opened by the first frame that comes with labels
@@ -123,7 +142,7 @@ class EpisodeWriter:
             self._shape = frame.shape
             if "frame_size" not in self.meta:
                 self.meta["frame_size"] = [frame.shape[0], frame.shape[1]]
-                write_json_atomic(self.path / META_FILE, self.meta)
+                self._write_meta()
         elif frame.shape != self._shape:
             raise EpisodeError(f"frame shape changed from {self._shape} to {frame.shape}")
         self._add_labels(labels)
@@ -147,7 +166,7 @@ class EpisodeWriter:
                 raise EpisodeError("labels must start with the first frame")
             self._labels = open(self.path / LABELS_FILE, "wb")
             self.meta["labels_shape"] = list(labels.shape)
-            write_json_atomic(self.path / META_FILE, self.meta)
+            self._write_meta()
         elif list(labels.shape) != self.meta["labels_shape"]:
             raise EpisodeError(f"labels shape changed from {self.meta['labels_shape']} to "
                                f"{list(labels.shape)}")
@@ -173,6 +192,26 @@ class EpisodeWriter:
                                     frame.shape[:2])
         self._video.write(frame)
 
+    def _write_meta(self) -> None:
+        """meta.json, atomically, with room to spare (trailing spaces, which JSON ignores): on a
+        disk too full for the temporary file, the last meta.json is rewritten in place within
+        the bytes it already holds, so a recording cut short by a full disk still says why
+        (`"stopped"`)."""
+        path = self.path / META_FILE
+        text = json.dumps(self.meta, indent=2, sort_keys=True) + "\n"
+        size = -(-(len(text.encode()) + META_SPARE) // 4096) * 4096
+        data = text.encode().ljust(size)
+        try:
+            write_bytes_atomic(path, data)
+        except OSError:
+            old = path.stat().st_size if path.is_file() else 0
+            if len(text.encode()) > old:
+                raise
+            with open(path, "r+b") as f:  # overwrites bytes already on disk: no new blocks
+                f.write(text.encode().ljust(old))
+                f.flush()
+                os.fsync(f.fileno())
+
     def sync(self) -> None:
         os.fsync(self._frames.fileno())
         os.fsync(self._actions.fileno())
@@ -196,8 +235,10 @@ class EpisodeWriter:
             except OSError as e:
                 error = error or e
         self.meta.update({"complete": error is None, **extra_meta}, num_steps=self.num_steps)
+        if error is not None and "stopped" not in self.meta:  # the disk failed while closing
+            self.meta["stopped"] = stop_reason(error)
         try:
-            write_json_atomic(self.path / META_FILE, self.meta)
+            self._write_meta()
         except OSError as e:
             error = error or e
         if error is not None:
