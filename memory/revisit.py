@@ -109,7 +109,7 @@ def shows_world_view(frames: np.ndarray) -> bool:
 
 def own_poses(frames: np.ndarray, actions: np.ndarray, action_names) -> np.ndarray:
     """(T+1, 2) the player's cell at every frame of a rollout, relative to the first, read from
-    the frames' own pixels (tiles.track_poses, told the moves the actions asked for) and never
+    the frames' own pixels (geometry.track_poses, told the moves the actions asked for) and never
     from the game's state: where the model's imagined player went, not where the real one did.
     `actions` (T,): the action that made each frame after the first (an episode's actions)."""
     if len(actions) != len(frames) - 1:

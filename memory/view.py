@@ -13,7 +13,7 @@ and when. A *pose* is the player's cell in the memory's own frame (it starts at 
 nothing here reads the game's state). Poses come from the frames themselves:
 
 - real frames (a `reset` context, frames appended): the whole-tile scroll that best aligns
-  consecutive frames, told the move each action asked for (`tiles.estimate_scroll`);
+  consecutive frames, told the move each action asked for (`geometry.estimate_scroll`);
 - generated frames: the move the move head committed to, which is how the frame was drawn.
 
 Re-projection reads the canvas around the pose: the view plus a one-tile margin, with the cells
@@ -117,7 +117,7 @@ class ViewMemory:
         self.seen[r, ids] = self.clock[rows][:, None].expand_as(ids)
 
     def advance(self, moves: Tensor, worlds: Sequence[int] | None = None) -> None:
-        """Move the worlds' poses by (k,) tiles.SCROLLS indices (the committed moves)."""
+        """Move the worlds' poses by (k,) geometry.SCROLLS indices (the committed moves)."""
         rows = slice(None) if worlds is None else list(worlds)
         self.pose[rows] = (self.pose[rows] + self._scrolls[moves.to(self.device)]).clamp(
             CANVAS_COLS, self.grid - 1 - CANVAS_COLS)

@@ -16,7 +16,7 @@ class MoveHead(nn.Module):
     """A committed camera move per frame (model.committed_move): whether a Crafter step scrolls
     the view, and which way, depends on the action and on the cell beside the player, always
     at the centre of the view (../shared/CRAFTER.md). So the head reads the clean anchor's 3x3
-    tiles around the player and the action, and scores the five outcomes of tiles.SCROLLS (no
+    tiles around the player and the action, and scores the five outcomes of geometry.SCROLLS (no
     move, one tile left/right/up/down). Training supervises it with the real move (cross-entropy)
     and shifts the anchor by the real move, so the residual learns on exact, committed moves; at
     inference the argmax is the move, decided once per frame from the anchor (the same at every

@@ -141,7 +141,7 @@ def scroll_agreement(frames: np.ndarray, last: np.ndarray, pos: np.ndarray, acti
                      action_names: Sequence[str]) -> dict[str, Any]:
     """Whether the view scrolls as the real game's did. frames (W, H, h, w, 3) after the context,
     last (W, h, w, 3) the last context frame, pos (W, H + 1, 2) real poses, actions (W, H) those
-    that made frames 1..H. Shares of steps whose estimated scroll (tiles.estimate_scroll, told
+    that made frames 1..H. Shares of steps whose estimated scroll (geometry.estimate_scroll, told
     the move each action asked for) equals the real one: free moves (the real view scrolled),
     blocked moves (a move action, the real view stayed), other actions (the view must stay)."""
     prev = np.concatenate([last[:, None], frames[:, :-1]], 1)

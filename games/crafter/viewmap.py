@@ -87,7 +87,7 @@ def history_canvases(frames: np.ndarray, pos: np.ndarray, anchors: np.ndarray) -
 
 
 def scroll_index(dxdy: np.ndarray) -> np.ndarray:
-    """(..., 2) whole-tile moves -> (...,) indices into tiles.SCROLLS (-1 for anything else)."""
+    """(..., 2) whole-tile moves -> (...,) indices into geometry.SCROLLS (-1 for anything else)."""
     dxdy = np.asarray(dxdy)
     out = np.full(dxdy.shape[:-1], -1, np.int64)
     for k, s in enumerate(SCROLLS):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from games.crafter import semantic, tiles
+from games.crafter import geometry
 from worldmodel.actions import get_action_space
 from worldmodel.data import load_episode
 from games.crafter.tiles import REJECT, TileClassifier, TileError
@@ -26,11 +27,11 @@ def _arrays(ep, s: int, h: int):
 
 def test_episodes_store_the_games_labels_and_poses(labelled_crafter):
     ep = _episodes(labelled_crafter.root, "heldout")[0]
-    assert ep.labels.shape == (len(ep.frames), tiles.VIEW_ROWS, tiles.VIEW_COLS)
+    assert ep.labels.shape == (len(ep.frames), geometry.VIEW_ROWS, geometry.VIEW_COLS)
     names = ep.meta["label_names"]
-    assert names[ep.labels[0][tiles.PLAYER_TILE]] == "player"  # the player is always there
+    assert names[ep.labels[0][geometry.PLAYER_TILE]] == "player"  # the player is always there
     # Tiles with the same label by full daylight are the same texture, pixel for pixel.
-    t = tiles.view_tiles(ep.frames[0])
+    t = geometry.view_tiles(ep.frames[0])
     grass = ep.labels[0] == names.index("grass")
     assert grass.sum() > 3 and (t[grass] == t[grass][0]).all()
 
@@ -45,7 +46,7 @@ def test_classifier_rejects_damaged_frames(labelled_crafter):
     clf = TileClassifier.load(labelled_crafter.bank)
     ep = _episodes(labelled_crafter.root, "heldout")[0]
     frames = ep.frames[::10]
-    t = tiles.view_tiles(frames)
+    t = geometry.view_tiles(frames)
     textured = t.std(-1) > 10  # a blur leaves a near-flat tile (water, sand) a plausible tile
     blurred = np.stack([cv2.blur(f, (3, 3)) for f in frames])
     assert (clf.classify(blurred)[textured] == REJECT).mean() > 0.9
@@ -124,9 +125,9 @@ def test_scroll_estimate_of_real_frames_matches_the_games_positions(labelled_cra
     names = get_action_space("crafter").actions
     for ep in _episodes(labelled_crafter.root, "revisit") + _episodes(labelled_crafter.root, "heldout"):
         pos = player_positions(ep)
-        intended = tiles.intended_moves(ep.actions, names)
-        assert (tiles.track_poses(ep.frames, pos[0], intended) == pos).all()
-        steps = tiles.estimate_scroll(ep.frames[:-1], ep.frames[1:], intended)
+        intended = geometry.intended_moves(ep.actions, names)
+        assert (geometry.track_poses(ep.frames, pos[0], intended) == pos).all()
+        steps = geometry.estimate_scroll(ep.frames[:-1], ep.frames[1:], intended)
         assert (steps == np.diff(pos, axis=0)).all()
 
 
@@ -155,5 +156,5 @@ def test_scroll_agreement_separates_free_and_blocked_moves():
 
 
 def test_daylight_follows_crafters_formula():
-    assert tiles.daylight(0) == pytest.approx(1 - abs(np.cos(np.pi * 0.3)) ** 3)
-    assert tiles.daylight(210) == pytest.approx(0.0, abs=1e-9)  # darkest around step 210
+    assert geometry.daylight(0) == pytest.approx(1 - abs(np.cos(np.pi * 0.3)) ** 3)
+    assert geometry.daylight(210) == pytest.approx(0.0, abs=1e-9)  # darkest around step 210
