@@ -26,8 +26,8 @@ class MemoryConfig:
     """Episodic memory: a LoRA on the denoiser's temporal layers, fast-learned while playing."""
 
     enabled: bool = False  # a session starts with memory on
-    # The stores `set_memory` switches: "view" (memory/view.py: what was seen where, re-projected
-    # into the view; models trained with model.view_memory), "lora" (the temporal LoRA below),
+    # The stores `set_memory` switches: "view" (the game's view memory, `Game.view_memory`: what
+    # was seen where, re-projected into the view; models trained with model.view_memory), "lora" (the temporal LoRA below),
     # "both", or "auto": the view memory alone where the model has one (on the shipped model the
     # LoRA added nothing measurable on top of it and costs the frame loop a core: its model card
     # compares the three), else the LoRA.

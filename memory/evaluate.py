@@ -1,7 +1,8 @@
 """`python -m memory.evaluate ARGS`: worldmodel.evaluate with every world's view memory on.
 
 The same evaluation, arguments and report as `python -m worldmodel.evaluate` (see there), but
-each rolled-out world records what it shows in a `memory.view.ViewMemory` and is conditioned on
+each rolled-out world records what it shows in its game's view memory (`Game.view_memory`) and is
+conditioned on
 it, as a session with memory on: what a player with the memory switched on sees. The model must
 have one (`model.view_memory`).
 """
@@ -10,13 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory.view import ViewMemory
 from worldmodel import evaluate
 from worldmodel.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return evaluate.main(argv, view_memory=ViewMemory, module="memory.evaluate")
+    return evaluate.main(argv, view_memory=True, module="memory.evaluate")
 
 
 if __name__ == "__main__":

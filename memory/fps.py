@@ -24,8 +24,7 @@ import torch
 
 from memory.config import load_memory_config
 from memory.episodic import EpisodicMemory
-from memory.view import ViewMemory
-from worldmodel.actions import get_action_space
+from worldmodel.game import get_game
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
@@ -56,7 +55,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
     ro = Rollout(model, cfg, seed=seed)
     if use_view:
         # As in a session: the view memory records every frame; memory on conditions on it.
-        ro.view = ViewMemory(1, get_action_space(cfg.model.action_space).actions, device=ro.device)
+        ro.view = get_game(cfg.model.game or cfg.model.action_space).view_memory(1, ro.device)
     if memory is None and ro.view is None:
         raise ValueError(f"no memory store to measure: memory.stores is {mcfg.stores!r} and the "
                          f"model has no view memory")

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from memory.view import ViewMemory
 from worldmodel.actions import get_action_space
+from worldmodel.game import get_game
 from worldmodel.config import Config
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
@@ -57,7 +57,7 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     real = to_float(torch.from_numpy(frames)).to(dev)
     acts = torch.from_numpy(np.asarray(actions, np.int64))
     ro = Rollout(model, cfg, context=context, seed=seed)
-    ro.view = ViewMemory(b, space.actions, device=dev)
+    ro.view = get_game(cfg.model.game or space.name).view_memory(b, dev)
     ro.view.set_on(True, list(range(b)))
     out = frames.copy()
     for start in range(context, t, segment):

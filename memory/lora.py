@@ -29,14 +29,11 @@ from torch import Tensor, nn
 from memory.config import MemoryConfig
 from worldmodel.checkpoint import check_state_dict
 from worldmodel.config import ConfigError
+from worldmodel.game import MemoryFileError
 
 ADAPTER = "memory"
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
-
-
-class MemoryFileError(ValueError):
-    """A saved memory that is missing, corrupt, or made for a different adapter."""
 
 
 def lora_config(mcfg: MemoryConfig, base: str | None = None) -> LoraConfig:

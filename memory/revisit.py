@@ -49,7 +49,7 @@ from torch import nn
 
 from memory.config import LOSS_FORMS, MemoryConfig, load_memory_config
 from memory.episodic import EpisodicMemory
-from memory.view import ViewMemory
+from games.crafter.view_memory import ViewMemory
 from worldmodel.actions import get_action_space
 from worldmodel import metrics
 from worldmodel.checkpoint import load_checkpoint

@@ -1,7 +1,7 @@
 """A saved world: one world's whole episodic memory and where it stands, in one folder.
 
     folder/memory.json                what is in it: format, version, model, weights, stores, step
-    folder/view_memory.safetensors    the view memory's map of that world (memory.view)
+    folder/view_memory.safetensors    the view memory's map of that world (games.crafter.view_memory)
     folder/lora/                      its temporal LoRA, in peft's format (when that store is used)
     folder/world.safetensors          its rollout state: KV-cache rows, last frame, noise stream
 

@@ -14,7 +14,8 @@
     sess.close()                                  # stops the memory's worker thread
 
 The episodic memory has two stores (`MemoryConfig.view`, `MemoryConfig.lora`): the view memory
-(memory/view.py; models trained with `model.view_memory`) records every frame shown at its pose,
+(the game's: `Game.view_memory`, Crafter's in games/crafter/view_memory.py; models trained with
+`model.view_memory`) records every frame shown at its pose,
 read from the pixels, and conditions the worlds switched on with what it saw around them; the
 temporal LoRA (memory/episodic.py) fast-learns from the frames. `set_memory` switches both.
 
@@ -35,7 +36,6 @@ from memory.config import MemoryConfig
 from memory.episodic import EpisodicMemory, world_index, world_indices
 from memory.lora import MemoryFileError
 from memory.saves import check_folder, replace_folder
-from memory.view import ViewMemory
 from worldmodel.actions import ActionError, get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config
@@ -43,6 +43,7 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
+from worldmodel.game import get_game
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter_memory"
@@ -98,11 +99,11 @@ class WorldSession:
         self._memory: EpisodicMemory | None = None
         # The view memory records every world's frames from the first reset (a few MB a world);
         # only worlds with memory on are conditioned on it.
-        self.view: ViewMemory | None = None
+        self.view = None  # the game's view memory (Game.view_memory), for a memory-stem model
         use_view, self._use_lora = self.memory_config.uses(
             model.memory_stem is not None)
         if use_view:
-            self.view = ViewMemory(batch, self.space.actions, device=self.device)
+            self.view = get_game(self.game).view_memory(batch, self.device)
         self.rollout_state.view = self.view
         if self.memory_config.enabled:
             self.set_memory(True)
@@ -180,7 +181,7 @@ class WorldSession:
 
     def minimap(self, world: int = 0, radius: int = 12, scale: int = 1) -> np.ndarray:
         """The view memory's map around world `world`'s player, uint8 (H, W, 3): what it
-        knows (as last seen, dimmed with age) and what it does not (dark); see ViewMemory."""
+        knows (as last seen, dimmed with age) and what it does not (dark); see the game's view memory."""
         if self.view is None:
             raise ValueError("this model has no view memory (model.view_memory), so no minimap")
         return self.view.minimap(world_index(world, self.batch), radius, scale)

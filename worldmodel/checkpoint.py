@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from worldmodel import tensorfile
-from worldmodel.config import Config, ConfigError, config_from_json, to_dict
+from worldmodel.config import Config, config_from_json, to_dict
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.game import find_game

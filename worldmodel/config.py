@@ -33,10 +33,12 @@ class ModelConfig:
     # (0 = off): the network moves what is on screen with one predicted kernel and paints the rest
     committed_move: int = 0  # tile size in px (Crafter: 7), 0 = off: instead of a soft kernel, a
     # move head decides once per frame, from the anchor around the player and the action, among
-    # no move and the four one-tile scrolls, and the anchor is moved by exactly that (dynamics.MoveHead)
+    # no move and the four one-tile scrolls, and the anchor is moved by exactly that (the game's
+    # anchor head: games.crafter.move.MoveHead)
     view_memory: bool = False  # with committed_move: the cells a move reveals (and the one the
     # player leaves) come from a view memory's canvas where it knows them, else from a learned
-    # tile, and the network sees that composed anchor (games.crafter.viewmap, memory.view)
+    # tile, and the network sees that composed anchor (the game's view memory: Crafter's in
+    # games.crafter.viewmap and games.crafter.view_memory)
 
     def __post_init__(self) -> None:
         if self.frame_size < 1:

@@ -41,7 +41,7 @@ from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
-from worldmodel.game import find_game
+from worldmodel.game import find_game, get_game
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 from worldmodel.plots import format_table, plot_drift, plot_long_strip, plot_metrics, plot_strip
@@ -118,23 +118,22 @@ class OpenLoop:
 
 
 def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
-                view_memory: Callable | None = None) -> Rollout:
-    """A rollout of `batch` worlds; with `view_memory` (a view store's class, such as
-    memory.view.ViewMemory, for a model.view_memory model) each world records its frames and is
-    conditioned on them, as a session with memory on."""
+                view_memory: bool = False) -> Rollout:
+    """A rollout of `batch` worlds; with `view_memory` (a model with a memory stem) each world
+    records its frames in its game's view memory (`Game.view_memory`) and is conditioned on
+    them, as a session with memory on."""
     ro = Rollout(model, cfg, seed=seed)
-    if view_memory is not None:
+    if view_memory:
         if model.memory_stem is None:
             raise ValueError("this checkpoint has no view memory (model.view_memory)")
-        ro.view = view_memory(batch, get_action_space(cfg.model.action_space).actions,
-                              device=ro.device)
+        ro.view = get_game(cfg.model.game or cfg.model.action_space).view_memory(batch, ro.device)
         ro.view.set_on(True, range(batch))
     return ro
 
 
 def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.ndarray,
              actions: np.ndarray, seed: int, on_step=None,
-             view_memory: Callable | None = None) -> np.ndarray:
+             view_memory: bool = False) -> np.ndarray:
     """Roll B worlds open loop: uint8 context (b, n, h, w, 3) + its actions (b, n), then
     `actions` (b, T) -> generated uint8 frames (b, T, h, w, 3)."""
     ro = new_rollout(model, cfg, seed, len(context), view_memory)
@@ -149,7 +148,7 @@ def generate(model: Denoiser, cfg: Config, context: np.ndarray, ctx_actions: np.
 
 def open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], starts: list[tuple[int, int]],
               context: int, horizon: int, batch: int, seed: int, strip_samples: int = 4,
-              view_memory: Callable | None = None) -> OpenLoop:
+              view_memory: bool = False) -> OpenLoop:
     positions = [player_positions(ep) for ep in episodes]
     n = len(starts)
     res = {k: np.zeros((n, horizon)) for k in ("model_mse", "model_ssim", "baseline_mse", "baseline_ssim")}
@@ -252,7 +251,7 @@ def reference_stats(episodes: list[Episode], max_frames: int = 4000,
 def long_rollout(model: Denoiser, cfg: Config, episodes: list[Episode], context: int, length: int,
                  worlds: int, seed: int, ref_hist: np.ndarray, every: int,
                  labeller: Callable | None = None, tiles_every: int = 4,
-                 view_memory: Callable | None = None) -> dict[str, Any]:
+                 view_memory: bool = False) -> dict[str, Any]:
     """Roll `worlds` worlds `length` frames from held-out contexts with exploration actions;
     per-frame drift statistics (worlds, length), frames every `every` steps, and (with the game's
     labeller of frames, uint8 (b, h, w, 3) -> labels) the labels of every `tiles_every`-th frame."""
@@ -339,7 +338,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "data": str(Path(args.data).resolve()), "prefix": args.prefix, "episodes": len(episodes),
         "samples": len(starts), "episodes_sampled": len({e for e, _ in starts}),
         "context_frames": context, "horizons": horizons, "seed": args.seed, "device": str(device),
-        "view_memory": args.view_memory is not None,
+        "view_memory": bool(args.view_memory),
         "moving_test": ("pos" if all(player_positions(ep) is not None for ep in episodes)
                         else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
         "psnr": "PSNR of the mean MSE over a group's frames (no cap); psnr_frame_mean_capped: "
@@ -376,10 +375,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None, view_memory: Callable | None = None,
+def main(argv: list[str] | None = None, view_memory: bool = False,
          module: str = "worldmodel.evaluate") -> dict[str, Any]:
-    """The evaluation; `view_memory` (a view store's class) rolls every world with its view
-    memory on: `python -m memory.evaluate` passes memory.view.ViewMemory, and names itself as
+    """The evaluation; `view_memory` rolls every world with its game's view memory on:
+    `python -m memory.evaluate` asks for it, and names itself as
     `module` in the report's command. The checkpoint's game adds its own options and its
     semantic evaluation (`Game.evaluation`)."""
     shared = common_flags(checkpoint={"required": True},

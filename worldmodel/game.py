@@ -36,6 +36,11 @@ class GameError(ValueError):
     message names the script that installs them)."""
 
 
+class MemoryFileError(ValueError):
+    """A memory's saved file (a game's view memory, the temporal LoRA) that cannot be read here:
+    missing, corrupt, another version, or made for other weights."""
+
+
 @dataclass
 class StepResult:
     obs: np.ndarray  # (H, W, 3) uint8
@@ -109,6 +114,12 @@ class GameBase:
         choice, canvas) -> (anchor, conditioning channels or None)`), or None."""
         return None
 
+    def view_memory(self, batch: int, device: Any) -> Any:
+        """A view memory of `batch` worlds for a model with a memory stem: what each world's view
+        showed at each pose, re-projected around the next frame's pose (`reset`, `track`,
+        `advance`, `write`, `read`, `set_on`, `minimap`, and a saved state), or None."""
+        return None
+
     def stages(self, cfg: Any, path: Any, device: Any) -> list:
         """This game's stages of the frame pipeline (`worldmodel.pipeline.Stage`) for a
         checkpoint's config, loaded from the side files in its folder `path`."""
@@ -180,5 +191,5 @@ def get_game(name: str) -> Game:
     return _REGISTRY[name]
 
 
-__all__ = ["ActionError", "Game", "GameBase", "GameError", "Policy", "RealEnv", "StepResult",
+__all__ = ["ActionError", "Game", "GameBase", "GameError", "MemoryFileError", "Policy", "RealEnv", "StepResult",
            "find_game", "get_game", "known_games", "register_game", "unregister_game"]

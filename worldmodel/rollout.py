@@ -65,7 +65,7 @@ class Rollout:
         self.last: Tensor | None = None  # last frame as written to the cache (noised)
         self.last_clean: Tensor | None = None  # the same frame, clean (the residual's anchor)
         self.batch = 0
-        # A view memory (memory.view.ViewMemory, set by its owner) for a model.view_memory
+        # A view memory (the game's, `Game.view_memory`, set by its owner) for a model.view_memory
         # model: every frame is recorded at its pose, and the worlds it has switched on are
         # conditioned on what it knows around them. None: the model draws with an empty memory.
         self.view = None

@@ -49,7 +49,7 @@ def semantic_starts(episodes: list[Episode], worlds: int, context: int, horizon:
 
 def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], tiles: TileClassifier,
                        context: int, worlds: int, horizon: int, wander: int, batch: int,
-                       seed: int, view_memory: Callable | None = None) -> dict[str, Any]:
+                       seed: int, view_memory: bool = False) -> dict[str, Any]:
     """Model vs the real game from the same real context under the same actions, one frame per
     step, on per-tile labels (games.crafter.semantic), with repeat-last-frame beside the model."""
     starts = semantic_starts(episodes, worlds, context, horizon, wander, seed)

@@ -25,6 +25,7 @@ from games.crafter.evaluation import CrafterEvaluation
 from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles, window_moves
 from games.crafter.land import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
+from games.crafter.view_memory import ViewMemory
 from games.crafter.viewmap import canvas_shape, history_canvases
 from worldmodel.checkpoint import CheckpointError
 from worldmodel.config import ConfigError
@@ -125,6 +126,9 @@ class CrafterGame(GameBase):
         if cfg.view_memory:
             head.enable_memory()
         return head
+
+    def view_memory(self, batch: int, device: Any) -> ViewMemory:
+        return ViewMemory(batch, ACTION_SPACE.actions, device=device)
 
     def canvas_shape(self) -> tuple[int, int, int]:
         return canvas_shape()

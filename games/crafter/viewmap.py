@@ -11,7 +11,7 @@ RGB in [-1, 1] (0 where unknown), known (1/0) and age (steps since the cell was 
 `AGE_SCALE`, at most 1). The player's own tile is never written: the sprite covers the cell.
 
 `canvas_cells` is the layout; `history_canvases` builds the canvases a training window's targets
-see from the real frames before them (the game's positions are exact there); `memory.view`
+see from the real frames before them (the game's positions are exact there); `games.crafter.view_memory`
 keeps the same canvases live, from the frames a session shows and poses read from its pixels.
 """
 
@@ -49,7 +49,7 @@ def tiles_to_canvas(tiles: Tensor, known: Tensor, age: Tensor) -> Tensor:
     """(k, cells, TILE*TILE*3) uint8 tiles (pixels in (y, x, channel) order), (k, cells) known
     (bool) and age -> (k, 5, CH, CW) float32 canvases: RGB in [-1, 1] where known (0 elsewhere),
     known, age where known. The one conversion training (`history_canvases`) and a live view
-    memory (`memory.view.ViewMemory.read`) share."""
+    memory (`games.crafter.view_memory.ViewMemory.read`) share."""
     k = tiles.shape[0]
     t = tiles.reshape(k, CANVAS_ROWS, CANVAS_COLS, TILE, TILE, 3)
     rgb = t.permute(0, 5, 1, 3, 2, 4).reshape(k, 3, CANVAS_ROWS * TILE, CANVAS_COLS * TILE)

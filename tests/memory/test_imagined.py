@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from memory.view import ViewMemory
+from games.crafter.view_memory import ViewMemory
 from memory import imagined
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import save_checkpoint

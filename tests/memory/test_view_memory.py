@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from memory.lora import MemoryFileError
-from memory.view import ViewMemory, ViewMemoryError
+from games.crafter.view_memory import ViewMemory, ViewMemoryError
 from simulator.session import WorldSession
 from worldmodel.actions import get_action_space
 from worldmodel.data import load_episode

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memory.lora import MemoryFileError
 from worldmodel.data.dataset import to_uint8
-from games.crafter.geometry import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS, estimate_scroll, intended_moves
+from worldmodel.game import MemoryFileError
+from games.crafter.geometry import (PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS,
+                                     estimate_scroll, intended_moves)
 from games.crafter.viewmap import (AGE_SCALE, CANVAS_COLS, canvas_cells, scroll_index,
-                                tiles_to_canvas, view_cells)
+                                   tiles_to_canvas, view_cells)
 
 VERSION = 1
 GRID = 144  # cells per side: a 64x64 Crafter world seen from anywhere in it, plus the canvas
