@@ -129,7 +129,9 @@ def export_parser() -> argparse.ArgumentParser:
                                     "replay also rebuilds such a video).")
 
 
-def fail(msg: str, code: int = 1) -> int:
+def fail(msg: str, code: int = 2) -> int:
+    """One line on stderr; exit status 2 for anything the user must fix (the convention of every
+    command: worldmodel.cli.run_cli, argparse)."""
     print(f"error: {msg}", file=sys.stderr)
     return code
 

@@ -663,7 +663,7 @@ def serve_command(args: argparse.Namespace) -> int:
     error = serve_args_error(args)
     if error is not None:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     if args.threads is not None:  # run_sim.py sets it too; `python -m simulator.service` does not
         import torch
 

@@ -11,16 +11,16 @@ from worldmodel.actions import ActionError
 from worldmodel.checkpoint import CheckpointError
 from worldmodel.config import ConfigError
 from worldmodel.data.episode import EpisodeError
-from worldmodel.game import GameError
+from worldmodel.game import GameError, MemoryFileError
 
 # A game's own errors of bad input subclass GameError (a tile bank, a codebook, a land prior...).
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, CheckpointError, EpisodeError, ActionError,
-                                            GameError, FileNotFoundError)
+                                            GameError, MemoryFileError, OSError)
 
 
 def run_cli(main: Callable[[], object], extra: tuple[type[Exception], ...] = ()) -> None:
-    """Run a command's `main`; bad input (a config key, a checkpoint, an episode, an action)
-    prints `error: ...` and exits with status 2."""
+    """Run a command's `main`; bad input (a config key, a checkpoint, an episode, an action, a
+    game's file, a saved memory) or a failing disk prints `error: ...` and exits with status 2."""
     try:
         main()
     except USER_ERRORS + extra as e:

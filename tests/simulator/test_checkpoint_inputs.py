@@ -63,7 +63,7 @@ def test_a_bad_config_json_is_one_line(ckpt, tmp_path, capsys, config, fragment)
     with pytest.raises(CheckpointError, match="not a valid model config"):
         load_checkpoint(c)
     rc, err = record(c, tmp_path, capsys)
-    assert rc == 1 and fragment in err and err.count("\n") == 1 and "Traceback" not in err
+    assert rc == 2 and fragment in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -117,4 +117,4 @@ def test_land_prior_weights_that_are_not_finite_are_refused_at_load(tmp_path, ca
     with pytest.raises(CheckpointError, match="NaN or infinite"):
         load_checkpoint(path)
     rc, err = record(path, tmp_path, capsys)
-    assert rc == 1 and "NaN or infinite" in err and err.count("\n") == 1
+    assert rc == 2 and "NaN or infinite" in err and err.count("\n") == 1

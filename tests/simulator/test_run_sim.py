@@ -100,7 +100,7 @@ def test_threads_sets_the_frame_loops_torch_threads(files, tmp_path, capsys):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    assert run_sim.main([*args, "--out", str(tmp_path / "b"), "--threads", "0"]) == 1
+    assert run_sim.main([*args, "--out", str(tmp_path / "b"), "--threads", "0"]) == 2
     assert "--threads must be at least 1" in capsys.readouterr().err
 
 
@@ -109,14 +109,14 @@ def test_unknown_action_name_lists_valid_names(files, tmp_path, capsys):
     rc = run_sim.main(["record", "--checkpoint", str(files["ckpt"]), "--actions",
                        str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert rc == 1 and "unknown action 'jump'" in err and "make_iron_sword" in err
+    assert rc == 2 and "unknown action 'jump'" in err and "make_iron_sword" in err
 
 
 def test_missing_default_checkpoint_is_a_clear_error(monkeypatch, tmp_path, capsys):
     import simulator.session
 
     monkeypatch.setattr(simulator.session, "DEFAULT_CHECKPOINT", tmp_path / "nothing")
-    assert run_sim.main([]) == 1
+    assert run_sim.main([]) == 2
     err = capsys.readouterr().err
     assert "no model checkpoint" in err and "--checkpoint" in err
 
@@ -239,7 +239,7 @@ def test_record_into_an_unwritable_folder_is_one_line_before_the_model_loads(
         refuse_writes_under(monkeypatch, tmp_path / "ro",
                             errno.EACCES if case == "permission" else errno.EROFS)
     monkeypatch.setattr(run_sim, "load_session", no_model)
-    assert run_sim.main(record_args(files, out, "--frames", "3")) == 1
+    assert run_sim.main(record_args(files, out, "--frames", "3")) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists() or case == "taken"
@@ -249,7 +249,7 @@ def test_record_on_a_full_disk_keeps_the_frames_and_says_why(files, tmp_path, ca
     out = tmp_path / "full"
     with pytest.MonkeyPatch.context() as mp:
         full_disk_after(mp, 4)
-        assert run_sim.main(record_args(files, out, "--frames", "10")) == 1
+        assert run_sim.main(record_args(files, out, "--frames", "10")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"recording to {out} stopped after 4 frames (kept): disk full" in err
@@ -267,7 +267,7 @@ def test_export_writes_a_playable_video_from_the_frames(tmp_path, capsys):
     assert run_sim.main(["export", str(path)]) == 0
     assert "6 frames" in capsys.readouterr().out
     assert video_frames(path / "video.mp4") == 6
-    assert run_sim.main(["export", str(tmp_path / "nothing")]) == 1
+    assert run_sim.main(["export", str(tmp_path / "nothing")]) == 2
     assert "not an episode" in capsys.readouterr().err
 
 
@@ -277,7 +277,7 @@ def test_replay_of_a_bad_frame_size_is_one_line(tmp_path, capsys, size):
     path = write_episode(tmp_path / "ep", frames, actions)
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps(dict(meta, frame_size=size)))
-    assert run_sim.main(["replay", str(path), "--max-frames", "1"]) == 1
+    assert run_sim.main(["replay", str(path), "--max-frames", "1"]) == 2
     err = capsys.readouterr().err
     assert "meta.json: frame_size must be" in err and err.count("\n") == 1
 
@@ -287,7 +287,7 @@ def test_a_start_episode_of_another_frame_size_is_one_line(files, tmp_path, caps
     start = write_episode(tmp_path / "small", frames, actions)
     args = record_args(files, tmp_path / "out", "--frames", "2")
     args[args.index("--start") + 1] = str(start)
-    assert run_sim.main(args) == 1
+    assert run_sim.main(args) == 2
     assert "holds 8x8 frames; the model takes 16x16" in capsys.readouterr().err
 
 
@@ -411,7 +411,7 @@ def test_record_when_the_whole_disk_fills_still_says_stopped_in_meta_json(files,
     out = tmp_path / "full"
     with pytest.MonkeyPatch.context() as mp:
         whole_disk_full_after(mp, 4)
-        assert run_sim.main(record_args(files, out, "--frames", "10")) == 1
+        assert run_sim.main(record_args(files, out, "--frames", "10")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "disk full" in err and "Traceback" not in err
     ep = load_episode(out)

@@ -292,7 +292,7 @@ def test_serve_refuses_bad_arguments_at_start_up(monkeypatch, capsys, args, frag
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(WorldSession, "load", no_model)
-    assert run_sim.main(["serve", *args]) == 1
+    assert run_sim.main(["serve", *args]) == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
 
@@ -581,7 +581,7 @@ def test_serve_refuses_a_symlinked_or_file_saves_folder_at_start_up(monkeypatch,
     (tmp_path / "link").symlink_to(tmp_path / "real")
     (tmp_path / "file").write_text("x")
     for arg, fragment in [("link", "is a symlink"), ("file", "is not a folder")]:
-        assert run_sim.main(["serve", "--saves", str(tmp_path / arg)]) == 1
+        assert run_sim.main(["serve", "--saves", str(tmp_path / arg)]) == 2
         err = capsys.readouterr().err
         assert fragment in err and err.count("\n") == 1
     from simulator.service import serve_parser
