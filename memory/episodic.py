@@ -44,6 +44,7 @@ from memory.lora import (BatchedLoRA, add_lora, apply_lora, copy_lora, lora_tens
                          pristine_weights, read_lora, reset_lora_tensors, save_lora,
                          set_lora_enabled, write_merged)
 from memory.worker import FrameRing, MemoryWorker, WorldSlot
+from worldmodel.actions import get_action_space
 from worldmodel.config import Config
 from worldmodel.dynamics import Denoiser
 
@@ -170,7 +171,9 @@ class EpisodicMemory:
         if slot is None:
             learner = FastLearner(self._base, self.cfg.diffusion, self.mcfg,
                                   self.cfg.model.action_space)
-            ring = FrameRing(self.mcfg.buffer_frames, 1, self.cfg.model.frame_size)
+            space = get_action_space(self.cfg.model.action_space)
+            ring = FrameRing(self.mcfg.buffer_frames, 1, self.cfg.model.frame_size,
+                             None if space.kind == "discrete" else space.dim)
             slot = WorldSlot(world, learner, ring, self._targets[world])
             if self.worker is None:
                 copy_lora(slot.target, learner.params)
@@ -281,8 +284,10 @@ class EpisodicMemory:
             if context.ndim != 5 or context.shape[0] != self.batch:
                 raise ValueError(f"context must be (B={self.batch}, n, 3, h, w), got "
                                  f"{tuple(context.shape)}")
-            if actions is None:
-                actions = torch.full(context.shape[:2], -1, dtype=torch.long)
+            if actions is None:  # none given: -1 (discrete) or all buttons up (continuous)
+                space = get_action_space(self.cfg.model.action_space)
+                actions = (torch.full(context.shape[:2], -1, dtype=torch.long)
+                           if space.kind == "discrete" else torch.zeros(*context.shape[:2], space.dim))
             context, actions = context.detach().float().cpu(), torch.as_tensor(actions).cpu()
         for i in idx:
             slot = self._slots[i]

@@ -34,12 +34,15 @@ log = logging.getLogger(__name__)
 
 class FrameRing:
     """The last `capacity` frames of B worlds, (b, 3, h, w) floats, with the actions that made
-    them (b,) ints (negative: none). Preallocated; `count` is frames pushed since `clear`."""
+    them: (b,) ints for a discrete space (negative: none), (b, action_dim) floats for a
+    continuous one (buttons and camera deltas). Preallocated; `count` is frames pushed since
+    `clear`."""
 
-    def __init__(self, capacity: int, batch: int, size: int):
+    def __init__(self, capacity: int, batch: int, size: int, action_dim: int | None = None):
         self.capacity = capacity
         self.frames = torch.zeros(capacity, batch, 3, size, size)
-        self.actions = torch.full((capacity, batch), -1, dtype=torch.long)
+        self.actions = (torch.full((capacity, batch), -1, dtype=torch.long) if action_dim is None
+                        else torch.zeros(capacity, batch, action_dim))
         self.count = 0
         self.lock = threading.Lock()
 
@@ -99,7 +102,8 @@ class WorldSlot:
         self.target = target
         window = learner.mcfg.window
         self.frames = torch.zeros(1, window, *ring.frames.shape[2:])  # the window trained on
-        self.actions = torch.full((1, window), -1, dtype=torch.long)
+        self.actions = torch.zeros(1, window, *ring.actions.shape[2:], dtype=ring.actions.dtype)
+        self.actions.fill_(-1 if ring.actions.dtype == torch.long else 0)
         self.published = {k: v.detach().clone() for k, v in learner.params.items()}
         self.gen = torch.Generator().manual_seed(learner.mcfg.seed + 2)  # replay draws
         self.swap_lock = threading.Lock()

@@ -61,11 +61,15 @@ def game_context(session: WorldSession) -> ContextFn:
     return lambda seed: real_context(session.game, seed, session.context_len, size=session.frame_size)
 
 
-def _spaces(session: WorldSession) -> tuple[spaces.Box, spaces.Discrete]:
+def _spaces(session: WorldSession) -> tuple[spaces.Box, spaces.Space]:
+    """Observations, and actions: Discrete(n) for a discrete space, a Box of the continuous
+    space's bounds (buttons 0..1, camera deltas) otherwise."""
     s = session.frame_size
-    if session.space.kind != "discrete":
-        raise ValueError(f"the Gymnasium env needs a discrete action space, got {session.space.name}")
-    return (spaces.Box(0, 255, (s, s, 3), np.uint8), spaces.Discrete(session.space.n))
+    obs = spaces.Box(0, 255, (s, s, 3), np.uint8)
+    if session.space.kind == "discrete":
+        return obs, spaces.Discrete(session.space.n)
+    low, high = session.space.bounds()
+    return obs, spaces.Box(low, high, low.shape, np.float32)
 
 
 class WorldModelEnv(gym.Env):
@@ -125,8 +129,11 @@ class WorldModelEnv(gym.Env):
         if self._frame is None:
             raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
-        frame = self.session.step(int(action))
+            raise ValueError(f"action {str(action)[:200]} is not in {self.action_space}")
+        if isinstance(self.action_space, spaces.Discrete):
+            frame = self.session.step(int(action))
+        else:  # a Box sample: buttons pressed from 0.5
+            frame = self.session.step(self.session.space.snap(action)[None])
         rew, done_prob = 0.0, 0.0
         if self.reward_head is not None:
             r, p = self.reward_head.predict(self._frame, frame)

@@ -7,6 +7,10 @@ The simulator's own controls sit on keys no game uses (CONTROLS).
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+import numpy as np
+
 from worldmodel.actions import ActionError, DiscreteActionSpace
 from worldmodel.game import get_game, known_games
 
@@ -51,7 +55,7 @@ KEY_LABELS = {"return": "enter", "break": "pause", "escape": "esc", ".": "period
               "f5": "F5", "f9": "F9", "f12": "F12"}
 
 
-def keymap_for(game_name: str) -> dict[str, str]:
+def keymap_for(game_name: str) -> dict[str, Any]:
     """The key-name -> action map of a game (`Game.keys`); errors name the games that have one."""
     game = get_game(game_name)
     keys = dict(game.keys)
@@ -63,7 +67,7 @@ def keymap_for(game_name: str) -> dict[str, str]:
         if isinstance(space, DiscreteActionSpace):
             space.index(action)  # a typo in a keymap is an error at once, not a dead key
         else:
-            space.validate(action)
+            space.validate(np.asarray(action, np.float32))
     overlap = set(keys) & {k for ks in CONTROLS.values() for k in ks}
     assert not overlap, f"keys both game and control: {overlap}"
     return keys
@@ -81,7 +85,8 @@ def help_lines(keys: dict[str, str], controls: dict[str, tuple[str, ...]]) -> li
 
     by_action: dict[str, list[str]] = {}
     for key, action in keys.items():
-        by_action.setdefault(action, []).append(key)
+        name = action if isinstance(action, str) else " ".join(f"{v:g}" for v in action)
+        by_action.setdefault(name, []).append(key)
     rows = [(label(ks), action) for action, ks in by_action.items()]
     if rows:
         rows.append(("", ""))
@@ -93,11 +98,17 @@ class HeldKeys:
 
     A key pressed during the frame wins (so a tap shorter than a frame is not lost); otherwise the
     most recently pressed key still held; otherwise noop. Held keys repeat once per frame.
+
+    For a continuous action space (buttons plus camera deltas) each key is a vector, and every key
+    held this frame counts at once (walk and turn together): their sum, made an action by
+    `combine` (the space's `snap`: buttons pressed, camera moves clipped); no key is all zeros.
     """
 
-    def __init__(self, keys: dict[str, str], noop: str = "noop"):
+    def __init__(self, keys: dict[str, Any], noop: str = "noop",
+                 combine: Callable[[np.ndarray], np.ndarray] | None = None):
         self.keys = keys
         self.noop = noop
+        self.combine = combine
         self.held: list[str] = []  # in press order
         self.tapped: str | None = None
 
@@ -120,8 +131,15 @@ class HeldKeys:
         self.held.clear()
         self.tapped = None
 
-    def action(self) -> str:
+    def action(self) -> str | np.ndarray:
         """The action for this frame; consumes the tap."""
+        if self.combine is not None:
+            pressed = set(self.held) | ({self.tapped} if self.tapped else set())
+            self.tapped = None
+            dim = len(next(iter(self.keys.values())))
+            total = sum((np.asarray(self.keys[k], np.float32) for k in pressed),
+                        np.zeros(dim, np.float32))
+            return self.combine(total)
         key = self.tapped or (self.held[-1] if self.held else None)
         self.tapped = None
         return self.keys[key] if key else self.noop

@@ -159,12 +159,13 @@ class Recorder:
         self.log(f"recording to {path}")
         return True
 
-    def add_step(self, action: int, frame: np.ndarray, **extra: Any) -> bool:
+    def add_step(self, action: int | np.ndarray, frame: np.ndarray, **extra: Any) -> bool:
         """Log the action applied to the last frame and the frame it produced."""
         if self.writer is None:
             return False
         try:
-            self.writer.add_step(int(action), frame, **extra)
+            act = int(action) if np.ndim(action) == 0 else np.asarray(action, np.float32).tolist()
+            self.writer.add_step(act, frame, **extra)
         except (OSError, EpisodeError) as e:
             self._fail(f"recording to {self.writer.path} stopped: {e}")
             return False
@@ -262,7 +263,8 @@ def record_rollout(session, start: Start, actions: list[int], out: str | Path, f
     """Imagine `frames` frames from `start` under `actions` (cycled) into an episode at `out`."""
     from tqdm import tqdm
 
-    acts = np.resize(np.asarray(actions, np.int64), frames)  # cycles when frames > len
+    acts = np.asarray(actions, np.int64 if session.space.kind == "discrete" else np.float32)
+    acts = acts[np.arange(frames) % len(acts)]  # cycles when frames > len
     frame = start.apply(session)
     meta = dict(meta or {}, **start.describe(), game=session.game, fps=fps, source="model",
                 action_space=session.space.name, context_frames=session.context_len)
@@ -276,7 +278,7 @@ def record_rollout(session, start: Start, actions: list[int], out: str | Path, f
                 block = acts[s:s + chunk]
                 imagined = session.rollout(block[None], chunk=len(block))[0]
                 for a, f in zip(block, imagined):
-                    writer.add_step(int(a), f)
+                    writer.add_step(int(a) if np.ndim(a) == 0 else a.tolist(), f)
                 bar.update(len(block))
                 bar.set_postfix(ms_per_frame=f"{(time.perf_counter() - t0) * 1000 / (s + len(block)):.1f}")
     except OSError as e:  # a full disk: meta.json says why (when it still can) and the frames stay

@@ -82,6 +82,7 @@ import numpy as np
 
 from memory.saves import NAME
 from simulator.origin import allowed_hosts, refusal
+from worldmodel.actions import ActionError
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may sit idle (or a body take to arrive)
@@ -224,19 +225,33 @@ class WorldService:
         self.max_steps = max_steps
         self.max_context = max_context
         self.max_body = max_body
-        self.names = list(session.space.actions)
+        space = session.space
+        self.discrete = space.kind == "discrete"
+        # a discrete space's action names; a continuous one's actions are vectors of `dim` numbers
+        self.names = list(space.actions) if self.discrete else None
         self.lock = threading.Lock()
         self.ready = False
 
     def info(self) -> dict[str, Any]:
         s = self.session
-        return {"actions": self.names, "batch": s.batch, "frame_size": s.frame_size,
+        acts = self.names if self.discrete else {"vector": s.space.dim, "space": s.space.name}
+        return {"actions": acts, "batch": s.batch, "frame_size": s.frame_size,
                 "context_len": s.context_len, "max_rollout_steps": self.max_steps,
                 "max_context_frames": self.max_context, "max_body_bytes": self.max_body,
                 "encodings": ["png", "raw"], "checkpoint": s.checkpoint, "game": s.game,
                 "memory": list(s.memory_worlds)}
 
-    def action(self, a: Any, allow_none: bool = False) -> int:
+    def action(self, a: Any, allow_none: bool = False) -> int | np.ndarray:
+        if not self.discrete:  # buttons and camera deltas: a list of numbers
+            dim = self.session.space.dim
+            if (not isinstance(a, list) or len(a) != dim
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)):
+                raise bad(f"an action of {self.session.space.name} is a list of {dim} numbers, "
+                          f"got {str(a)[:100]}")
+            try:
+                return self.session.space.validate(np.asarray(a, np.float32))
+            except ActionError as e:
+                raise bad(str(e)[:200]) from None
         if isinstance(a, str):
             if a not in self.names:
                 raise bad(f"unknown action {a!r:.100}; known: {self.names}")
@@ -254,14 +269,15 @@ class WorldService:
         if shape == "B":
             if not isinstance(acts, list) or len(acts) != b:
                 raise bad(f"actions must be a list of {b} actions (one per world), got {acts!r:.200}")
-            return np.asarray([self.action(a) for a in acts], np.int64)
+            return np.asarray([self.action(a) for a in acts], np.int64 if self.discrete else np.float32)
         if (not isinstance(acts, list) or len(acts) != b
                 or not all(isinstance(r, list) for r in acts) or len({len(r) for r in acts}) != 1):
             raise bad(f"actions must be {b} equal-length lists of actions ([B][T]), got {acts!r:.200}")
         t = len(acts[0])
         if not 1 <= t <= self.max_steps:
             raise bad(f"rollout length must be 1..{self.max_steps}, got {t}")
-        return np.asarray([[self.action(a) for a in row] for row in acts], np.int64)
+        return np.asarray([[self.action(a) for a in row] for row in acts],
+                          np.int64 if self.discrete else np.float32)
 
     def start(self, req: dict) -> dict[str, Any]:
         """The reset fields of a request -> kwargs for WorldSession.reset."""
@@ -286,7 +302,8 @@ class WorldService:
             if (not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == n for r in rows)
                     or len(rows) != (ctx.shape[0] if ctx.ndim == 5 else 1)):
                 raise bad(f"context_actions must match the context's leading shape {list(ctx.shape[:-3])}")
-            acts = np.asarray([[self.action(a, allow_none=True) for a in r] for r in rows], np.int64)
+            acts = np.asarray([[self.action(a, allow_none=True) for a in r] for r in rows],
+                              np.int64 if self.discrete else np.float32)
             acts = acts if ctx.ndim == 5 else acts[0]
         return {"context": ctx, "actions": acts}
 

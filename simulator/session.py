@@ -51,17 +51,20 @@ DEFAULT_CHECKPOINT = ROOT / "assets" / "crafter_memory"
 
 def real_context(game_name: str, seed: int, frames: int, actions: Sequence[int] | None = None,
                  size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Play the real game from `seed` for `frames - 1` steps: (frames, h, w, 3) uint8 and the
-    (frames,) actions that produced them (actions[0] = -1: none)."""
+    """Play the real game from `seed` for `frames - 1` steps (default: noops): (frames, h, w, 3)
+    uint8 and the actions that produced them: (frames,) ints with actions[0] = -1 (none) for a
+    discrete space, (frames, dim) floats with actions[0] all zero for a continuous one."""
     from simulator.games import make_game
 
     game = make_game(game_name, size=size)
+    continuous = game.action_space.kind != "discrete"
+    noop = np.zeros(game.action_space.dim, np.float32) if continuous else 0
     obs = [game.reset(seed)]
-    acts = [-1]
-    todo = list(actions) if actions is not None else [0] * (frames - 1)
+    acts = [noop if continuous else -1]
+    todo = list(actions) if actions is not None else [noop] * (frames - 1)
     for a in todo[: frames - 1]:
         obs.append(game.step(a).obs)
-        acts.append(int(a))
+        acts.append(np.asarray(a, np.float32) if continuous else int(a))
     return np.stack(obs), np.asarray(acts)
 
 
@@ -361,7 +364,11 @@ class WorldSession:
     def context_len(self) -> int:
         return self.rollout_state.context
 
-    def action_index(self, action: int | str) -> int:
+    def action_index(self, action: int | str | Sequence[float]) -> int | np.ndarray:
+        """One world's action as the session takes it: an index for a discrete space, the
+        validated vector for a continuous one."""
+        if self.space.kind != "discrete":
+            return self.space.validate(np.asarray(action, np.float32))
         return self.space.index(action)
 
     def reset(self, seed: int | None = None, context: np.ndarray | None = None,
@@ -416,7 +423,9 @@ class WorldSession:
             # written. The memory takes a row per world of the batch; only those of idx are read.
             full = torch.zeros(self.batch, *ctx.shape[1:])
             full[idx] = ctx
-            full_acts = torch.full(full.shape[:2], -1, dtype=torch.long)
+            full_acts = (torch.full(full.shape[:2], -1, dtype=torch.long)
+                         if self.space.kind == "discrete" else
+                         torch.zeros(*full.shape[:2], self.space.dim))
             if acts is not None:
                 full_acts[idx] = acts
             self._memory.reset(full[:, -n:], full_acts[:, -n:], idx)
@@ -437,7 +446,8 @@ class WorldSession:
         if context.ndim == 4:
             context = np.broadcast_to(context[None], (worlds, *context.shape))
             if actions is not None:
-                actions = np.broadcast_to(np.asarray(actions)[None], (worlds, len(actions)))
+                actions = np.asarray(actions)
+                actions = np.broadcast_to(actions[None], (worlds, *actions.shape))
         if context.ndim != 5 or context.shape[0] != worlds or context.shape[-1] != 3:
             raise ValueError(f"context must be (n, h, w, 3) or ({worlds}, n, h, w, 3) uint8, "
                              f"got {context.shape}")
@@ -445,7 +455,9 @@ class WorldSession:
             raise ValueError(f"context frames are {context.shape[2:4]}, the model takes "
                              f"{self.frame_size}x{self.frame_size}")
         acts = None
-        if actions is not None:
+        if actions is not None and self.space.kind != "discrete":
+            acts = torch.from_numpy(self.space.validate(np.asarray(actions, np.float32)).copy())
+        elif actions is not None:
             acts = np.asarray(actions, np.int64).copy()
             valid = acts >= 0
             self.space.validate(acts[valid])
@@ -453,6 +465,18 @@ class WorldSession:
         return context, to_float(torch.from_numpy(np.array(context))), acts  # a writable copy
 
     def _actions_tensor(self, actions) -> torch.Tensor:
+        """One action per world: (B,) ints for a discrete space (names or indices), (B, dim)
+        floats for a continuous one (a single world may pass its (dim,) vector)."""
+        if self.space.kind != "discrete":
+            try:
+                arr = np.asarray(actions, np.float32)
+            except (TypeError, ValueError):
+                raise ActionError(f"{self.space.name} actions are vectors of {self.space.dim} "
+                                  f"numbers, got {str(actions)[:200]}") from None
+            arr = self.space.validate(arr.reshape(-1, self.space.dim) if arr.ndim == 1 else arr)
+            if arr.shape[0] != self.batch:
+                raise ActionError(f"need {self.batch} actions (one per world), got {arr.shape[0]}")
+            return torch.from_numpy(arr)
         if isinstance(actions, (int, str, np.integer)):
             actions = [actions]
         idx = [self.space.index(a) if isinstance(a, str) else a for a in np.asarray(actions, object).ravel()]
@@ -483,7 +507,7 @@ class WorldSession:
         `context` (or the real game at `seed`) when given, else continues the current worlds.
         `chunk` > 1 generates that many frames jointly per model call."""
         actions = np.asarray(actions)
-        if actions.ndim == 1:
+        if actions.ndim == 1 + (self.space.kind != "discrete"):
             actions = actions[None]
         if context is not None or seed is not None:
             self.reset(seed=seed, context=context, actions=context_actions)

@@ -281,7 +281,8 @@ class PlayApp:
         self.fps = fps
         self.side_by_side = side_by_side
         self.keys = keymap_for(session.game)
-        self.held = HeldKeys(self.keys)
+        space = session.space
+        self.held = HeldKeys(self.keys, combine=None if space.kind == "discrete" else space.snap)
         self.controls = control_lookup(CONTROLS)
         self.help = help_lines(self.keys, CONTROLS)
         self.recorder = Recorder(int(fps) if fps > 0 else get_game(session.game).fps)
@@ -472,7 +473,7 @@ class PlayApp:
             elif cmd == "load_world":
                 self.load_world()
 
-    def advance(self, action: str) -> tuple[float, float]:
+    def advance(self, action: str | np.ndarray) -> tuple[float, float]:
         """Apply one action to the model (and the real game); returns (model ms, record ms)."""
         a = self.session.action_index(action)
         self.frame = self.session.step(a)
@@ -483,7 +484,8 @@ class PlayApp:
         t = time.perf_counter()
         if self.recorder.active and not self.recorder.add_step(a, self.frame):
             self.say(self.recorder.error or "recording stopped", RED, 10.0)
-        self.last_action = action
+        self.last_action = (action if isinstance(action, str)
+                            else " ".join(f"{v:g}" for v in np.asarray(action).ravel()))
         return model_ms, (time.perf_counter() - t) * 1000
 
     def tick(self) -> bool:

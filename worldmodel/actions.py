@@ -85,6 +85,21 @@ class MinecraftActionSpace:
             raise ActionError(f"{self.name} camera moves must be within ±{self.camera_max_deg} deg")
         return arr
 
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of each entry: buttons 0..1, camera moves within ±camera_max_deg."""
+        n = len(self.buttons)
+        m = self.camera_max_deg
+        return (np.array([0.0] * n + [-m, -m], np.float32), np.array([1.0] * n + [m, m], np.float32))
+
+    def snap(self, vector: np.ndarray) -> np.ndarray:
+        """Any vector within `bounds` (a Box sample, several keys held at once) as an action:
+        a button is pressed from 0.5, the camera move clipped to its range."""
+        low, high = self.bounds()
+        v = np.clip(np.asarray(vector, np.float32), low, high)
+        n = len(self.buttons)
+        v[..., :n] = (v[..., :n] >= 0.5).astype(np.float32)
+        return v
+
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         out = actions.float().clone()
         out[..., -2:] = out[..., -2:] / self.camera_max_deg

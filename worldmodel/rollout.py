@@ -92,6 +92,13 @@ class Rollout:
         return self.space.encode(actions), torch.zeros(actions.shape[:2], dtype=torch.bool,
                                                       device=self.device)
 
+    def no_actions(self, b: int, n: int) -> Tensor:
+        """(b, n) "no action" for a discrete space (-1: the null action), (b, n, dim) zeros (no
+        button, no camera move) for a continuous one."""
+        if self.space.kind == "discrete":
+            return torch.full((b, n), -1, dtype=torch.long)
+        return torch.zeros(b, n, self.space.dim)
+
     @property
     def uses_view(self) -> bool:
         return self.view is not None and self.model.memory_stem is not None
@@ -106,7 +113,7 @@ class Rollout:
         frames = frames.to(self.device)
         b, n_all = frames.shape[:2]
         if actions is None:
-            actions = torch.full((b, n_all), -1, dtype=torch.long)
+            actions = self.no_actions(b, n_all)
         actions = torch.as_tensor(actions)
         if self.uses_view:
             self.view.reset()
@@ -182,11 +189,10 @@ class Rollout:
         noise = torch.zeros_like(full)
         noise[idx] = torch.stack([torch.randn(full.shape[1:], generator=self.gens[i],
                                               device=self.device) for i in worlds])
-        given = (torch.full((k, n), -1, dtype=torch.long) if actions is None
-                 else torch.as_tensor(actions).clone())
+        given = self.no_actions(k, n) if actions is None else torch.as_tensor(actions).clone()
         if given.dtype == torch.long:  # as in reset: frame 0's action is not given
             given[:, 0] = -1
-        acts = torch.full((self.batch, *given.shape[1:]), -1, dtype=given.dtype)
+        acts = self.no_actions(self.batch, n).to(given.dtype)
         acts[torch.as_tensor(worlds)] = given
         if self.uses_view:
             self.view.reset(worlds)
@@ -354,5 +360,6 @@ class Rollout:
         self._commit(frames, torch.as_tensor(actions))
 
     def step(self, actions: Tensor) -> Tensor:
-        """One frame per world: actions (b,) -> frames (b, 3, h, w)."""
-        return self.chunk(torch.as_tensor(actions).reshape(-1, 1))[:, 0]
+        """One frame per world: actions (b,) (or (b, dim) vectors) -> frames (b, 3, h, w)."""
+        actions = torch.as_tensor(actions)
+        return self.chunk(actions[:, None] if actions.ndim > 0 else actions.reshape(1, 1))[:, 0]

@@ -79,7 +79,6 @@ def toy_checkpoint(tmp_path_factory):
     """The toy game registered, a few episodes collected, a tiny model trained on them."""
     from simulator.collect import collect_episode
     from simulator.games import make_game
-    from worldmodel.checkpoint import load_checkpoint
     from worldmodel.train import train
 
     register_game(TOY)
