@@ -1,11 +1,11 @@
 """The Game seam: everything that differs between games sits behind `Game`, found by name.
 
 The core (network, diffusion, rollout, training, checkpoints, generic metrics) names no game. A
-checkpoint's config names its game (`game: crafter`) and carries a `game_options:` section that
-the game owns. A game is a package of its own (`games/crafter`, `games/minetest`) that imports
-only the core; it registers itself with `register_game` when imported, and the package declares
-it in the `neural_game_sim.games` entry-point group (pyproject.toml) so that `get_game(name)`
-finds it without the core naming it (as Gymnasium's registry finds environments).
+checkpoint's config names its game (`model.game`; empty: the game named like the action space).
+A game is a package of its own (`games/crafter`) that imports only the core; it registers itself
+with `register_game` when imported, and the package declares it in the `neural_game_sim.games`
+entry-point group (pyproject.toml) so that `get_game(name)` finds it without the core naming it
+(as Gymnasium's registry finds environments).
 
 What a game provides:
 
