@@ -55,7 +55,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
     ro = Rollout(model, cfg, seed=seed)
     if use_view:
         # As in a session: the view memory records every frame; memory on conditions on it.
-        ro.view = get_game(cfg.model.game or cfg.model.action_space).view_memory(1, ro.device)
+        ro.view = get_game(cfg.model.game_name).view_memory(1, ro.device)
     if memory is None and ro.view is None:
         raise ValueError(f"no memory store to measure: memory.stores is {mcfg.stores!r} and the "
                          f"model has no view memory")

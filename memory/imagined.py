@@ -57,7 +57,7 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     real = to_float(torch.from_numpy(frames)).to(dev)
     acts = torch.from_numpy(np.asarray(actions, np.int64))
     ro = Rollout(model, cfg, context=context, seed=seed)
-    ro.view = get_game(cfg.model.game or space.name).view_memory(b, dev)
+    ro.view = get_game(cfg.model.game_name).view_memory(b, dev)
     ro.view.set_on(True, list(range(b)))
     out = frames.copy()
     for start in range(context, t, segment):

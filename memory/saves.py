@@ -56,16 +56,23 @@ def check_name(name: object) -> str:
     return name
 
 
+def _refuse_link_or_file(path: Path, what: object) -> None:
+    """SaveRootError (naming `what`) if `path` is a symlink, or exists and is not a folder."""
+    if path.is_symlink():
+        raise SaveRootError(f"{what} is a symlink: saved worlds are not read or written "
+                            f"through symlinks")
+    if path.exists() and not path.is_dir():
+        raise SaveRootError(f"{what} is not a folder")
+
+
 def check_folder(folder: str | Path) -> Path:
     """`folder` as an absolute path, refused (SaveRootError) if it or the folder it lies in is a
     symlink, or it exists and is not a folder."""
     path = Path(os.path.abspath(folder))
-    for p in (path, path.parent):
-        if p.is_symlink():
-            raise SaveRootError(f"{p} is a symlink: saved worlds are not read or written "
-                                f"through symlinks")
-    if path.exists() and not path.is_dir():
-        raise SaveRootError(f"{path} is not a folder")
+    _refuse_link_or_file(path, path)
+    if path.parent.is_symlink():
+        raise SaveRootError(f"{path.parent} is a symlink: saved worlds are not read or written "
+                            f"through symlinks")
     return path
 
 
@@ -90,11 +97,7 @@ class SaveRoot:
         p = self.root / check_name(name)
         if self.root.is_symlink():  # swapped for a link since start-up
             raise SaveRootError(f"the saves folder {self.root} became a symlink")
-        if p.is_symlink():
-            raise SaveRootError(f"save {name} is a symlink: saves are not read or written "
-                                f"through symlinks")
-        if p.exists() and not p.is_dir():
-            raise SaveRootError(f"save {name} is not a folder")
+        _refuse_link_or_file(p, f"save {name}")
         return p
 
     def names(self) -> list[str]:

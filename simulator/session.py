@@ -80,7 +80,7 @@ class WorldSession:
         if sample_steps is not None:
             cfg.diffusion.sample_steps = sample_steps
         self.space = get_action_space(cfg.model.action_space)
-        self.game = game or cfg.model.game or cfg.model.action_space  # the real game's name
+        self.game = game or cfg.model.game_name  # the real game's name
         self.batch = batch
         self.seed = seed
         self.checkpoint = str(checkpoint) if checkpoint else None

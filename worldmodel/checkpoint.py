@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -72,6 +72,16 @@ def name_side_file(path: str | Path, key: str, name: str) -> None:
     write_json_atomic(Path(path) / CONFIG, to_dict(cfg))
 
 
+def attach_side_file(path: str | Path, key: str, name: str,
+                     save: Callable[[Path], object]) -> None:
+    """Write a side file (a codebook, a land prior) into checkpoint folder `path` with
+    `save(file)` and name it in the config (`diffusion.<key> = name`); the folder is checked to
+    be a checkpoint before anything is written into it."""
+    load_config_from_checkpoint(path)
+    save(Path(path) / name)
+    name_side_file(path, key, name)
+
+
 def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: str,
                      against: str, error: type[Exception]) -> None:
     """Same keys, same shapes, finite values; else `error` naming the first tensor that is off."""
@@ -104,7 +114,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = Denoiser(cfg.model)
     check_state_dict(state, model.state_dict(), str(weights), "its config", CheckpointError)
     model.load_state_dict(state)
-    game = find_game(cfg.model.game or cfg.model.action_space)
+    game = find_game(cfg.model.game_name)
     if game is not None:  # the game's stages of the frame pipeline, from their side files
         model.stages = game.stages(cfg, path, device)
     return model.to(device).eval(), cfg

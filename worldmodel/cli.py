@@ -50,3 +50,11 @@ def common_flags(**flags: dict[str, Any] | bool) -> argparse.ArgumentParser:
             raise KeyError(f"no shared flag --{name}; shared: {sorted(FLAGS)}")
         p.add_argument(f"--{name}", **{**FLAGS[name], **(over if isinstance(over, dict) else {})})
     return p
+
+
+def side_file_flags(what: str, name: str, key: str) -> dict[str, dict[str, str]]:
+    """`common_flags` overrides of a command that builds a checkpoint's side file: `--out FILE`
+    and/or `--checkpoint DIR` (written there as `name`, named by `diffusion.<key>`)."""
+    return {"out": {"help": f"{what} file (.safetensors)"},
+            "checkpoint": {"help": f"attach it to this checkpoint: written there as {name} and "
+                                   f"named in its config (diffusion.{key})"}}

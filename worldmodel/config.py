@@ -40,6 +40,11 @@ class ModelConfig:
     # tile, and the network sees that composed anchor (the game's view memory: Crafter's in
     # games.crafter.viewmap and games.crafter.view_memory)
 
+    @property
+    def game_name(self) -> str:
+        """The model's game: `game`, else the one named like the action space."""
+        return self.game or self.action_space
+
     def __post_init__(self) -> None:
         if self.frame_size < 1:
             raise ConfigError(f"model.frame_size must be a positive number of pixels, got "

@@ -50,11 +50,11 @@ class Conditioning:
 def anchor_head(cfg: ModelConfig, action_dim: int) -> nn.Module | None:
     """The game's anchor head for this config (`Game.anchor_head`), or None. The game is
     `cfg.game`, else the one named like the action space, if any."""
-    game = find_game(cfg.game or cfg.action_space)
+    game = find_game(cfg.game_name)
     head = None if game is None else game.anchor_head(cfg, action_dim)
     if head is None and (cfg.committed_move or cfg.view_memory):
         raise ValueError(f"model.committed_move / model.view_memory need a game with an anchor "
-                         f"head; {cfg.game or cfg.action_space!r} has none")
+                         f"head; {cfg.game_name!r} has none")
     return head
 
 

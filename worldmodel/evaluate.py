@@ -126,7 +126,7 @@ def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
     if view_memory:
         if model.memory_stem is None:
             raise ValueError("this checkpoint has no view memory (model.view_memory)")
-        ro.view = get_game(cfg.model.game or cfg.model.action_space).view_memory(batch, ro.device)
+        ro.view = get_game(cfg.model.game_name).view_memory(batch, ro.device)
         ro.view.set_on(True, range(batch))
     return ro
 
@@ -400,8 +400,7 @@ def main(argv: list[str] | None = None, view_memory: bool = False,
     p.add_argument("--sample-steps", type=int, default=0,
                    help="sampler steps (default: the checkpoint's own)")
     known, _ = p.parse_known_args(argv)
-    game = find_game(load_config_from_checkpoint(known.checkpoint).model.game
-                     or load_config_from_checkpoint(known.checkpoint).model.action_space)
+    game = find_game(load_config_from_checkpoint(known.checkpoint).model.game_name)
     game_eval = None if game is None else game.evaluation()
     if game_eval is not None:
         game_eval.add_arguments(p)

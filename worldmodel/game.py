@@ -144,14 +144,6 @@ class GameBase:
         evaluation against the real game's labels), or None: PSNR and drift alone."""
         return None
 
-    def check_action(self, action: Any) -> Any:
-        """An action of this game's space, or an ActionError naming it."""
-        space = self.action_space
-        if space.kind == "discrete":
-            return space.index(action)
-        arr = space.validate(np.asarray(action, np.float32))
-        return arr
-
     def __repr__(self) -> str:
         return f"<game {self.name}>"
 

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--checkpoint", required=True)
     known, _ = p.parse_known_args(argv)
     cfg = load_config_from_checkpoint(known.checkpoint)
-    game = get_game(cfg.model.game or cfg.model.action_space)
+    game = get_game(cfg.model.game_name)
     if not hasattr(game, "model_card"):
         raise GameError(f"game {game.name!r} writes no model card")
     return game.model_card(argv)

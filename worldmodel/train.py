@@ -108,7 +108,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     gen = generator(device, tc.seed + 7 + rank)
     out = Path(tc.out)
     space = get_action_space(cfg.model.action_space)
-    game = find_game(cfg.model.game or space.name)  # the anchor head's targets, the canvases
+    game = find_game(cfg.model.game_name)  # the anchor head's targets, the canvases
     view_memory = cfg.model.view_memory
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
                          cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,

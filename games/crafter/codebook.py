@@ -41,8 +41,8 @@ from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_ti
 from worldmodel import tensorfile
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.reports import command_line
-from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
-from worldmodel.cli import common_flags, run_cli
+from worldmodel.checkpoint import attach_side_file
+from worldmodel.cli import common_flags, run_cli, side_file_flags
 
 VERSION = 1
 DEFAULT_NAME = "codebook.safetensors"
@@ -259,10 +259,7 @@ def build(episodes: list, size: int = 8192, levels: int = 10, seed: int = 0) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    shared = common_flags(seed=True, out={"help": "codebook file (.safetensors)"},
-                          checkpoint={"help": "attach it to this checkpoint: written there as "
-                                               f"{DEFAULT_NAME} and named in its config "
-                                               "(diffusion.tile_codebook)"})
+    shared = common_flags(seed=True, **side_file_flags("codebook", DEFAULT_NAME, "tile_codebook"))
     p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of episodes")
@@ -283,10 +280,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     book.info.update(command=command_line("games.crafter.codebook", argv),
                      first_episode=paths[0].name, last_episode=paths[-1].name)
     if args.checkpoint:
-
-        load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
-        book.save(Path(args.checkpoint) / DEFAULT_NAME)
-        name_side_file(args.checkpoint, "tile_codebook", DEFAULT_NAME)
+        attach_side_file(args.checkpoint, "tile_codebook", DEFAULT_NAME, lambda f: book.save(f))
     if args.out:
         book.save(args.out)
     print(json.dumps(book.info))

@@ -46,8 +46,8 @@ from games.crafter.geometry import window_moves
 from worldmodel.actions import get_action_space
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.reports import command_line
-from worldmodel.checkpoint import load_config_from_checkpoint, name_side_file
-from worldmodel.cli import common_flags, run_cli
+from worldmodel.checkpoint import attach_side_file
+from worldmodel.cli import common_flags, run_cli, side_file_flags
 
 VERSION = 1
 DEFAULT_NAME = "land.safetensors"
@@ -393,10 +393,7 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    shared = common_flags(seed=True, out={"help": "land prior file (.safetensors)"},
-                          checkpoint={"help": "attach it to this checkpoint: written there as "
-                                               f"{DEFAULT_NAME} and named in its config "
-                                               "(diffusion.land_prior)"})
+    shared = common_flags(seed=True, **side_file_flags("land prior", DEFAULT_NAME, "land_prior"))
     p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="folder of labelled training episodes")
@@ -438,10 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],
             "heldout": sampled_shares(prior, held, names.index("grass"))}
     if args.checkpoint:
-
-        load_config_from_checkpoint(args.checkpoint)  # a checkpoint folder, before writing into it
-        prior.save(Path(args.checkpoint) / DEFAULT_NAME, info)
-        name_side_file(args.checkpoint, "land_prior", DEFAULT_NAME)
+        attach_side_file(args.checkpoint, "land_prior", DEFAULT_NAME, lambda f: prior.save(f, info))
     if args.out:
         prior.save(args.out, info)
     print(json.dumps(info["heldout"]))
