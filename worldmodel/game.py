@@ -36,6 +36,11 @@ class GameError(ValueError):
     message names the script that installs them)."""
 
 
+class GameCrash(RuntimeError):
+    """The real game died or stopped answering mid-episode (what was written stays; the next
+    reset starts it afresh)."""
+
+
 class MemoryFileError(ValueError):
     """A memory's saved file (a game's view memory, the temporal LoRA) that cannot be read here:
     missing, corrupt, another version, or made for other weights."""
@@ -70,6 +75,10 @@ class RealEnv(Protocol):
     def labels(self) -> np.ndarray | None:
         """The current frame's ground-truth label map (uint8 ids into `Game.label_names`:
         Crafter per tile, Minetest per pixel), or None where this frame carries none."""
+
+    def episode_meta(self) -> dict:
+        """What an episode's meta.json should also say of the world just reset (Minetest: the
+        spawn found, the label resolution); {} for most games."""
 
     def close(self) -> None:
         """End every process and file the environment holds. Safe to call twice."""
@@ -183,5 +192,5 @@ def get_game(name: str) -> Game:
     return _REGISTRY[name]
 
 
-__all__ = ["ActionError", "Game", "GameBase", "GameError", "MemoryFileError", "Policy", "RealEnv", "StepResult",
+__all__ = ["ActionError", "Game", "GameBase", "GameCrash", "GameError", "MemoryFileError", "Policy", "RealEnv", "StepResult",
            "find_game", "get_game", "known_games", "register_game", "unregister_game"]

@@ -78,5 +78,8 @@ class CrafterEnv:
     def labels(self) -> np.ndarray:
         return self.view_labels()
 
+    def episode_meta(self) -> dict:
+        return {}
+
     def close(self) -> None:
         self._env = None

@@ -33,7 +33,7 @@ import numpy as np
 from games.minetest.actions import ACTION_SPACE
 from games.minetest.labels import LABEL_NAMES, label_ids
 from games.minetest.xdisplay import XDisplay
-from worldmodel.game import GameError, StepResult
+from worldmodel.game import GameCrash, GameError, StepResult
 
 INSTALL_SCRIPT = "scripts/install_system.sh"
 MOD = Path(__file__).resolve().parent / "mod" / "ngs_driver"
@@ -41,8 +41,8 @@ KINDS = ("grassland", "forest", "desert", "water", "cave")
 MINETEST_GAME = "/usr/share/games/minetest/games/minetest_game"
 
 
-class MinetestCrash(RuntimeError):
-    """The game died or stopped answering mid-episode."""
+class MinetestCrash(GameCrash):
+    """Minetest died or stopped answering mid-episode."""
 
 
 def find_programs() -> tuple[str, str]:
@@ -398,6 +398,13 @@ class MinetestEnv:
 
     def labels(self) -> np.ndarray | None:
         return self._labels
+
+    def episode_meta(self) -> dict:
+        sp = self.spawn
+        return {"map_seed": sp.map_seed, "spawn": {"kind": sp.kind, "search_from": [sp.x, sp.z],
+                                                   **self.spawn_info},
+                "label_size": self.label_size, "label_every": self.label_every,
+                "pose": "x, y, z (feet, nodes), yaw, pitch (degrees)"}
 
     @property
     def node_hash(self) -> str | None:

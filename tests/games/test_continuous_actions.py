@@ -55,6 +55,9 @@ class PanEnv:
     def labels(self) -> None:
         return None
 
+    def episode_meta(self) -> dict:
+        return {}
+
     def close(self) -> None:
         pass
 

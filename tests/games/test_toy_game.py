@@ -54,6 +54,9 @@ class GridEnv:
     def labels(self) -> None:
         return None
 
+    def episode_meta(self) -> dict:
+        return {}
+
     def close(self) -> None:
         pass
 

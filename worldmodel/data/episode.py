@@ -13,7 +13,8 @@ An episode is a folder:
                     uint8 (Crafter: the 7x9 world-view tiles' semantic ids, names in
                     meta["label_names"]); with "pos" in actions.jsonl they are the ground truth
                     the semantic evaluation needs, so it never re-simulates. Recordings made
-                    without a game have none.
+                    without a game have none. Minetest's are per pixel (L x L, at the
+                    collection's label_size); frames it did not label hold NO_LABEL (255).
 
 Frames and actions are appended and flushed as they come, so a process killed mid-episode leaves
 a readable prefix: the loader keeps whole frames only and trims to the shorter of the two logs.
@@ -39,6 +40,7 @@ FRAMES_FILE = "frames.u8"
 ACTIONS_FILE = "actions.jsonl"
 META_FILE = "meta.json"
 LABELS_FILE = "labels.u8"
+NO_LABEL = 255  # a label of a frame the game did not label (Minetest labels every k-th frame)
 
 
 class EpisodeError(ValueError):

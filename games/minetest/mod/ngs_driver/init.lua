@@ -321,10 +321,15 @@ local function answer(seq, p, changed, L, extra)
 	end
 end
 
+local function canopy(name)  -- tree tops are not ground to start on
+	return minetest.get_item_group(name, "leaves") > 0 or minetest.get_item_group(name, "tree") > 0
+end
+
 local function ground_height(x, z, top, bottom)
 	for y = top, bottom, -1 do
 		local pos = {x = x, y = y, z = z}
-		if walkable(pos) and minetest.get_node(pos).name ~= "ignore" and body_free(vector.offset(pos, 0, 1, 0)) then
+		local name = minetest.get_node(pos).name
+		if walkable(pos) and name ~= "ignore" and not canopy(name) and body_free(vector.offset(pos, 0, 1, 0)) then
 			return y
 		end
 	end

@@ -1,0 +1,36 @@
+"""Minetest behind the core's `Game` seam: the real first-person voxel game, its actions, keys and
+per-pixel labels. It has no model parts yet (no anchor head, stages or view memory): a model of it
+is trained with the core's defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import games.minetest.policies as policies
+from games.minetest.actions import ACTION_SPACE, KEYS
+from games.minetest.env import MinetestEnv
+from games.minetest.labels import LABEL_NAMES
+from worldmodel.game import GameBase, register_game
+
+
+class MinetestGame(GameBase):
+    """Minetest 5.6 with minetest_game: first person, 64x64 frames, 12 discrete actions; the pose
+    is (x, y, z, yaw, pitch); labels are per pixel (at the env's label_size)."""
+
+    name = "minetest"
+    frame_size = 64
+    fps = 10
+    action_space = ACTION_SPACE
+    label_names = LABEL_NAMES
+    keys = KEYS
+    hud: dict[str, tuple[int, int, int, int]] = {"world": (0, 64, 0, 64)}  # the whole frame is the view
+
+    def make_env(self, size: int | None = None, **options: Any) -> MinetestEnv:
+        """The real game (GameError naming scripts/install_system.sh where it is not installed)."""
+        return MinetestEnv(size=size or self.frame_size, **options)
+
+    def policies(self) -> dict[str, Any]:
+        return policies.POLICIES
+
+
+GAME = register_game(MinetestGame())
