@@ -45,19 +45,18 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     """frames uint8 (B, T, h, w, 3) of B real episodes of one length, actions (B, T) with
     actions[:, i] the action that produced frame i -> (B, T, h, w, 3) uint8: the first `context`
     frames real, every later one drawn by the model (see the module docstring)."""
-    from games.crafter.geometry import window_moves
-
     if model.memory_stem is None:
         raise ImaginedError("imagined copies need a model with a view memory (model.view_memory)")
     space = get_action_space(cfg.model.action_space)
     b, t = frames.shape[:2]
     context = context or cfg.data.window - 1
     dev = next(model.parameters()).device
-    moves = torch.from_numpy(window_moves(frames, actions, space)).to(dev)
+    game = get_game(cfg.model.game_name)
+    moves = torch.from_numpy(game.window_choices(frames, actions, space)).to(dev)
     real = to_float(torch.from_numpy(frames)).to(dev)
     acts = torch.from_numpy(np.asarray(actions, np.int64))
     ro = Rollout(model, cfg, context=context, seed=seed)
-    ro.view = get_game(cfg.model.game_name).view_memory(b, dev)
+    ro.view = game.view_memory(b, dev)
     ro.view.set_on(True, list(range(b)))
     out = frames.copy()
     for start in range(context, t, segment):

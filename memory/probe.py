@@ -28,7 +28,7 @@ import torch
 from memory.config import MemoryConfig, load_memory_config
 from memory.episodic import EpisodicMemory
 from memory.fast_learner import FastLearner, fast_loss
-from memory.revisit import load_revisit_episodes, real_prefix
+from memory.revisit_trips import load_revisit_episodes, real_prefix
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode
@@ -36,6 +36,7 @@ from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
 from worldmodel.evaluate import frame_actions
 from worldmodel.device import pick_device
+from worldmodel.game import get_game
 
 
 @torch.no_grad()
@@ -65,7 +66,7 @@ def way_back_windows(mcfg: MemoryConfig, prefix: int, context: int,
 def trip_and_way_back(cfg: Config, mcfg: MemoryConfig, ep: Episode):
     """(context, real prefix, frames (1, T+1, 3, h, w), actions (1, T+1), way-back windows)."""
     context = cfg.data.window - 1
-    prefix = real_prefix(ep, context, "trip")
+    prefix = real_prefix(ep, context, "trip", get_game(cfg.model.game_name).navigation().moves)
     frames = to_float(torch.from_numpy(ep.frames))[None]
     actions = torch.from_numpy(frame_actions(ep, 0, len(ep.frames)))[None]
     return context, prefix, frames, actions, way_back_windows(mcfg, prefix, context, ep)

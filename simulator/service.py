@@ -694,6 +694,7 @@ def plan_parser() -> argparse.ArgumentParser:
     from simulator import planner
 
     p = argparse.ArgumentParser(prog="run_sim.py plan", description=planner.__doc__,
+                                parents=[planner.shared_flags()],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     planner.add_arguments(p)
     p.set_defaults(threads=None)  # run_sim.py takes None as torch's default and refuses 0
