@@ -18,7 +18,7 @@ from worldmodel.config import Config
 from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
-from worldmodel.evaluate import player_positions
+from worldmodel.prediction import player_positions
 from worldmodel.game import get_game
 
 

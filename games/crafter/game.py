@@ -23,7 +23,7 @@ from games.crafter.codebook import CodebookError, TileCodebook
 from games.crafter.env import LABEL_NAMES, CrafterEnv
 from games.crafter.evaluation import CrafterEvaluation
 from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles, window_moves
-from games.crafter.land import LINE, LandError, LandPrior, fill_canvas
+from games.crafter.land_model import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
 from games.crafter.navigation import CrafterNavigation
 from games.crafter.view_memory import ViewMemory
