@@ -84,6 +84,7 @@ from simulator.origin import allowed_hosts, refusal
 from simulator.service_handlers import WorldService
 from simulator.service_wire import RequestError, bad, png_decode, png_encode
 from simulator.session import WorldSession
+from worldmodel.cli import common_flags, run_cli
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may sit idle (or a body take to arrive)
@@ -238,20 +239,21 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_sim.py serve", description=__doc__,
+    shared = common_flags(checkpoint={"help": "model folder (default: the shipped model)"},
+                          device=True,
+                          threads={"default": None,
+                                   "help": "torch CPU threads of the model (default: torch's, all "
+                                           "cores)"})
+    p = argparse.ArgumentParser(prog="run_sim.py serve", description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--checkpoint", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--batch", type=int, default=1, help="worlds per session")
-    p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame")
     p.add_argument("--max-rollout-steps", type=int, default=256)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds a connection may sit idle before it is closed (default: "
                         f"{DEFAULT_TIMEOUT:g})")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads of the model (default: torch's, all cores)")
     p.add_argument("--memory", action="store_true",
                    help="episodic memory on for every world from the start (POST /memory "
                         "switches it)")
@@ -315,5 +317,10 @@ def plan_command(args: argparse.Namespace) -> int:
 COMMANDS = {"serve": (serve_parser, serve_command), "plan": (plan_parser, plan_command)}
 
 
-if __name__ == "__main__":  # python -m simulator.service [--port N] ... (same as run_sim.py serve)
-    sys.exit(serve_command(serve_parser().parse_args()))
+def main(argv: list[str] | None = None) -> None:
+    """python -m simulator.service [--port N] ... (the same as run_sim.py serve)."""
+    sys.exit(serve_command(serve_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    run_cli(main)

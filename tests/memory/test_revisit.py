@@ -194,7 +194,8 @@ def test_probe_measures_the_way_back_before_and_after_learning_the_trip_out(tiny
     assert again["way_back_after"] == row["way_back_after"]  # seeded: settings compare exactly
 
 
-def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturbed_model, tmp_path):
+def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturbed_model, tmp_path,
+                                                               capsys):
     from memory.probe import ceiling_episode, main
 
     write_trip(tmp_path / "data" / "revisit_0")
@@ -205,8 +206,9 @@ def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturb
     assert row["steps"] == [0, 3] and len(row["change"]) == 2
     assert row["change"][0] == 0.0  # no step: the base's own loss, the same noise
     assert row["change"][1] != 0.0
-    with pytest.raises(SystemExit, match="ceiling"):
+    with pytest.raises(SystemExit) as exit_:
         main(["--checkpoint", str(tmp_path / "none"), "--ceiling", "ten"])
+    assert exit_.value.code == 2 and "--ceiling takes step counts" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device", DEVICES)
