@@ -26,6 +26,7 @@ from memory.config import load_memory_config
 from memory.episodic import EpisodicMemory
 from worldmodel.game import get_game
 from worldmodel.checkpoint import load_checkpoint
+from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
@@ -117,16 +118,15 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(checkpoint={"required": True}, device=True,
+                          threads={"help": "torch threads of the frame loop (0: default)"},
+                          out={"help": "write fps.json here"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="data/crafter_revisit", help="an episode for the context")
     p.add_argument("--frames", type=int, default=60, help="frames per block")
     p.add_argument("--rounds", type=int, default=4, help="off/on block pairs")
-    p.add_argument("--threads", type=int, default=0, help="torch threads of the frame loop (0: default)")
     p.add_argument("--memory-config", help="YAML with a memory: section")
-    p.add_argument("--out", help="write fps.json here")
-    p.add_argument("--device")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. update_every=4 worker_nice=10")
     args = p.parse_args(argv)
     if args.threads:
@@ -147,4 +147,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

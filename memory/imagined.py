@@ -29,13 +29,17 @@ import numpy as np
 import torch
 
 from worldmodel.actions import get_action_space
+from worldmodel.checkpoint import load_checkpoint
+from worldmodel.cli import common_flags, run_cli
 from worldmodel.game import get_game
 from worldmodel.config import Config
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
+from worldmodel.device import pick_device
 from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
 from worldmodel.imagined import FRAMES, INFO, ImaginedError
+from worldmodel.reports import command_line
 from worldmodel.rollout import Rollout
 
 
@@ -45,19 +49,18 @@ def imagine(model: Denoiser, cfg: Config, frames: np.ndarray, actions: np.ndarra
     """frames uint8 (B, T, h, w, 3) of B real episodes of one length, actions (B, T) with
     actions[:, i] the action that produced frame i -> (B, T, h, w, 3) uint8: the first `context`
     frames real, every later one drawn by the model (see the module docstring)."""
-    from games.crafter.geometry import window_moves
-
     if model.memory_stem is None:
         raise ImaginedError("imagined copies need a model with a view memory (model.view_memory)")
     space = get_action_space(cfg.model.action_space)
     b, t = frames.shape[:2]
     context = context or cfg.data.window - 1
     dev = next(model.parameters()).device
-    moves = torch.from_numpy(window_moves(frames, actions, space)).to(dev)
+    game = get_game(cfg.model.game_name)
+    moves = torch.from_numpy(game.window_choices(frames, actions, space)).to(dev)
     real = to_float(torch.from_numpy(frames)).to(dev)
     acts = torch.from_numpy(np.asarray(actions, np.int64))
     ro = Rollout(model, cfg, context=context, seed=seed)
-    ro.view = get_game(cfg.model.game_name).view_memory(b, dev)
+    ro.view = game.view_memory(b, dev)
     ro.view.set_on(True, list(range(b)))
     out = frames.copy()
     for start in range(context, t, segment):
@@ -95,19 +98,14 @@ def write_copies(model: Denoiser, cfg: Config, paths: list[Path], segment: int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from worldmodel.checkpoint import load_checkpoint
-    from worldmodel.device import pick_device
-    from worldmodel.reports import command_line
-
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(checkpoint={"required": True, "help": "a model with a view memory"},
+                          seed=True, device={"help": "default: cuda if present, else cpu"})
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a model with a view memory")
     p.add_argument("--data", nargs="+", required=True, help="folders of episodes")
     p.add_argument("--segment", type=int, default=16, help="steps imagined between restarts "
                    "from the real frames")
     p.add_argument("--batch", type=int, default=25, help="episodes rolled together")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="default: cuda if present, else cpu")
     args = p.parse_args(argv)
     if args.segment < 1:
         p.error("--segment must be at least 1")
@@ -127,6 +125,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
-
     run_cli(main)

@@ -28,14 +28,16 @@ import torch
 from memory.config import MemoryConfig, load_memory_config
 from memory.episodic import EpisodicMemory
 from memory.fast_learner import FastLearner, fast_loss
-from memory.revisit import load_revisit_episodes, real_prefix
+from memory.revisit_trips import load_revisit_episodes, real_prefix
 from worldmodel.checkpoint import load_checkpoint
+from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
-from worldmodel.evaluate import frame_actions
+from worldmodel.prediction import frame_actions
 from worldmodel.device import pick_device
+from worldmodel.game import get_game
 
 
 @torch.no_grad()
@@ -65,7 +67,7 @@ def way_back_windows(mcfg: MemoryConfig, prefix: int, context: int,
 def trip_and_way_back(cfg: Config, mcfg: MemoryConfig, ep: Episode):
     """(context, real prefix, frames (1, T+1, 3, h, w), actions (1, T+1), way-back windows)."""
     context = cfg.data.window - 1
-    prefix = real_prefix(ep, context, "trip")
+    prefix = real_prefix(ep, context, "trip", get_game(cfg.model.game_name).navigation().moves)
     frames = to_float(torch.from_numpy(ep.frames))[None]
     actions = torch.from_numpy(frame_actions(ep, 0, len(ep.frames)))[None]
     return context, prefix, frames, actions, way_back_windows(mcfg, prefix, context, ep)
@@ -107,16 +109,15 @@ def ceiling_episode(model: Denoiser, cfg: Config, mcfg: MemoryConfig, ep: Episod
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(checkpoint={"required": True}, device=True)
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", default="data/crafter_revisit", help="revisit episodes")
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--memory-config", help="YAML with a memory: section")
     p.add_argument("--reps", type=int, default=6, help="noise draws per way-back window")
     p.add_argument("--ceiling", help="Adam steps on random trip-out windows instead of play's "
                    "schedule, e.g. 10,30,100: the way-back loss after each")
-    p.add_argument("--device")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. steps_per_update=8")
     args = p.parse_args(argv)
     steps = []
@@ -124,9 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         try:
             steps = sorted(int(v) for v in args.ceiling.split(","))
         except ValueError:
-            raise SystemExit(f"--ceiling takes step counts like 10,30,100, got {args.ceiling!r}")
+            p.error(f"--ceiling takes step counts like 10,30,100, got {args.ceiling!r}")
         if steps[0] < 0:
-            raise SystemExit(f"--ceiling step counts must be >= 0, got {args.ceiling!r}")
+            p.error(f"--ceiling step counts must be >= 0, got {args.ceiling!r}")
     model, cfg = load_checkpoint(args.checkpoint, pick_device(args.device))
     mcfg = load_memory_config(args.memory_config, args.overrides)
     rows = []
@@ -150,6 +151,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from worldmodel.cli import run_cli
-
-    run_cli(main, ())
+    run_cli(main)

@@ -37,6 +37,7 @@ from memory.fast_learner import fast_loss, opposite_actions
 from memory.lora import add_lora, lora_tensors, reset_lora, set_lora_enabled
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import load_checkpoint, save_checkpoint
+from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import Config, DiffusionConfig, to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float
@@ -218,11 +219,12 @@ def train(cfg: Config, mcfg: MemoryConfig, out: Path, init: str | None, minutes:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__,
+    shared = common_flags(out={"default": "runs/slowfast", "help": "checkpoint + log folder"},
+                          device=True)
+    p = argparse.ArgumentParser(description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config; an optional memory: section")
     p.add_argument("--init", help="start from this checkpoint")
-    p.add_argument("--out", default="runs/slowfast", help="checkpoint + log folder")
     p.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
     p.add_argument("--segment", type=int, default=24, help="frames per training episode")
     p.add_argument("--chunk", type=int, default=4, help="frames per chunk")
@@ -233,7 +235,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--objective", choices=OBJECTIVES, default="chunk",
                    help="the base's loss: the next chunk, teacher forced (chunk), or the world "
                         "model's training loss on the window ending with it (train)")
-    p.add_argument("--device")
     p.add_argument("overrides", nargs="*", help="train.lr=1e-4 memory.lr=1e-3 ...")
     args = p.parse_args(argv)
     cfg, mcfg = load_configs(args.config, args.overrides)
@@ -249,4 +250,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -60,424 +60,39 @@ that stops arriving), 411 (no Content-Length), 413 (body too large), 409 (step b
 501 (a method HTTP does not have), 505 (HTTP/2 and up), 500 (a bug: the server stays up and logs
 it). A connection idle for `timeout` seconds (30; `--timeout`) is closed. Examples: see
 tests/simulator/test_service.py.
+
+The service's parts: simulator.service_wire (FRAMES, request checks), simulator.service_handlers
+(`WorldService`: each request on the session), simulator.origin (which requests are taken), and
+here the HTTP server and the command line.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import json
-import struct
 import sys
-import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
-import numpy as np
-
-from memory.saves import NAME
+from memory.config import load_memory_config
+from memory.saves import SaveRoot, SaveRootError
+from simulator import planner
 from simulator.origin import allowed_hosts, refusal
-from worldmodel.actions import ActionError
+from simulator.service_handlers import WorldService
+from simulator.service_wire import RequestError, bad, png_decode, png_encode
+from simulator.session import WorldSession
+from worldmodel.cli import common_flags, run_cli
 
 DEFAULT_PORT = 8765
 DEFAULT_TIMEOUT = 30.0  # seconds a connection may sit idle (or a body take to arrive)
-MAX_DEPTH = 16  # JSON nesting; the deepest valid request nests 3
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-class RequestError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def bad(message: str, status: int = HTTPStatus.BAD_REQUEST,
-        headers: dict[str, str] | None = None) -> RequestError:
-    return RequestError(int(status), message, headers)
-
-
-# ---------------------------------------------------------------------------- frame encoding
-
-
-def png_encode(frame: np.ndarray) -> str:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(frame[..., ::-1]))
-    if not ok:
-        raise RuntimeError("PNG encoding failed")
-    return base64.b64encode(buf.tobytes()).decode("ascii")
-
-
-def png_decode(data: Any, size: int) -> np.ndarray:
-    """base64 PNG -> (size, size, 3) uint8; the header's size is checked before decoding (a tiny
-    PNG can inflate to gigabytes)."""
-    import cv2
-
-    if not isinstance(data, str):
-        raise bad("a PNG frame must be a base64 string")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise bad("a PNG frame is not valid base64") from None
-    if len(raw) < 24 or raw[:8] != PNG_MAGIC or raw[12:16] != b"IHDR":
-        raise bad("a frame is not a PNG")
-    w, h = struct.unpack(">II", raw[16:24])
-    if (h, w) != (size, size):
-        raise bad(f"a PNG frame is {w}x{h}, the model takes {size}x{size}")
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.shape != (size, size, 3):
-        raise bad("a PNG frame could not be decoded as an RGB image")
-    return np.ascontiguousarray(img[..., ::-1])
-
-
-def encode_frames(frames: np.ndarray, encoding: str) -> dict[str, Any]:
-    frames = np.ascontiguousarray(frames, np.uint8)
-    if encoding == "raw":
-        return {"encoding": "raw", "shape": list(frames.shape), "dtype": "uint8",
-                "data": base64.b64encode(frames.tobytes()).decode("ascii")}
-    flat = frames.reshape(-1, *frames.shape[-3:])
-    return {"encoding": "png", "shape": list(frames.shape), "data": [png_encode(f) for f in flat]}
-
-
-def decode_frames(obj: Any, size: int, max_frames: int, batch: int) -> np.ndarray:
-    """FRAMES (see module docstring) or a list of base64 PNGs -> uint8 (..., size, size, 3)."""
-    if isinstance(obj, list):
-        obj = {"encoding": "png", "shape": [len(obj), size, size, 3], "data": obj}
-    if not isinstance(obj, dict):
-        raise bad("context must be a list of base64 PNG frames or a frames object")
-    check_keys(obj, {"encoding", "shape", "data", "dtype"}, "context", required={"shape", "data"})
-    shape = obj["shape"]
-    if (not isinstance(shape, list) or len(shape) not in (4, 5)
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-            or tuple(shape[-3:]) != (size, size, 3)):
-        raise bad(f"context shape must be [n, {size}, {size}, 3] or [B, n, {size}, {size}, 3], "
-                  f"got {shape!r:.200}")
-    if len(shape) == 5 and shape[0] != batch:
-        raise bad(f"context is for {shape[0]} worlds, the session has {batch}")
-    n = int(np.prod(shape[:-3]))
-    if n > max_frames:
-        raise bad(f"context holds {n} frames; at most {max_frames}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    enc = obj.get("encoding", "png")
-    if enc == "raw":
-        if obj.get("dtype", "uint8") != "uint8" or not isinstance(obj["data"], str):
-            raise bad("raw context data must be a base64 string of uint8 bytes")
-        try:
-            raw = base64.b64decode(obj["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise bad("raw context data is not valid base64") from None
-        if len(raw) != n * size * size * 3:
-            raise bad(f"raw context data has {len(raw)} bytes, shape {shape} needs {n * size * size * 3}")
-        return np.frombuffer(raw, np.uint8).reshape(shape).copy()
-    if enc != "png":
-        raise bad(f"unknown encoding {enc!r:.100}; use png or raw")
-    if not isinstance(obj["data"], list) or len(obj["data"]) != n:
-        raise bad(f"png context data must be a list of {n} base64 frames for shape {shape}")
-    return np.stack([png_decode(d, size) for d in obj["data"]]).reshape(shape)
-
-
-# ------------------------------------------------------------------------------- validation
-
-
-def check_keys(obj: dict, allowed: set[str], where: str, required: set[str] = frozenset()) -> None:
-    unknown = sorted(set(obj) - allowed)
-    if unknown:
-        raise bad(f"unknown field(s) {str(unknown):.200} in {where}; allowed: {sorted(allowed)}")
-    missing = sorted(required - set(obj))
-    if missing:
-        raise bad(f"{where} needs field(s) {missing}")
-
-
-def is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def nesting(obj: Any) -> int:
-    """How deep JSON `obj` nests lists and objects, counted without recursion (the messages that
-    quote a request could not print one nested past Python's recursion limit)."""
-    deepest, stack = 0, [(obj, 1)]
-    while stack:
-        o, depth = stack.pop()
-        if isinstance(o, (list, dict)):
-            deepest = max(deepest, depth)
-            stack.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
-    return deepest
-
-
-class WorldService:
-    """Validation and dispatch, apart from HTTP: `handle(method, path, body) -> (status, reply)`."""
-
-    def __init__(self, session: Any, max_steps: int = 256, max_context: int = 256,
-                 max_body: int = 8 << 20, saves: Any = None):
-        from memory.saves import SaveRoot
-
-        self.session = session
-        # The one folder /memory/save and /memory/load touch (memory.saves.SaveRoot); None: no
-        # saves at all.
-        self.saves = None if saves is None else (saves if isinstance(saves, SaveRoot)
-                                                 else SaveRoot(saves))
-        self.max_steps = max_steps
-        self.max_context = max_context
-        self.max_body = max_body
-        space = session.space
-        self.discrete = space.kind == "discrete"
-        # a discrete space's action names; a continuous one's actions are vectors of `dim` numbers
-        self.names = list(space.actions) if self.discrete else None
-        self.lock = threading.Lock()
-        self.ready = False
-
-    def info(self) -> dict[str, Any]:
-        s = self.session
-        acts = self.names if self.discrete else {"vector": s.space.dim, "space": s.space.name}
-        return {"actions": acts, "batch": s.batch, "frame_size": s.frame_size,
-                "context_len": s.context_len, "max_rollout_steps": self.max_steps,
-                "max_context_frames": self.max_context, "max_body_bytes": self.max_body,
-                "encodings": ["png", "raw"], "checkpoint": s.checkpoint, "game": s.game,
-                "memory": list(s.memory_worlds)}
-
-    def action(self, a: Any, allow_none: bool = False) -> int | np.ndarray:
-        if not self.discrete:  # buttons and camera deltas: a list of numbers
-            dim = self.session.space.dim
-            if (not isinstance(a, list) or len(a) != dim
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a)):
-                raise bad(f"an action of {self.session.space.name} is a list of {dim} numbers, "
-                          f"got {str(a)[:100]}")
-            try:
-                return self.session.space.validate(np.asarray(a, np.float32))
-            except ActionError as e:
-                raise bad(str(e)[:200]) from None
-        if isinstance(a, str):
-            if a not in self.names:
-                raise bad(f"unknown action {a!r:.100}; known: {self.names}")
-            return self.names.index(a)
-        if not is_int(a):
-            raise bad(f"an action must be an int or a name, got {a!r:.100}")
-        if allow_none and a == -1:
-            return -1
-        if not 0 <= a < len(self.names):
-            raise bad(f"action {a} out of range 0..{len(self.names) - 1}")
-        return a
-
-    def actions(self, acts: Any, shape: str) -> np.ndarray:
-        b = self.session.batch
-        if shape == "B":
-            if not isinstance(acts, list) or len(acts) != b:
-                raise bad(f"actions must be a list of {b} actions (one per world), got {acts!r:.200}")
-            return np.asarray([self.action(a) for a in acts], np.int64 if self.discrete else np.float32)
-        if (not isinstance(acts, list) or len(acts) != b
-                or not all(isinstance(r, list) for r in acts) or len({len(r) for r in acts}) != 1):
-            raise bad(f"actions must be {b} equal-length lists of actions ([B][T]), got {acts!r:.200}")
-        t = len(acts[0])
-        if not 1 <= t <= self.max_steps:
-            raise bad(f"rollout length must be 1..{self.max_steps}, got {t}")
-        return np.asarray([[self.action(a) for a in row] for row in acts],
-                          np.int64 if self.discrete else np.float32)
-
-    def start(self, req: dict) -> dict[str, Any]:
-        """The reset fields of a request -> kwargs for WorldSession.reset."""
-        if "seed" in req and "context" in req:
-            raise bad("give seed or context, not both")
-        if "context_actions" in req and "context" not in req:
-            raise bad("context_actions needs context")
-        if "seed" in req:
-            seed = req["seed"]
-            if not is_int(seed) or not 0 <= seed < 2**31:
-                raise bad(f"seed must be an int in 0..2**31-1, got {seed!r:.100}")
-            return {"seed": seed}
-        if "context" not in req:
-            raise bad("reset needs seed or context")
-        ctx = decode_frames(req["context"], self.session.frame_size, self.max_context,
-                            self.session.batch)
-        acts = None
-        if "context_actions" in req:
-            raw = req["context_actions"]
-            n = ctx.shape[-4]
-            rows = raw if ctx.ndim == 5 else [raw]
-            if (not isinstance(raw, list) or not all(isinstance(r, list) and len(r) == n for r in rows)
-                    or len(rows) != (ctx.shape[0] if ctx.ndim == 5 else 1)):
-                raise bad(f"context_actions must match the context's leading shape {list(ctx.shape[:-3])}")
-            acts = np.asarray([[self.action(a, allow_none=True) for a in r] for r in rows],
-                              np.int64 if self.discrete else np.float32)
-            acts = acts if ctx.ndim == 5 else acts[0]
-        return {"context": ctx, "actions": acts}
-
-    def memory_switch(self, req: dict) -> tuple[bool, Any]:
-        """The fields of a /memory request -> (on, worlds as sent; None for all). The worlds are
-        checked by `WorldSession.set_memory`, whose ValueError becomes the 400."""
-        check_keys(req, {"on", "worlds"}, "/memory", required={"on"})
-        on = req["on"]
-        if not isinstance(on, bool):
-            raise bad(f"on must be true or false, got {on!r:.100}")
-        return on, req.get("worlds")
-
-    def minimap(self, query: str) -> dict[str, Any]:
-        """GET /minimap?world=i&radius=r&encoding=e."""
-        try:
-            params = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query),
-                              max_num_fields=8)
-        except ValueError as e:
-            raise bad(f"bad query string {query!r:.100}: {str(e):.100}") from None
-        check_keys(params, {"world", "radius", "encoding"}, "/minimap")
-        if any(len(v) != 1 for v in params.values()):
-            raise bad("each /minimap query field may be given once")
-        q = {k: v[0] for k, v in params.items()}
-
-        def number(name: str, default: int, lo: int, hi: int) -> int:
-            raw = q.get(name, str(default))
-            if not (raw.isascii() and raw.isdigit() and len(raw) <= 6) or not lo <= int(raw) <= hi:
-                raise bad(f"{name} must be an int in {lo}..{hi}, got {raw!r:.100}")
-            return int(raw)
-
-        world = number("world", 0, 0, self.session.batch - 1)
-        radius = number("radius", 12, 1, 64)
-        enc = self.encoding(q)
-        minimap = getattr(self.session, "minimap", None)
-        if minimap is None:
-            raise bad("this session has no minimap (no view memory)")
-        with self.lock:
-            try:
-                img = minimap(world, radius)
-            except ValueError as e:  # a model without a view memory
-                raise bad(f"minimap: {str(e):.300}") from None
-        return {"minimap": encode_frames(img, enc), "world": world}
-
-    def saved_world(self, req: dict, path: str) -> tuple[str, int]:
-        """The fields of a /memory/save or /memory/load request -> (save name, world)."""
-        if "dir" in req:
-            raise bad(f"{path} takes a save name (\"name\"), not a folder (\"dir\"): saves live "
-                      f"in the service's --saves folder")
-        check_keys(req, {"name", "world"} | ({"encoding"} if path == "/memory/load" else set()),
-                   path, required={"name"})
-        name, world = req["name"], req.get("world", 0)
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise bad(f"name must be 1 to 64 letters, digits, '_' or '-' (a save name, not a "
-                      f"path), got {name!r:.100}")
-        if not is_int(world) or not 0 <= world < self.session.batch:
-            raise bad(f"world must be an int in 0..{self.session.batch - 1}, got {world!r:.100}")
-        return name, world
-
-    def memory_file(self, path: str, req: dict) -> tuple[int, dict[str, Any]]:
-        """POST /memory/save and /memory/load: save `name` in the saves folder, nowhere else."""
-        from memory.lora import MemoryFileError
-
-        name, world = self.saved_world(req, path)
-        if self.saves is None:
-            raise bad(f"{path[1:]}: this service keeps no saves (start it with --saves DIR)")
-        sess = self.session
-        enc = self.encoding(req)
-        with self.lock:
-            try:
-                folder = self.saves.folder(name)
-                if path == "/memory/save":
-                    if not self.ready:
-                        raise bad("reset before saving a world", HTTPStatus.CONFLICT)
-                    sess.save_memory(folder, world)
-                    return 200, {"name": name, "world": world,
-                                 "step": int(sess.world_steps[world])}
-                if not folder.is_dir():
-                    raise bad(f"memory/load: no save named {name}")
-                was = list(sess.memory_worlds)
-                sess.load_memory(folder, world)
-                if sess.memory_worlds[world] != was[world]:
-                    sess.set_memory(was[world], world)
-                self.ready = True
-                frames = np.asarray(sess.frame).reshape(sess.batch, *sess.frame.shape[-3:])
-                return 200, {"frames": encode_frames(frames, enc), "step": int(sess.steps),
-                             "world_step": int(sess.world_steps[world]), "name": name,
-                             "world": world, "memory": list(sess.memory_worlds)}
-            except MemoryFileError as e:
-                raise bad(f"{path[1:]}: {self.private(e)}") from None
-
-    def private(self, e: Exception) -> str:
-        """An error about a save as one line, the saves folder's own path left out (a client
-        names saves; where they live on the server's disk is not its business)."""
-        text = " ".join(str(e).split())
-        if self.saves is not None:
-            text = text.replace(str(self.saves.root) + "/", "").replace(str(self.saves.root),
-                                                                         "<saves>")
-        return text[:600]
-
-    def encoding(self, req: dict) -> str:
-        enc = req.get("encoding", "png")
-        if enc not in ("png", "raw"):
-            raise bad(f"encoding must be 'png' or 'raw', got {enc!r:.100}")
-        return enc
-
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-        routes = {"/info": "GET", "/reset": "POST", "/step": "POST", "/rollout": "POST",
-                  "/memory": "POST", "/minimap": "GET", "/memory/save": "POST",
-                  "/memory/load": "POST"}
-        path, _, query = path.partition("?")
-        path = path.rstrip("/") or "/"
-        if path not in routes:
-            raise bad(f"no such endpoint {path:.100}; endpoints: {sorted(routes)}",
-                      HTTPStatus.NOT_FOUND)
-        if method != routes[path]:
-            raise bad(f"{path} takes {routes[path]}", HTTPStatus.METHOD_NOT_ALLOWED,
-                      {"Allow": routes[path]})
-        if path == "/info":
-            return 200, self.info()
-        if path == "/minimap":
-            return 200, self.minimap(query)
-        try:
-            req = json.loads(body)
-        except RecursionError:
-            raise bad(f"body nests deeper than {MAX_DEPTH} levels") from None
-        except ValueError as e:  # bad JSON or UTF-8, or an int past Python's 4,300 digits
-            raise bad(f"body is not valid JSON: {str(e):.200}") from None
-        if not isinstance(req, dict):
-            raise bad("body must be a JSON object")
-        if nesting(req) > MAX_DEPTH:
-            raise bad(f"body nests deeper than {MAX_DEPTH} levels")
-        sess = self.session
-        if path == "/memory":
-            on, worlds = self.memory_switch(req)
-            with self.lock:
-                try:
-                    sess.set_memory(on, worlds)
-                except ValueError as e:  # e.g. a model without the layers memory adapts
-                    raise bad(f"memory: {str(e):.300}") from None
-                return 200, {"memory": list(sess.memory_worlds)}
-        if path in ("/memory/save", "/memory/load"):
-            return self.memory_file(path, req)
-        enc = self.encoding(req)
-        if path == "/reset":
-            check_keys(req, {"seed", "context", "context_actions", "encoding"}, "/reset")
-            kwargs = self.start(req)
-            with self.lock:
-                sess.reset(**kwargs)
-                self.ready = True
-                frames, step = np.asarray(sess.frame), sess.steps
-        elif path == "/step":
-            check_keys(req, {"actions", "encoding"}, "/step", required={"actions"})
-            acts = self.actions(req["actions"], "B")
-            with self.lock:
-                if not self.ready:
-                    raise bad("reset before step", HTTPStatus.CONFLICT)
-                frames = np.asarray(sess.step(acts)).reshape(sess.batch, *sess.frame.shape[-3:])
-                step = sess.steps
-        else:
-            check_keys(req, {"actions", "seed", "context", "context_actions", "encoding"},
-                       "/rollout", required={"actions"})
-            acts = self.actions(req["actions"], "BT")
-            kwargs = self.start(req) if ("seed" in req or "context" in req) else {}
-            with self.lock:
-                if kwargs:
-                    sess.reset(**kwargs)
-                    self.ready = True
-                elif not self.ready:
-                    raise bad("rollout needs seed or context (or a reset before)", HTTPStatus.CONFLICT)
-                frames = sess.rollout(acts)
-                step = sess.steps
-        frames = frames.reshape(-1, *frames.shape[-4:]) if path == "/rollout" else \
-            frames.reshape(-1, *frames.shape[-3:])
-        return 200, {"frames": encode_frames(frames, enc), "step": int(step)}
+# The wire format's and the requests' names, importable from here as before the split.
+__all__ = ["COMMANDS", "DEFAULT_PORT", "DEFAULT_TIMEOUT", "Handler", "RequestError", "Server",
+           "WorldService", "make_server", "plan_command", "plan_parser", "png_decode", "png_encode",
+           "serve", "serve_command", "serve_parser"]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -601,12 +216,7 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
     """Load a session and serve it until interrupted (memory: episodic memory on for every
     world from the start; memory_config: a YAML whose memory: section sets it up; saves: the
     folder /memory/save and /memory/load keep saves in, by name, None for none)."""
-    from memory.saves import SaveRoot
-
     root = None if saves is None else SaveRoot(saves)  # refused before the model loads
-    from memory.config import load_memory_config
-    from simulator.session import WorldSession
-
     session = WorldSession.load(checkpoint, device=device, batch=batch, sample_steps=sample_steps,
                                 memory=load_memory_config(memory_config))
     if memory:
@@ -629,20 +239,21 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, checkpoint: str | P
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_sim.py serve", description=__doc__,
+    shared = common_flags(checkpoint={"help": "model folder (default: the shipped model)"},
+                          device=True,
+                          threads={"default": None,
+                                   "help": "torch CPU threads of the model (default: torch's, all "
+                                           "cores)"})
+    p = argparse.ArgumentParser(prog="run_sim.py serve", description=__doc__, parents=[shared],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
-    p.add_argument("--checkpoint", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--batch", type=int, default=1, help="worlds per session")
-    p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=None, help="denoising steps per frame")
     p.add_argument("--max-rollout-steps", type=int, default=256)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds a connection may sit idle before it is closed (default: "
                         f"{DEFAULT_TIMEOUT:g})")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads of the model (default: torch's, all cores)")
     p.add_argument("--memory", action="store_true",
                    help="episodic memory on for every world from the start (POST /memory "
                         "switches it)")
@@ -667,8 +278,6 @@ def serve_args_error(args: argparse.Namespace) -> str | None:
     if not args.timeout > 0:
         return f"--timeout must be positive, got {args.timeout:g}"
     if args.saves is not None:
-        from memory.saves import SaveRoot, SaveRootError
-
         try:
             SaveRoot(args.saves)
         except SaveRootError as e:
@@ -691,9 +300,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def plan_parser() -> argparse.ArgumentParser:
-    from simulator import planner
-
     p = argparse.ArgumentParser(prog="run_sim.py plan", description=planner.__doc__,
+                                parents=[planner.shared_flags()],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     planner.add_arguments(p)
     p.set_defaults(threads=None)  # run_sim.py takes None as torch's default and refuses 0
@@ -701,8 +309,6 @@ def plan_parser() -> argparse.ArgumentParser:
 
 
 def plan_command(args: argparse.Namespace) -> int:
-    from simulator import planner
-
     planner.run(args)
     return 0
 
@@ -711,5 +317,10 @@ def plan_command(args: argparse.Namespace) -> int:
 COMMANDS = {"serve": (serve_parser, serve_command), "plan": (plan_parser, plan_command)}
 
 
-if __name__ == "__main__":  # python -m simulator.service [--port N] ... (same as run_sim.py serve)
-    sys.exit(serve_command(serve_parser().parse_args()))
+def main(argv: list[str] | None = None) -> None:
+    """python -m simulator.service [--port N] ... (the same as run_sim.py serve)."""
+    sys.exit(serve_command(serve_parser().parse_args(argv)))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -148,6 +148,16 @@ class GameBase:
     def fill_init(self, frames: Any, rng: Any) -> Any:
         raise NotImplementedError(f"{self.name} has no view-memory fill")
 
+    def navigation(self) -> Any:
+        """This game's player on a grid of cells, for the revisit benchmark (`memory.revisit`)
+        and the planner (`simulator.planner`): `moves` (the actions that walk one cell),
+        `shows_view(frames)` (whether frames show the view tracking reads), `track(frames,
+        actions)` (poses read from the frames' pixels), `labeller(path)` (a cell labeller with `classify(frames)` and `grass`),
+        `tile_note`, `features(frames)` (the planner's goal features), `snapshot(env)` and
+        `position(env)` (a copy of a running real game, the player's cell in it)."""
+        raise GameError(f"game {self.name} has no grid navigation (Game.navigation): the "
+                        "revisit benchmark and the planner need one")
+
     def evaluation(self) -> Any:
         """This game's part of `python -m worldmodel.evaluate` (options, levers, a semantic
         evaluation against the real game's labels), or None: PSNR and drift alone."""

@@ -22,7 +22,7 @@ from worldmodel.config import Config
 from worldmodel.data import Episode
 from worldmodel.data.episode import EpisodeError
 from worldmodel.dynamics import Denoiser
-from worldmodel.evaluate import frame_actions, generate, player_positions
+from worldmodel.prediction import frame_actions, generate, player_positions
 from worldmodel.plots import _fmt, _grid, _plt
 
 LAND, SNAP = "land prior", "codebook snap"  # the pipeline stages the levers leave out

@@ -23,8 +23,9 @@ from games.crafter.codebook import CodebookError, TileCodebook
 from games.crafter.env import LABEL_NAMES, CrafterEnv
 from games.crafter.evaluation import CrafterEvaluation
 from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles, window_moves
-from games.crafter.land import LINE, LandError, LandPrior, fill_canvas
+from games.crafter.land_model import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
+from games.crafter.navigation import CrafterNavigation
 from games.crafter.view_memory import ViewMemory
 from games.crafter.viewmap import canvas_shape, history_canvases
 from worldmodel.checkpoint import CheckpointError
@@ -113,6 +114,9 @@ class CrafterGame(GameBase):
 
     def evaluation(self) -> CrafterEvaluation:
         return CrafterEvaluation()
+
+    def navigation(self) -> CrafterNavigation:
+        return CrafterNavigation()
 
     # ---- the model's Crafter parts ---------------------------------------------------------
 

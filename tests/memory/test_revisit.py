@@ -15,9 +15,9 @@ from memory.revisit import (RandomFeatures, find_revisits, format_summary, gener
                             load_revisit_episodes, own_pose_scores, own_poses, real_prefix,
                             run_benchmark, summarize_own_pose, view_pose_accuracy)
 from memory.train_slowfast import train
-from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.data.episode import EpisodeWriter
+from worldmodel.game import get_game
 
 
 def test_revisit_frames_are_returns_out_of_context():
@@ -60,13 +60,13 @@ def test_own_pose_pairs_the_imagined_walk_where_the_real_player_was_blocked():
     xs = [0, 0, 1, 2, 3, 4, 5, 6, 6, 6, 5, 4, 3, 2, 1, 0, 0, 0]  # the imagined player's cell
     gen = np.stack([crafter_frame(world, x, 0) for x in xs])
     real_rel = np.zeros((len(xs), 2), np.int64)  # the real player never left the start
-    names = get_action_space("crafter").actions
-    own = own_poses(gen, acts, names)
+    nav = get_game("crafter").navigation()
+    own = own_poses(gen, acts, nav)
     assert own.tolist() == [[x, 0] for x in xs]  # one pose per frame
     assert len(generated_revisits(real_rel, 3, 3).frames) == 0
     labels = np.zeros((len(xs), 7, 9), np.uint8)
     labels[:, 0] = 5  # the top row is not grass (id 0)
-    res = own_pose_scores(gen, acts, names, real_rel, context=3, prefix=3, net=RandomFeatures(0),
+    res = own_pose_scores(gen, acts, nav, real_rel, context=3, prefix=3, net=RandomFeatures(0),
                           labels=labels, grass=0)
     assert res["revisit_frames"] == list(range(10, 18))
     assert res["first_visit"] == [6, 5, 4, 3, 2, 1, 1, 1]
@@ -75,8 +75,8 @@ def test_own_pose_pairs_the_imagined_walk_where_the_real_player_was_blocked():
     assert res["non_grass"] == pytest.approx([1 / 7] * 8)
     assert res["pose_vs_real"] == pytest.approx(3 / 15)  # frames 15-17 of the generated 3-17
     with pytest.raises(ValueError, match="one action per frame"):
-        own_poses(gen, acts[:-1], names)
-    tiny = own_pose_scores(gen[:, :16, :16], acts, names, real_rel, 3, 3, RandomFeatures(0),
+        own_poses(gen, acts[:-1], nav)
+    tiny = own_pose_scores(gen[:, :16, :16], acts, nav, real_rel, 3, 3, RandomFeatures(0),
                            None, None)
     assert tiny is None  # no world view to track: skipped, not guessed
 
@@ -160,7 +160,9 @@ def test_trip_warmup_gives_the_real_trip_out_and_scores_only_the_way_back(tiny_c
     context = tiny_cfg.data.window - 1
     ep = load_revisit_episodes(tmp_path / "data", samples=1, context=context)[0]
     # moves made frames 2..6 (out) and 8..12 (back): the first frame of the way back is 8
-    assert real_prefix(ep, context, "trip") == 8 and real_prefix(ep, context, "context") == context
+    moves = get_game("crafter").navigation().moves
+    assert real_prefix(ep, context, "trip", moves) == 8
+    assert real_prefix(ep, context, "context", moves) == context
     variants = {"on": MemoryConfig(rank=4, window=4, buffer_frames=8)}
     report = run_benchmark(model, tiny_cfg, [ep], variants, log=lambda s: None, warmup="trip")
     res = report["per_episode"][0]
@@ -171,7 +173,7 @@ def test_trip_warmup_gives_the_real_trip_out_and_scores_only_the_way_back(tiny_c
         assert all(v == 100.0 for v in curve[:8])  # the trip out is the real game
         assert min(curve[8:]) < 100.0  # the way back is generated
     with pytest.raises(ValueError, match="warmup"):
-        real_prefix(ep, context, "all")
+        real_prefix(ep, context, "all", moves)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -192,7 +194,8 @@ def test_probe_measures_the_way_back_before_and_after_learning_the_trip_out(tiny
     assert again["way_back_after"] == row["way_back_after"]  # seeded: settings compare exactly
 
 
-def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturbed_model, tmp_path):
+def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturbed_model, tmp_path,
+                                                               capsys):
     from memory.probe import ceiling_episode, main
 
     write_trip(tmp_path / "data" / "revisit_0")
@@ -203,8 +206,9 @@ def test_probe_ceiling_trains_the_trip_out_for_each_step_count(tiny_cfg, perturb
     assert row["steps"] == [0, 3] and len(row["change"]) == 2
     assert row["change"][0] == 0.0  # no step: the base's own loss, the same noise
     assert row["change"][1] != 0.0
-    with pytest.raises(SystemExit, match="ceiling"):
+    with pytest.raises(SystemExit) as exit_:
         main(["--checkpoint", str(tmp_path / "none"), "--ceiling", "ten"])
+    assert exit_.value.code == 2 and "--ceiling takes step counts" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device", DEVICES)

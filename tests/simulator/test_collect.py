@@ -14,6 +14,7 @@ from simulator.collect import SPLIT_SEED_BASE, collect_episode, main
 from simulator.games import make_game
 from worldmodel.data import Episode
 from worldmodel.data.episode import load_episode
+from worldmodel.game import get_game
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,8 @@ def runs(acts: list[int]) -> list[tuple[int, int]]:
 def move_runs_of(acts: list[int]) -> list[np.ndarray]:
     from memory.revisit import move_runs
 
-    return move_runs(Episode(np.zeros((len(acts) + 1, 1, 1, 3), np.uint8), np.asarray(acts), {}))
+    return move_runs(Episode(np.zeros((len(acts) + 1, 1, 1, 3), np.uint8), np.asarray(acts), {}),
+                     get_game("crafter").navigation().moves)
 
 
 # revisit_policy's output before --shape existed: the default shape keeps these exactly.

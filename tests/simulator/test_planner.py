@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.planner import (MOVES, CEMConfig, CEMPlanner, MPCAgent, RandomAgent, crafter_features,
-                               goal_distance, make_episode, pixel_features, run_episode)
+from games.crafter.navigation import MOVES, cell_features
+from simulator.planner import (CEMConfig, CEMPlanner, MPCAgent, RandomAgent, goal_distance,
+                               make_episode, pixel_features, run_episode)
 from simulator.session import WorldSession
+from worldmodel.game import get_game
 
 LEFT, RIGHT = 1, 2
+ACTIONS = (0, *MOVES)  # noop and the moves
 
 
 class LineWorld:
@@ -49,7 +52,7 @@ class LineWorld:
 
 def test_cem_finds_the_known_plan():
     world = LineWorld(batch=64)
-    cfg = CEMConfig(horizon=10, population=64, iterations=4, elites=8)
+    cfg = CEMConfig(horizon=10, population=64, iterations=4, elites=8, actions=ACTIONS)
     planner = CEMPlanner(world, cfg, features=pixel_features, seed=0)
     start, goal = 3, 10
     plan = planner.plan(world.render(start)[None], np.array([-1]), world.render(goal))
@@ -65,7 +68,8 @@ def test_cem_finds_the_known_plan():
 
 def test_mpc_reaches_goal_in_closed_loop_and_random_does_not():
     world = LineWorld(batch=32)
-    cfg = CEMConfig(horizon=6, population=32, iterations=2, elites=6, replan_every=2)
+    cfg = CEMConfig(horizon=6, population=32, iterations=2, elites=6, replan_every=2,
+                    actions=ACTIONS)
     goal = world.render(12)
 
     def play(agent, budget=14) -> bool:
@@ -82,7 +86,7 @@ def test_mpc_reaches_goal_in_closed_loop_and_random_does_not():
 
     mpc = MPCAgent(CEMPlanner(world, cfg, features=pixel_features, seed=1), context=4)
     assert all(play(mpc) for _ in range(3))
-    rand = RandomAgent(seed=0)
+    rand = RandomAgent(0, MOVES)
     assert sum(play(rand) for _ in range(20)) <= 2  # 10 cells in 14 random steps: rare
 
 
@@ -92,33 +96,33 @@ def test_mpc_explores_when_imagination_shows_no_way_closer():
             return pos
 
     world = Frozen(batch=8)
-    mpc = MPCAgent(CEMPlanner(world, CEMConfig(population=8, elites=2), features=pixel_features), 4)
+    mpc = MPCAgent(CEMPlanner(world, CEMConfig(population=8, elites=2, actions=ACTIONS), features=pixel_features), 4)
     acts = [mpc.act([world.render(3)], [-1], world.render(9)) for _ in range(5)]
     assert set(acts) <= set(MOVES) and mpc.explored == 5
 
 
 def test_planner_checks_population_against_batch():
     with pytest.raises(ValueError, match="population"):
-        CEMPlanner(LineWorld(batch=8), CEMConfig(population=16))
+        CEMPlanner(LineWorld(batch=8), CEMConfig(population=16, actions=ACTIONS))
 
 
 def test_crafter_features_are_per_cell_and_skip_the_player_and_inventory():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (2, 5, 64, 64, 3), np.uint8)
-    f = crafter_features(frames)
+    f = cell_features(frames)
     assert f.shape == (2, 5, 7, 9, 3) and f.dtype == np.float32
     assert (f[..., 3, 4, :] == 0).all()
     changed = frames.copy()
     changed[..., 49:, :, :] = 0  # the inventory rows
     changed[..., 21:28, 28:35, :] = 0  # the player's cell
-    np.testing.assert_array_equal(crafter_features(changed), f)
+    np.testing.assert_array_equal(cell_features(changed), f)
     assert goal_distance(f, f[0, 0]).shape == (2, 5)
     assert goal_distance(f, f[0, 0])[0, 0] == 0
 
 
 def test_return_task_on_the_real_game():
     """The 'return' task's goal is the start: replaying the walk backwards succeeds."""
-    ep = make_episode("return", seed=3_000_000, k=3, size=64)
+    ep = make_episode(get_game("crafter"), "return", seed=3_000_000, k=3, size=64)
     assert ep is not None and ep.goal_pos != ep.start_pos and len(ep.frames) == 4
     walk = ep.actions[1:]
     back = [{1: 2, 2: 1, 3: 4, 4: 3}[a] for a in reversed(walk)]
@@ -133,7 +137,7 @@ def test_return_task_on_the_real_game():
     r = run_episode(ep, Replay(), budget=len(back) + 2)
     assert r["success"] and r["steps"] <= len(back)
     assert run_episode(ep, Replay(), budget=0)["success"] is False
-    assert set(RandomAgent(0).act([], [], None) for _ in range(50)) <= set(MOVES)
+    assert set(RandomAgent(0, MOVES).act([], [], None) for _ in range(50)) <= set(MOVES)
 
 
 # ------------------------------------------------------------------ batched session rollouts
