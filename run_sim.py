@@ -71,6 +71,12 @@ def play_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=int, default=8, help="display scale (8: 64x64 -> 512x512)")
     p.add_argument("--side-by-side", action="store_true",
                    help="run the real game with the same actions next to the model")
+    p.add_argument("--game", default=None,
+                   help="the game: crafter or minetest (default: the checkpoint's; with --real, "
+                        "crafter)")
+    p.add_argument("--real", action="store_true",
+                   help="play the real game itself in the window (no model): the ground truth, "
+                        "with its pose in the HUD")
     p.add_argument("--record", default=None, metavar="DIR",
                    help="record from the first frame into episode folder DIR (if taken: DIR-2, ...)")
     p.add_argument("--recordings", default="recordings",
@@ -178,7 +184,20 @@ def resume_memory(session, folder: str) -> str | None:
     return None
 
 
+def real_session(args: argparse.Namespace):
+    """The real game of --game (default crafter) behind the session interface (--real)."""
+    from simulator.real_session import RealSession
+
+    return RealSession(args.game or "crafter")
+
+
 def play(args: argparse.Namespace) -> int:
+    if args.real:
+        bad = [flag for flag, on in (("--side-by-side", args.side_by_side), ("--memory", args.memory),
+                                     ("--resume-memory", args.resume_memory), ("--start", args.start),
+                                     ("--checkpoint", args.checkpoint)) if on]
+        if bad:
+            return fail(f"--real plays the real game alone: {', '.join(bad)} need a model")
     try:
         from simulator.window import NoDisplayError, PlayApp, Window, format_summary
     except ImportError as e:
@@ -192,13 +211,20 @@ def play(args: argparse.Namespace) -> int:
 
     session = None
     try:
-        ckpt = checkpoint_path(args.checkpoint)
-        window.title += f" - {ckpt.name}"
         seed = args.seed if args.seed is not None else random.randrange(10**9)
         start = Start.from_args(seed, args.start)
         if args.start is None and args.resume_memory is None:
             print(f"starting from seed {seed} of the real game")
-        session = load_session(args, seed)
+        if args.real:
+            session, ckpt = real_session(args), None
+            window.title += f" - real {session.game}"
+        else:
+            ckpt = checkpoint_path(args.checkpoint)
+            window.title += f" - {ckpt.name}"
+            session = load_session(args, seed)
+            if args.game is not None and args.game != session.game:
+                return fail(f"{ckpt} is a model of {session.game}, not {args.game} (no model of "
+                            f"{args.game} ships yet: --real plays the real game)")
         if args.resume_memory is not None:
             error = resume_memory(session, args.resume_memory)
             if error is not None:
@@ -209,7 +235,8 @@ def play(args: argparse.Namespace) -> int:
         app = PlayApp(session, start, window, fps=fps, scale=args.scale,
                       side_by_side=args.side_by_side, record=args.record,
                       recordings=args.recordings, screenshots=args.screenshots,
-                      settings={"checkpoint": str(ckpt)}, memory_dir=args.memory_dir,
+                      settings={"checkpoint": str(ckpt) if ckpt else None, "real": args.real},
+                      memory_dir=args.memory_dir,
                       resumed_from=args.resume_memory)
         app.run(max_frames=args.max_frames)
     except NoDisplayError as e:

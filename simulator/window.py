@@ -291,7 +291,8 @@ class PlayApp:
         self.memory_dir = (Path(memory_dir) if memory_dir is not None
                            else self.recordings / "memory_saves" / "world")
         self.settings = dict(settings or {}, fps=fps, scale=scale, side_by_side=side_by_side,
-                             sample_steps=session.cfg.diffusion.sample_steps,
+                             sample_steps=(session.cfg.diffusion.sample_steps
+                                           if session.cfg is not None else None),
                              device=str(session.device))
         self.stats = FrameStats()
         self.running = True
@@ -543,7 +544,9 @@ class PlayApp:
         lines: list[Line] = []
         lines.append([(f"fps {st.fps:4.1f}/{target}   model {st.recent(st.model_ms):5.1f} ms/frame"
                        f"   window {st.recent(st.window_ms):4.2f} ms/frame", WHITE)])
-        line = [(f"step {self.session.steps}   action {self.last_action}   memory {mem}", WHITE)]
+        status = getattr(self.session, "status", None)  # the real game's pose (--real)
+        line = [(f"step {self.session.steps}   action {self.last_action}   "
+                 + (status() if status is not None else f"memory {mem}"), WHITE)]
         if mem_error:
             line.append((" (failed)", RED))
         if self.paused:

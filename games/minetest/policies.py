@@ -65,8 +65,8 @@ def look_segment(rng: np.random.RandomState) -> list[int]:
 def build_segment(rng: np.random.RandomState) -> list[int]:
     down = rng.randint(1, 4)
     out = [A["look_down"]] * down
-    for _ in range(rng.randint(2, 6)):
-        out += [A[rng.choice(["dig", "dig", "place", "turn_left", "turn_right", "noop"])]]
+    for _ in range(rng.randint(3, 9)):
+        out += [A[rng.choice(["dig", "dig", "place", "place", "turn_left", "noop"])]]
     return out + [A["look_up"]] * down
 
 
@@ -88,7 +88,7 @@ def out_and_back(rng: np.random.RandomState, moves: int, pause: int = 2) -> list
 SEGMENTS: dict[str, Callable[[np.random.RandomState], list[int]]] = {
     "walk": walk_segment, "turn": turn_segment, "look": look_segment, "build": build_segment,
 }
-EXPLORE_MIX = {"walk": 0.5, "turn": 0.15, "look": 0.15, "build": 0.1, "trip": 0.1}
+EXPLORE_MIX = {"walk": 0.45, "turn": 0.1, "look": 0.15, "build": 0.2, "trip": 0.1}
 
 
 def explore(seed: int, length: int, trip: int = 24, **_) -> Iterator[int]:

@@ -1,0 +1,61 @@
+"""Minetest's view geometry in Python, the same as the driver mod's (`mod/ngs_driver/init.lua`):
+the look basis of a yaw and pitch, each pixel centre's ray, and the discrete step of a move.
+
+Minetest's axes: x east, y up, z north; yaw 0 looks along +z and grows turning left; pitch grows
+looking down. The eye is at the feet plus the player's eye height (1.47 in minetest_game).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+STEP = 0.5  # nodes per move
+TURN = 15.0  # degrees per turn or tilt
+MAX_PITCH = 90.0
+
+
+def look_basis(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, right, up) unit vectors of a view."""
+    yaw, pitch = np.radians(yaw_deg), np.radians(pitch_deg)
+    fwd = np.array([-np.sin(yaw) * np.cos(pitch), -np.sin(pitch), np.cos(yaw) * np.cos(pitch)])
+    right = np.array([np.cos(yaw), 0.0, np.sin(yaw)])
+    up = np.array([-np.sin(yaw) * np.sin(pitch), np.cos(pitch), np.cos(yaw) * np.sin(pitch)])
+    return fwd, right, up
+
+
+def pixel_rays(yaw_deg: float, pitch_deg: float, size: int, fov_deg: float = 72.0) -> np.ndarray:
+    """(size, size, 3) unit ray directions through the pixel centres of a square view, row 0 at
+    the top (the rays the mod casts for the label map)."""
+    fwd, right, up = look_basis(yaw_deg, pitch_deg)
+    t = np.tan(np.radians(fov_deg) / 2)
+    c = (2 * np.arange(size) + 1) / size - 1  # -1..1 at pixel centres
+    u, v = np.meshgrid(c, -c)  # u to the right, v up
+    d = fwd + t * (u[..., None] * right + v[..., None] * up)
+    return d / np.linalg.norm(d, axis=-1, keepdims=True)
+
+
+def walk_direction(yaw_deg: float, action: str) -> np.ndarray:
+    """The (dx, dz) unit direction of a move action at `yaw_deg` (zero for non-moves)."""
+    yaw = np.radians(yaw_deg)
+    fwd, right = np.array([-np.sin(yaw), np.cos(yaw)]), np.array([np.cos(yaw), np.sin(yaw)])
+    return {"forward": fwd, "back": -fwd, "left": -right, "right": right}.get(action, np.zeros(2))
+
+
+def dead_reckon(actions: list[str], yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
+    """(len + 1, 4) (x, z, yaw, pitch) after each action on open flat ground, from the origin:
+    where the player goes when nothing blocks it (no climbing, no falling)."""
+    x = np.zeros(2)
+    yaw, pitch = float(yaw_deg), float(pitch_deg)
+    out = [(x[0], x[1], yaw, pitch)]
+    for a in actions:
+        if a == "turn_left":
+            yaw = (yaw + TURN) % 360
+        elif a == "turn_right":
+            yaw = (yaw - TURN) % 360
+        elif a == "look_up":
+            pitch = max(-MAX_PITCH, pitch - TURN)
+        elif a == "look_down":
+            pitch = min(MAX_PITCH, pitch + TURN)
+        x = x + STEP * walk_direction(yaw, a)
+        out.append((x[0], x[1], yaw, pitch))
+    return np.asarray(out)
