@@ -95,7 +95,7 @@ def client_settings(size: int, map_seed: int, port: int, fov: int, viewing_range
         trilinear_filter="false", anisotropic_filter="false", enable_particles="false",
         enable_minimap="false", enable_dynamic_shadows="false", view_bobbing_amount=0,
         fall_bobbing_amount=0, arm_inertia="false", node_highlighting="none", enable_sound="false",
-        time_speed=0, world_start_time=12000, max_block_generate_distance=0, static_spawnpoint="0,20000,0", fixed_map_seed=map_seed, mg_name="v7", creative_mode="true",
+        time_speed=0, world_start_time=12000, max_block_generate_distance=0, server_side_occlusion_culling="false", block_send_optimize_distance=12, max_simultaneous_block_sends_per_client=200, static_spawnpoint="0,20000,0", fixed_map_seed=map_seed, mg_name="v7", creative_mode="true",
         enable_damage="false", fov=fov, pause_on_lost_focus="false", fps_max=100,
         fps_max_unfocused=100, enable_local_map_saving="false", hud_scaling=0.5, gui_scaling=0.5,
         dedicated_server_step=0.005, show_debug="false", recent_chat_messages=2,

@@ -455,6 +455,12 @@ local function setup(p)
 		breathbar = false, minimap = false, minimap_radar = false})
 	p:set_properties({visual_size = {x = 0, y = 0}, makes_footstep_sound = false})
 	p:set_clouds({density = 0})
+	-- A plain sky of one colour: the regular sky's brightness follows the view with a per-frame
+	-- moving average on the client, so it depended on the frame rate, not only on the view.
+	p:set_sky({type = "plain", base_color = "#8cbdf5", clouds = false})
+	p:set_sun({visible = false, sunrise_visible = false})
+	p:set_moon({visible = false})
+	p:set_stars({visible = false})
 	minetest.set_timeofday(0.5)
 end
 
