@@ -9,9 +9,12 @@
   python run_sim.py plan --task reach|return|both --episodes N [--checkpoint DIR]
                                                CEM planner in imagination, on the real game, vs random
 
+  python run_sim.py --game minetest --real    the real game itself in the window (no model)
+
 Keys while playing (Crafter, as in crafter's own run_gui): WASD/arrows move, space = do (interact),
 tab = sleep, r/t/f/p = place stone/table/furnace/plant, 1-6 = make wood/stone/iron pickaxe,
-wood/stone/iron sword. A held key repeats once per frame; no key = noop.
+wood/stone/iron sword. Minetest: WASD walk and strafe, arrows (or Q/E) turn and tilt, space
+jumps, F digs, R places. A held key repeats once per frame; no key = noop.
 Controls: h help overlay, enter (or Pause) pause, n or . one frame while paused,
 backspace reset to a new start (next seed / next episode of --start), o or F12 screenshot,
 c start/stop recording, m episodic memory on/off (models that have it), v the remembered map
@@ -19,8 +22,9 @@ c start/stop recording, m episodic memory on/off (models that have it), v the re
 into --memory-dir, F9 load it back, esc or closing quits. --resume-memory DIR starts play in a
 world saved with F5, memory on.
 
-Exit codes: 0 done, 1 error (bad checkpoint, config, episode or actions file; a folder that
-cannot be written), 2 no display, or a --resume-memory folder that cannot be resumed.
+Exit codes: 0 done; 2 anything to fix, told in one line (a bad checkpoint, config, episode or
+actions file, a folder that cannot be written, no display, a --resume-memory folder that cannot be
+resumed, a game not installed: Minetest names scripts/install_system.sh); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Measure the real Minetest as a data source: `python -m games.minetest.bench --out DIR`.
 
-Writes DIR/minetest_bench.json (and prints it) with:
+Writes DIR/minetest_bench.json (and prints it) with the figures below; `--readme README.md --from
+DIR [DIR ...]` writes the README's Minetest table from such reports.
 
 - speed: steps per second of the explore policy at 64x64 with labels on the frames that carry
   them (`--label-size`, `--label-every`), median over episodes; reset seconds (median, max); the
@@ -90,6 +91,42 @@ def label_cost(env: MinetestEnv, sizes=(16, 32, 64), n: int = 10) -> dict:
     return out
 
 
+def readme_table(reports: dict[str, dict]) -> str:
+    """The README's Minetest table, from reports by folder (each a minetest_bench.json)."""
+    rows = ["| setting (folder) | steps/s (median) | reset s (median / max) | 100k frames, h | "
+            "label map ms (16 / 32 / 64 px) | poses, node hashes equal | frames bit-identical "
+            "(differing: median pixels) | sky agreement | label edges on frame edges |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for folder, r in reports.items():
+        st, sp, d, lab = r["settings"], r["speed"], r["determinism"], r["labels_vs_render"]
+        cost = " / ".join(str(sp["label_map_ms"][k]) for k in ("16", "32", "64"))
+        if d:
+            det = f"{d['poses_equal']:.3f}, {d['node_hashes_equal']:.3f}"
+            px = np.median([w["differing_frames_pixels_median"] for w in d["worlds"]])
+            ident = f"{d['frames_identical']:.3f} ({px:.0f} of 4096)"
+        else:
+            det = ident = "-"
+        rows.append(f"| {st['label_size']} px labels every {st['label_every']} frame(s) (`{folder}`) "
+                    f"| {sp['steps_per_s_median']} | {sp['reset_s_median']} / {sp['reset_s_max']} "
+                    f"| {sp['hours_for_100k_frames']} | {cost} | {det} | {ident} "
+                    f"| {lab['sky_agreement_mean']} | {lab['label_edges_on_frame_edges']} |")
+    first = next(iter(reports.values()))
+    shares = ", ".join(f"{k} {v:.3f}" for k, v in first["label_shares"].items())
+    worlds = ", ".join(f"{w['kind']} ({w['biome']})" for w in first["worlds"])
+    return "\n".join(rows) + (f"\n\nLabel shares over the labelled pixels of those episodes: {shares}."
+                             f"\nTheir worlds (start kind, biome): {worlds}.\n")
+
+
+def write_readme(readme: Path, folders: list[str]) -> None:
+    reports = {f: json.loads((Path(f) / "minetest_bench.json").read_text()) for f in folders}
+    text = readme.read_text()
+    begin, end = "<!-- minetest:begin -->", "<!-- minetest:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    readme.write_text(head + begin + "\n" + readme_table(reports) + end + rest.split(end, 1)[1])
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 parents=[common_flags(out={"default": "runs/minetest_bench"})])
@@ -100,7 +137,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--label-size", type=int, default=32)
     p.add_argument("--label-every", type=int, default=1)
     p.add_argument("--first-seed", type=int, default=1_000_000, help="first world (held-out range)")
+    p.add_argument("--readme", default=None, metavar="README",
+                   help="write the table of the reports in --from into README (no measuring)")
+    p.add_argument("--from", dest="reports", nargs="+", default=[], metavar="DIR",
+                   help="report folders for --readme")
     args = p.parse_args(argv)
+    if args.readme:
+        write_readme(Path(args.readme), args.reports or [args.out])
+        return {}
 
     env = MinetestEnv(label_size=args.label_size, label_every=args.label_every)
     try:

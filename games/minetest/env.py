@@ -175,7 +175,7 @@ class MinetestEnv:
     name = "minetest"
     fps = 10
 
-    def __init__(self, size: int = 64, label_size: int = 32, label_every: int = 1, fov: int = 72,
+    def __init__(self, size: int = 64, label_size: int = 32, label_every: int = 4, fov: int = 72,
                  viewing_range: int = 48, stable_s: float = 0.012, timeout: float = 20.0,
                  workdir: str | Path | None = None, settings: dict[str, Any] | None = None):
         self.minetest, self.xvfb = find_programs()
