@@ -203,7 +203,8 @@ def play(args: argparse.Namespace) -> int:
         if bad:
             return fail(f"--real plays the real game alone: {', '.join(bad)} need a model")
     try:
-        from simulator.window import NoDisplayError, PlayApp, Window, format_summary
+        from simulator.play import PlayApp
+        from simulator.window import NoDisplayError, Window, format_summary
     except ImportError as e:
         return fail(f"the window needs pygame ({e}); `python run_sim.py record` works without it")
     try:  # before loading anything heavy: no display is the fastest answer

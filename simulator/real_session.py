@@ -1,6 +1,6 @@
 """The real game behind the session interface the window plays: `run_sim.py --real`.
 
-`RealSession` answers what `simulator.window.PlayApp` asks of a `WorldSession` (reset, step, the
+`RealSession` answers what `simulator.play.PlayApp` asks of a `WorldSession` (reset, step, the
 action space, the step count, the last step's time) from the real game itself, so a user sees the
 ground truth (Minetest's first-person world, Crafter's) in the project's window before any model
 of it exists. It has no model, so no memory, saved worlds or minimap (the window says so).

@@ -121,7 +121,8 @@ def test_window_recorder_gym_and_service_play_vectors(session, tmp_path):
     from simulator.gym_env import WorldModelEnv
     from simulator.recorder import Start, record_rollout
     from simulator.service import make_server
-    from simulator.window import PlayApp, Window
+    from simulator.play import PlayApp
+    from simulator.window import Window
     from worldmodel.data.episode import load_episode
 
     app = PlayApp(session, Start(seed=1), Window(), fps=0, scale=2, recordings=tmp_path / "rec",

@@ -118,7 +118,8 @@ def test_the_toy_game_plays_in_the_window_records_and_serves(toy_checkpoint, tmp
     from simulator.recorder import Start, record_rollout
     from simulator.service import make_server
     from simulator.session import WorldSession
-    from simulator.window import PlayApp, Window
+    from simulator.play import PlayApp
+    from simulator.window import Window
 
     ckpt, _ = toy_checkpoint
     session = WorldSession.load(ckpt, device="cpu")

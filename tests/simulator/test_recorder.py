@@ -20,7 +20,8 @@ import pygame  # noqa: E402
 
 from simulator.recorder import Recorder, Start, fresh_path, load_actions  # noqa: E402
 from simulator.session import WorldSession  # noqa: E402
-from simulator.window import PlayApp, Window  # noqa: E402
+from simulator.play import PlayApp  # noqa: E402
+from simulator.window import Window  # noqa: E402
 from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.actions import ActionError, get_action_space  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter, load_episode  # noqa: E402

@@ -349,7 +349,7 @@ def saved_world(tmp_path_factory) -> dict[str, Path]:
 
 def test_resume_memory_starts_play_in_the_saved_world_with_memory_on(saved_world, tmp_path,
                                                                      monkeypatch, capsys):
-    from simulator.window import PlayApp
+    from simulator.play import PlayApp
 
     seen = {}
     real_run = PlayApp.run

@@ -20,7 +20,8 @@ from games.crafter.game import KEYS as CRAFTER_KEYS  # noqa: E402
 from simulator.keymap import CONTROLS, HeldKeys, keymap_for  # noqa: E402
 from simulator.recorder import Start  # noqa: E402
 from simulator.session import WorldSession  # noqa: E402
-from simulator.window import PlayApp, Window  # noqa: E402
+from simulator.play import PlayApp  # noqa: E402
+from simulator.window import Window  # noqa: E402
 from games.crafter.actions import CRAFTER_ACTIONS  # noqa: E402
 from worldmodel.game import GameError  # noqa: E402
 from worldmodel.data.episode import EpisodeWriter  # noqa: E402
