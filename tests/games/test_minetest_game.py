@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import games.minetest.env as mt_env
+import games.minetest.processes as processes
 from games.minetest.env import MinetestCrash, MinetestEnv
 from games.minetest.labels import LABEL_NAMES, upsample
 
@@ -129,11 +130,11 @@ def test_a_crash_mid_episode_is_survived(tmp_path, capsys):
 
 
 def test_a_display_number_in_use_is_skipped(tmp_path):
-    n = mt_env._free_display()
+    n = processes._free_display()
     lock = Path(f"/tmp/.X{n}-lock")
     lock.write_text("taken by a test\n")
     try:
-        d = mt_env.Display(64, mt_env.find_programs()[1])
+        d = processes.Display(64, processes.find_programs()[1])
         try:
             assert d.number != n
         finally:
