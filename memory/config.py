@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldmodel.config import (Config, ConfigError, apply_overrides, from_dict, read_yaml,
-                               register_section, split_sections)
+from worldmodel.config import (Config, ConfigError, apply_overrides, config_from_mapping, from_dict,
+                               migrate, read_yaml, register_section, split_sections)
 
 LOSS_FORMS = ("trajectory", "next_frame")
 LEVEL_MODES = ("sampler", "train")
@@ -135,8 +135,8 @@ register_section("memory", memory_config_from_dict)
 def load_configs(path: str | Path | None = None,
                  overrides: list[str] | None = None) -> tuple[Config, MemoryConfig]:
     """A YAML file (and `a.b=value` overrides) -> (world model Config, MemoryConfig)."""
-    own, other = split_sections(apply_overrides(read_yaml(path), overrides or []))
-    return from_dict(Config, own), other.get("memory") or MemoryConfig()
+    own, other = split_sections(apply_overrides(migrate(read_yaml(path)), overrides or []))
+    return config_from_mapping(own), other.get("memory") or MemoryConfig()
 
 
 def load_memory_config(path: str | Path | None = None,

@@ -26,7 +26,7 @@ mkdir -p "$EVAL"
 # A view-memory model is measured with each store alone and both (memory.revisit --compare-stores)
 # and with its memory on beside off (a lever row of the card).
 STORES=$(python -c "import json,sys; c=json.load(open('$CKPT/config.json')); print('--compare-stores' if c['model'].get('view_memory') else '')")
-NO_LAND=$(python -c "import json; c=json.load(open('$CKPT/config.json')); print('--no-land' if c['diffusion'].get('land_prior') else '')")
+NO_LAND=$(python -c "import json; c=json.load(open('$CKPT/config.json')); print('--no-land' if c.get('game', {}).get('land_prior') or c.get('diffusion', {}).get('land_prior') else '')")
 MCFG=configs/crafter.yaml
 [ -n "$STORES" ] && MCFG=configs/crafter_memory.yaml
 

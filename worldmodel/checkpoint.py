@@ -66,16 +66,16 @@ def load_config_from_checkpoint(path: str | Path) -> Config:
 
 def name_side_file(path: str | Path, key: str, name: str) -> None:
     """Name a side file written into checkpoint folder `path` (a codebook, a land prior) in its
-    config: `diffusion.<key> = name`, the config rewritten atomically."""
+    config: `game.<key> = name` (the game's section), the config rewritten atomically."""
     cfg = load_config_from_checkpoint(path)
-    setattr(cfg.diffusion, key, name)
+    cfg.game[key] = name
     write_json_atomic(Path(path) / CONFIG, to_dict(cfg))
 
 
 def attach_side_file(path: str | Path, key: str, name: str,
                      save: Callable[[Path], object]) -> None:
     """Write a side file (a codebook, a land prior) into checkpoint folder `path` with
-    `save(file)` and name it in the config (`diffusion.<key> = name`); the folder is checked to
+    `save(file)` and name it in the config (`game.<key> = name`); the folder is checked to
     be a checkpoint before anything is written into it."""
     load_config_from_checkpoint(path)
     save(Path(path) / name)

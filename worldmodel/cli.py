@@ -54,7 +54,7 @@ def common_flags(**flags: dict[str, Any] | bool) -> argparse.ArgumentParser:
 
 def side_file_flags(what: str, name: str, key: str) -> dict[str, dict[str, str]]:
     """`common_flags` overrides of a command that builds a checkpoint's side file: `--out FILE`
-    and/or `--checkpoint DIR` (written there as `name`, named by `diffusion.<key>`)."""
+    and/or `--checkpoint DIR` (written there as `name`, named by `game.<key>`)."""
     return {"out": {"help": f"{what} file (.safetensors)"},
             "checkpoint": {"help": f"attach it to this checkpoint: written there as {name} and "
-                                   f"named in its config (diffusion.{key})"}}
+                                   f"named in its config (game.{key})"}}

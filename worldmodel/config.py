@@ -10,6 +10,8 @@ from typing import Any, Callable, get_type_hints
 
 import yaml
 
+from worldmodel.game import find_game
+
 
 class ConfigError(ValueError):
     """A config file or override that does not match the config's fields."""
@@ -88,12 +90,6 @@ class DiffusionConfig:
     # and in this share some of its cells are forgotten and its pixels get a rollout's errors
     # (speckle, colour drift), so the model learns that a memory can be imperfect.
     memory_corrupt: float = 0.3
-    # A tile codebook file in the checkpoint folder (games.crafter.codebook; "" = none): every
-    # generated frame's world-view tiles are replaced by their nearest codebook tiles.
-    tile_codebook: str = ""
-    # A land prior file in the checkpoint folder (games.crafter.land; "" = none): the cells a move
-    # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
-    land_prior: str = ""
 
 
 @dataclass
@@ -131,6 +127,48 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # The game's own section: keys only the model's game reads, checked against the game's
+    # `config_defaults` (worldmodel.game.GameBase) when the config loads (Crafter: tile_codebook,
+    # land_prior: side files of the checkpoint folder).
+    game: dict[str, Any] = field(default_factory=dict)
+
+
+# Keys that moved into the game's section: an older config's diffusion.KEY is read as game.KEY.
+MOVED_TO_GAME = ("tile_codebook", "land_prior")
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """An older config mapping in today's layout (the game's keys out of `diffusion`)."""
+    diff = data.get("diffusion")
+    if isinstance(diff, dict) and any(k in diff for k in MOVED_TO_GAME):
+        data = dict(data, diffusion=dict(diff))
+        game = dict(data.get("game") or {})
+        for key in MOVED_TO_GAME:
+            if key in data["diffusion"]:
+                game.setdefault(key, data["diffusion"].pop(key))
+        data["game"] = game
+    return data
+
+
+def check_game_section(cfg: Config) -> Config:
+    """`cfg.game` checked against its game's keys and filled with their defaults: an unknown key
+    or a value of the wrong type is a ConfigError naming it. A game not installed here leaves the
+    section as read (loading its checkpoint fails later, naming the game)."""
+    game = find_game(cfg.model.game_name)
+    if game is None:
+        return cfg
+    defaults = dict(getattr(game, "config_defaults", {}))
+    unknown = sorted(set(cfg.game) - set(defaults))
+    if unknown:
+        takes = ", ".join(sorted(defaults)) or "no keys"
+        raise ConfigError(f"unknown key(s) {', '.join(f'game.{k}' for k in unknown)}; the "
+                          f"{game.name} game's section takes: {takes}")
+    out = {}
+    for key, default in defaults.items():
+        value = cfg.game.get(key, default)
+        out[key] = _coerce(value, type(default), f"game.{key}")
+    cfg.game = out
+    return cfg
 
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
@@ -139,6 +177,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return from_dict(typ, value, where)
     origin = getattr(typ, "__origin__", None)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where} must be a mapping of names, got {value!r}")
+        return dict(value)
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -236,12 +278,18 @@ def split_sections(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """The world model's config from a YAML file and `a.b=value` overrides; sections other
     packages own (`memory:`) are left to them (and checked once their owner is imported)."""
-    own, _ = split_sections(apply_overrides(read_yaml(path), overrides or []))
-    return from_dict(Config, own)
+    own, _ = split_sections(apply_overrides(migrate(read_yaml(path)), overrides or []))
+    return config_from_mapping(own)
+
+
+def config_from_mapping(data: dict[str, Any]) -> Config:
+    """The world model's Config from its sections (an older layout migrated, the game's section
+    checked by its game)."""
+    return check_game_section(from_dict(Config, migrate(data)))
 
 
 def config_from_json(text: str) -> Config:
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ConfigError(f"a config is a JSON object, got {type(data).__name__}")
-    return from_dict(Config, data)
+    return config_from_mapping(data)

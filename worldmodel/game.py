@@ -113,6 +113,9 @@ class GameBase:
     keys: dict[str, Any] = {}
     hud: dict[str, tuple[int, int, int, int]] = {}
     label_names: tuple[str, ...] = ()
+    # The keys of a model config's `game:` section this game reads, with their defaults (the
+    # type of each default is the key's type); worldmodel.config checks the section against it.
+    config_defaults: dict[str, Any] = {}
 
     def policies(self) -> dict[str, Policy]:
         return {}

@@ -267,13 +267,13 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
             + (", a view memory (revealed cells from what was seen there before)"
                if m.view_memory else "")
             + params,
-            *([f"- Tile codebook (`{cfg.diffusion.tile_codebook}`, games.crafter.codebook): every "
+            *([f"- Tile codebook (`{cfg.game.get('tile_codebook', '')}`, games.crafter.codebook): every "
                "generated world-view tile is replaced by its nearest real tile from training "
                "episodes (of the frame's light level), so a cell is one decision among "
                "tiles the game drew. The tile classifier then rejects none of them: the smear "
                "share is 0 by construction, and what it measures is whether each cell is the "
-               "right tile."] if cfg.diffusion.tile_codebook else []),
-            *(_land_lines(checkpoint, cfg) if cfg.diffusion.land_prior else []),
+               "right tile."] if cfg.game.get('tile_codebook', '') else []),
+            *(_land_lines(checkpoint, cfg) if cfg.game.get('land_prior', '') else []),
             f"- Rectified flow, x0-prediction as residual on the last clean frame, "
             f"{cfg.diffusion.sample_steps} sampler steps, context window {cfg.data.window - 1} frames (KV cache)",
             f"- Trained {trained_steps(metrics)} steps of batch {cfg.train.batch_size} windows of "
@@ -283,14 +283,14 @@ def model_section(checkpoint: Path, r: Reports) -> list[str]:
 
 def _land_lines(checkpoint: Path, cfg) -> list[str]:
     """The land prior's line of the model section, with its held-out fit from its own file."""
-    prior = LandPrior.load(checkpoint / cfg.diffusion.land_prior)
+    prior = LandPrior.load(checkpoint / cfg.game.get('land_prior', ''))
     info = getattr(prior, "info", {})
     held = info.get("heldout") or {}
     fit = (f" On {held['steps']} held-out steps of training seeds' episodes ({info.get('command')}), "
            f"its sampled lines are {held['non_grass_sampled']:.1%} not grass (the real lines "
            f"{held['non_grass_real']:.1%}), label histogram {held['tv']:.3f} (total variation) "
            "from the real one." if held else "")
-    return [f"- Land prior (`{cfg.diffusion.land_prior}`, games.crafter.land, "
+    return [f"- Land prior (`{cfg.game.get('land_prior', '')}`, games.crafter.land, "
             f"{sum(p.numel() for p in prior.parameters()) / 1e3:.0f}k parameters): the cells a move "
             "reveals that the view memory does not know are sampled among the game's labels, "
             "given the view they border (two passes: the line's even cells, then its odd ones), "

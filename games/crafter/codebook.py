@@ -6,7 +6,7 @@
 Crafter draws its world as a grid of 7-px tiles, each one fixed texture (lit by the daylight,
 noised at night: `../shared/CRAFTER.md`). A denoiser's frame is 49 pixel decisions per cell, and
 the small errors it makes on a cell it means to copy add up frame after frame into noise and
-smears. With a codebook (`diffusion.tile_codebook` names the file, in the checkpoint folder), the
+smears. With a codebook (`game.tile_codebook` names the file, in the checkpoint folder), the
 rollout replaces each world-view tile of every generated frame by its nearest codebook tile
 (squared pixel distance) before the frame is shown, written into the context and remembered:
 the cell becomes one decision among tiles the real game drew, and what is carried stays exact.

@@ -204,10 +204,10 @@ class CrafterEvaluation:
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--tiles", default=str(DEFAULT_BANK), help="tile bank (games.crafter.tiles)")
         p.add_argument("--no-codebook", action="store_true",
-                       help="leave the checkpoint's tile codebook out (diffusion.tile_codebook): "
+                       help="leave the checkpoint's tile codebook out (game.tile_codebook): "
                             "generated tiles are not snapped to real ones")
         p.add_argument("--no-land", action="store_true",
-                       help="leave the checkpoint's land prior out (diffusion.land_prior): what "
+                       help="leave the checkpoint's land prior out (game.land_prior): what "
                             "moves reveal is drawn by the denoiser alone")
         p.add_argument("--semantic-worlds", type=int, default=16,
                        help="worlds of the semantic evaluation (0 = skip)")
@@ -220,13 +220,13 @@ class CrafterEvaluation:
         names = [st.name for st in model.stages]
         if args.no_land and LAND in names:
             model.stages = [st for st in model.stages if st.name != LAND]
-            cfg.diffusion.land_prior = ""
+            cfg.game["land_prior"] = ""
         if args.no_codebook and SNAP in names:
             if any(st.name == LAND for st in model.stages):
                 raise ValueError("--no-codebook: the land prior draws with the codebook's tiles; "
                                  "add --no-land")
             model.stages = [st for st in model.stages if st.name != SNAP]
-            cfg.diffusion.tile_codebook = ""
+            cfg.game["tile_codebook"] = ""
 
     def open_loop(self, args: argparse.Namespace, model: Denoiser, cfg: Config,
                   episodes: list[Episode], context: int, out: Path

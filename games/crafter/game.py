@@ -102,6 +102,11 @@ class CrafterGame(GameBase):
     # inventory rows, in 64x64 frame pixels (y0, y1, x0, x1).
     hud = {"world": (0, 49, 0, 63), "status": (49, 56, 0, 63), "inventory": (56, 63, 0, 63)}
     memory_cell = TILE  # the view memory's canvases are made of 7-px cells
+    # The config's game section: side files in the checkpoint folder. A tile codebook
+    # (games.crafter.codebook; "" = none): every generated frame's world-view tiles are replaced by
+    # their nearest codebook tiles. A land prior (games.crafter.land; "" = none): the cells a move
+    # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
+    config_defaults = {"tile_codebook": "", "land_prior": ""}
 
     def make_env(self, size: int | None = None, **options: Any) -> CrafterEnv:
         return CrafterEnv(size=size or self.frame_size, **options)
@@ -139,21 +144,21 @@ class CrafterGame(GameBase):
 
     def stages(self, cfg: Any, path: Path, device: torch.device | str) -> list[Stage]:
         """The checkpoint's Crafter stages: the land prior and the codebook snap, from the side
-        files its config names (diffusion.land_prior, diffusion.tile_codebook)."""
+        files its config names (game.land_prior, game.tile_codebook)."""
         book = prior = None
-        if cfg.diffusion.tile_codebook:
+        if cfg.game.get("tile_codebook", ""):
             try:
-                book = TileCodebook.load(path / cfg.diffusion.tile_codebook, device)
+                book = TileCodebook.load(path / cfg.game.get("tile_codebook", ""), device)
             except CodebookError as e:
-                raise CheckpointError(f"{path}: diffusion.tile_codebook: {e}") from None
-        if cfg.diffusion.land_prior:
+                raise CheckpointError(f"{path}: game.tile_codebook: {e}") from None
+        if cfg.game.get("land_prior", ""):
             if not cfg.model.view_memory or book is None or book.labels is None:
-                raise CheckpointError(f"{path}: diffusion.land_prior needs model.view_memory and "
-                                      "a tile codebook with labels (diffusion.tile_codebook)")
+                raise CheckpointError(f"{path}: game.land_prior needs model.view_memory and "
+                                      "a tile codebook with labels (game.tile_codebook)")
             try:
-                prior = LandPrior.load(path / cfg.diffusion.land_prior, device)
+                prior = LandPrior.load(path / cfg.game.get("land_prior", ""), device)
             except LandError as e:
-                raise CheckpointError(f"{path}: diffusion.land_prior: {e}") from None
+                raise CheckpointError(f"{path}: game.land_prior: {e}") from None
             book_labels = int(book.labels.max()) + 1  # the prior reads these labels
             if book_labels > prior.num_labels:
                 raise CheckpointError(f"{path}: the tile codebook holds {book_labels} labels and "

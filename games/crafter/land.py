@@ -21,7 +21,7 @@ Geometry: every move is turned so the revealed line is a column on the right of 
 column (7 cells for a left/right move, 9 for up/down) and a pad flag elsewhere.
 
 Training reads the game's own labels (`labels.u8`) of consecutive frames with a scroll between
-them; live, the anchor's labels come from the codebook's snap. `diffusion.land_prior` names the
+them; live, the anchor's labels come from the codebook's snap. `game.land_prior` names the
 file in a checkpoint folder (needs a codebook with labels and model.view_memory).
 
 The land prior's parts: games.crafter.land_model (the geometry, the network, its file, the

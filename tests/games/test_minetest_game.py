@@ -154,7 +154,11 @@ def test_ctrl_c_ends_every_process(tmp_path):
     assert ours() - before, "collection never started the game"
     time.sleep(2)
     proc.send_signal(signal.SIGINT)
-    proc.wait(30)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"collect did not end after Ctrl-C: {proc.communicate()[1].decode()[-2000:]}")
     time.sleep(0.5)
     assert not (ours() - before), "processes left running after Ctrl-C"
     assert proc.returncode == 130

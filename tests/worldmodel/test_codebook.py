@@ -77,7 +77,7 @@ def test_a_codebook_round_trips_and_a_bad_file_is_a_clear_error(book, tmp_path):
 def test_a_checkpoint_naming_a_codebook_rolls_out_on_its_tiles(tiny_config, perturbed_model,
                                                               book, labelled_crafter, tmp_path):
     cfg = tiny_config("model.shift_kernel=17", "model.committed_move=7", size=64)
-    cfg.diffusion.tile_codebook = "codebook.safetensors"
+    cfg.game["tile_codebook"] = "codebook.safetensors"
     ckpt = save_checkpoint(tmp_path / "ckpt", perturbed_model(cfg), cfg)
     with pytest.raises(CheckpointError, match="tile_codebook"):
         load_checkpoint(ckpt)  # named but not there
@@ -89,4 +89,4 @@ def test_a_checkpoint_naming_a_codebook_rolls_out_on_its_tiles(tiny_config, pert
     frames = to_uint8(torch.stack([ro.step(torch.tensor([a])) for a in (1, 2, 3, 0)], 1))
     assert _in_book(frames.numpy()[0], book)
     cfg_json = json.loads((ckpt / "config.json").read_text())
-    assert cfg_json["diffusion"]["tile_codebook"] == "codebook.safetensors"
+    assert cfg_json["game"]["tile_codebook"] == "codebook.safetensors"

@@ -93,3 +93,26 @@ def test_an_even_shift_kernel_is_a_config_error():
     with pytest.raises(ConfigError, match="shift_kernel must be 0 \\(off\\) or odd, got 4"):
         load_config(None, ["model.shift_kernel=4"])
     assert load_config(None, ["model.shift_kernel=5"]).model.shift_kernel == 5
+
+
+def test_the_game_owns_its_section_of_the_config():
+    """Crafter's keys live in `game:`, checked against the game's own defaults."""
+    cfg = load_config(ROOT / "configs" / "crafter.yaml", ["game.land_prior=land.safetensors"])
+    assert cfg.game == {"tile_codebook": "", "land_prior": "land.safetensors"}
+    with pytest.raises(ConfigError, match=r"game\.land_prir.*takes: land_prior, tile_codebook"):
+        load_config(ROOT / "configs" / "crafter.yaml", ["game.land_prir=x"])
+    with pytest.raises(ConfigError, match=r"game\.tile_codebook must be str"):
+        load_config(ROOT / "configs" / "crafter.yaml", ["game.tile_codebook=3"])
+    with pytest.raises(ConfigError, match="game.*mapping"):
+        load_config(ROOT / "configs" / "crafter.yaml", ["game=3"])
+
+
+def test_an_older_config_with_the_games_keys_in_diffusion_still_loads():
+    from worldmodel.config import config_from_json
+
+    old = to_dict(load_config(ROOT / "configs" / "crafter.yaml"))
+    del old["game"]
+    old["diffusion"]["tile_codebook"] = "codebook.safetensors"
+    cfg = config_from_json(json.dumps(old))
+    assert cfg.game["tile_codebook"] == "codebook.safetensors" and cfg.game["land_prior"] == ""
+    assert "tile_codebook" not in to_dict(cfg)["diffusion"]

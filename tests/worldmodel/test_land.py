@@ -149,7 +149,7 @@ def test_a_checkpoint_with_a_land_prior_samples_what_moves_reveal(
     ckpt = tmp_path / "ckpt"
     save_checkpoint(ckpt, model, cfg)
     # A land prior without a labelled codebook is refused, in one line.
-    cfg.diffusion.land_prior = land.DEFAULT_NAME
+    cfg.game["land_prior"] = land.DEFAULT_NAME
     prior, _ = land.train_prior((before, moves, after), (before, moves, after), len(names), names,
                                 steps=20, batch=32, log_every=10)
     prior.save(ckpt / land.DEFAULT_NAME)
@@ -157,7 +157,7 @@ def test_a_checkpoint_with_a_land_prior_samples_what_moves_reveal(
     with pytest.raises(CheckpointError, match="land_prior needs"):
         load_checkpoint(ckpt, torch.device("cpu"))
     book.save(ckpt / codebook.DEFAULT_NAME)
-    cfg.diffusion.tile_codebook = codebook.DEFAULT_NAME
+    cfg.game["tile_codebook"] = codebook.DEFAULT_NAME
     save_checkpoint(ckpt, model, cfg)
     loaded, lcfg = load_checkpoint(ckpt, torch.device("cpu"))
     assert [st.name for st in loaded.stages] == ["land prior", "codebook snap"]
