@@ -152,7 +152,7 @@ def checkpoint_path(arg: str | None) -> Path:
     path = Path(arg) if arg else DEFAULT_CHECKPOINT
     if not (path / "config.json").is_file():
         hint = (" (the shipped default model is not there yet: train one with "
-                "`python -m worldmodel.train` and pass --checkpoint runs/crafter)") if arg is None else ""
+                "`python -m worldmodel.training.train` and pass --checkpoint runs/crafter)") if arg is None else ""
         raise FileNotFoundError(f"no model checkpoint at {path}{hint}")
     return path
 

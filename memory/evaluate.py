@@ -1,6 +1,6 @@
-"""`python -m memory.evaluate ARGS`: worldmodel.evaluate with every world's view memory on.
+"""`python -m memory.evaluate ARGS`: worldmodel.evaluation.evaluate with every world's view memory on.
 
-The same evaluation, arguments and report as `python -m worldmodel.evaluate` (see there), but
+The same evaluation, arguments and report as `python -m worldmodel.evaluation.evaluate` (see there), but
 each rolled-out world records what it shows in its game's view memory (`Game.view_memory`) and is
 conditioned on
 it, as a session with memory on: what a player with the memory switched on sees. The model must
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worldmodel import evaluate
+from worldmodel.evaluation import evaluate
 from worldmodel.cli import run_cli
 
 

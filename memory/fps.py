@@ -30,7 +30,7 @@ from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 

@@ -38,8 +38,8 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.device import pick_device
 from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.dynamics import Denoiser
-from worldmodel.imagined import FRAMES, INFO, ImaginedError
-from worldmodel.reports import command_line
+from worldmodel.training.imagined import FRAMES, INFO, ImaginedError
+from worldmodel.evaluation.reports import command_line
 from worldmodel.rollout import Rollout
 
 

@@ -35,7 +35,7 @@ from worldmodel.config import Config, to_dict
 from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
-from worldmodel.prediction import frame_actions
+from worldmodel.evaluation.prediction import frame_actions
 from worldmodel.device import pick_device
 from worldmodel.game import get_game
 

@@ -65,7 +65,7 @@ from worldmodel.data.episode import write_json_atomic
 from worldmodel.device import pick_device
 from worldmodel.dynamics import Denoiser
 from worldmodel.game import get_game
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 
 # The benchmark's parts, importable from here as before the split.
 __all__ = ["RandomFeatures", "find_revisits", "format_summary", "generated_revisits",

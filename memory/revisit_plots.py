@@ -11,7 +11,7 @@ import numpy as np
 from memory.revisit_scores import mean_or_none
 from memory.revisit_trips import excursion
 from worldmodel.data import Episode
-from worldmodel.plots import _plt
+from worldmodel.evaluation.plots import _plt
 
 
 def plot_curves(results: list[dict[str, Any]], episodes: list[Episode], modes: list[str],

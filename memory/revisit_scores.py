@@ -13,12 +13,12 @@ from torch import nn
 from memory.config import MemoryConfig
 from memory.episodic import EpisodicMemory
 from memory.revisit_trips import generated_revisits, real_prefix, roll
-from worldmodel import metrics
+from worldmodel.evaluation import metrics
 from worldmodel.config import Config
 from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float
 from worldmodel.dynamics import Denoiser
-from worldmodel.prediction import player_positions
+from worldmodel.evaluation.prediction import player_positions
 from worldmodel.game import get_game
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from memory.revisit_scores import mean_or_none
-from worldmodel import metrics
-from worldmodel.reports import bootstrap_interval
+from worldmodel.evaluation import metrics
+from worldmodel.evaluation.reports import bootstrap_interval
 
 
 def weighted_mean(values: list[float | None], weights: list[int]) -> float | None:

@@ -17,7 +17,7 @@ from worldmodel.config import Config
 from worldmodel.data import Episode, list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
-from worldmodel.prediction import frame_actions, player_positions
+from worldmodel.evaluation.prediction import frame_actions, player_positions
 from worldmodel.rollout import Rollout
 
 WARMUPS = ("context", "trip")

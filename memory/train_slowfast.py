@@ -44,7 +44,7 @@ from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, add_noise, sample_levels, training_loss
 from worldmodel.dynamics import Conditioning, Denoiser, KVCache
 from worldmodel.device import generator, pick_device
-from worldmodel.train import lr_at
+from worldmodel.training.train import lr_at
 
 
 def next_chunk_loss(model: Denoiser, frames: Tensor, act: Tensor, drop: Tensor,

@@ -35,14 +35,14 @@ if [ "$CKPT" = assets/crafter_memory ] && [ -z "$QUICK" ] && [ -z "${KEEP_TILES:
 fi
 
 if [ -n "$QUICK" ]; then
-  python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL" \
+  python -m worldmodel.evaluation.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL" \
     --samples 16 --long 200 --semantic-worlds 4 --semantic-horizon 32
-  python -m worldmodel.bench --checkpoint "$CKPT" --frames 20 --out "$EVAL/bench.json"
+  python -m worldmodel.evaluation.bench --checkpoint "$CKPT" --frames 20 --out "$EVAL/bench.json"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 2 \
     --memory-config $MCFG $STORES --out "$EVAL"
 else
-  python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL"
-  python -m worldmodel.bench --checkpoint "$CKPT" --out "$EVAL/bench.json"
+  python -m worldmodel.evaluation.evaluate --checkpoint "$CKPT" --data data/crafter --out "$EVAL"
+  python -m worldmodel.evaluation.bench --checkpoint "$CKPT" --out "$EVAL/bench.json"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
     --memory-config $MCFG $STORES --out "$EVAL"
   python -m memory.revisit --checkpoint "$CKPT" --data data/crafter_revisit --samples 8 \
@@ -55,11 +55,11 @@ else
   if [ -n "$STORES" ]; then
     python -m memory.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
       --out "$EVAL/levers/view_memory_on"
-    python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
+    python -m worldmodel.evaluation.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
       --no-codebook $NO_LAND --out "$EVAL/levers/no_codebook"
   fi
   if [ -n "$NO_LAND" ]; then  # the same weights, revealed cells drawn by the denoiser alone
-    python -m worldmodel.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
+    python -m worldmodel.evaluation.evaluate --checkpoint "$CKPT" --data data/crafter --samples 32 --long 0 \
       --no-land --out "$EVAL/levers/no_land_prior"
   fi
   python run_sim.py plan --task both --episodes 12 --checkpoint "$CKPT" --population 16 \
@@ -67,5 +67,5 @@ else
 fi
 
 LOGS=$(ls "$CKPT"/train_log*.jsonl 2>/dev/null | sort || true)
-python -m worldmodel.model_card --checkpoint "$CKPT" ${LOGS:+--train-log $LOGS} \
+python -m worldmodel.evaluation.model_card --checkpoint "$CKPT" ${LOGS:+--train-log $LOGS} \
   $([ "$CKPT" = assets/crafter_memory ] && echo --readme README.md)

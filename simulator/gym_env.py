@@ -8,7 +8,7 @@
     obs, infos = envs.reset(seed=0)                # (32, 64, 64, 3) uint8
 
 Observations are the imagined frames, uint8 (64, 64, 3); actions Discrete(17) (Crafter's).
-Reward and termination come from `worldmodel.reward_head` run on (previous frame, frame): a small
+Reward and termination come from `worldmodel.training.reward_head` run on (previous frame, frame): a small
 CNN trained on the real game's reward and death signals. Episodes are truncated after
 `max_episode_steps` imagined steps (long rollouts drift). `reset(seed)` plays the real game from
 `seed` for the context frames and reseeds the sampler's noise, so a seeded episode is exactly
@@ -40,7 +40,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from simulator.session import ROOT, WorldSession, real_context
-from worldmodel.reward_head import RewardHead, load_reward_head
+from worldmodel.training.reward_head import RewardHead, load_reward_head
 
 DEFAULT_REWARD_HEAD = ROOT / "assets" / "crafter_reward"
 ENV_ID = "WorldModelCrafter-v0"

@@ -38,7 +38,7 @@ from worldmodel.checkpoint import load_config_from_checkpoint
 from worldmodel.cli import common_flags, run_cli
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.game import Game, get_game
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 
 TASKS = ("reach", "return")
 SEED_BASE = SEED_RANGES["plan"].first  # worlds no collected split uses (simulator/seeds.py)

@@ -5,7 +5,7 @@ game seeds for a purpose takes them from its own range here, and the ranges are 
 (tests/simulator/test_seeds.py). A new use gets a new row, after the last one.
 
     train          collect --split train: the world model's training episodes
-    heldout        collect --split heldout: its evaluation episodes (worldmodel.evaluate)
+    heldout        collect --split heldout: its evaluation episodes (worldmodel.evaluation.evaluate)
     revisit        collect --revisit: the memory benchmark's out-and-back trips (memory.revisit)
     revisit_train  collect --revisit --split train: trips to train on (memory.train_slowfast)
     plan           the planner's episodes (run_sim.py plan). Until these ranges were one table it

@@ -32,6 +32,7 @@ NO_DISPLAY = ("cannot open a window: no display ({why}).\n"
               "or run under a virtual display (xvfb-run python run_sim.py ...).")
 
 
+MOUSE_KEYS = {1: "mouse left", 3: "mouse right"}  # pygame button -> key name in a game's key map
 Line = list[tuple[str, tuple]]  # a HUD line: (text, color) segments
 
 
@@ -104,6 +105,10 @@ class Window:
             elif e.type in (pygame.KEYDOWN, pygame.KEYUP):
                 out.append(KeyEvent("down" if e.type == pygame.KEYDOWN else "up",
                                     pygame.key.name(e.key)))
+            elif e.type in (pygame.MOUSEBUTTONDOWN, pygame.MOUSEBUTTONUP) and e.button in MOUSE_KEYS:
+                # mouse buttons are keys too ("mouse left", "mouse right"), for a game's key map
+                out.append(KeyEvent("down" if e.type == pygame.MOUSEBUTTONDOWN else "up",
+                                    MOUSE_KEYS[e.button]))
             elif e.type == pygame.WINDOWFOCUSLOST:
                 out.append(KeyEvent("blur"))
         return out

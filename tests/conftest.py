@@ -228,9 +228,9 @@ def labelled_crafter(tmp_path_factory) -> Labelled:
 
 @pytest.fixture
 def semantic_report(labelled_crafter, tiny_config, perturbed_model, tmp_path):
-    """worldmodel.evaluate with the semantic evaluation, end to end on a tiny 64x64 model:
+    """worldmodel.evaluation.evaluate with the semantic evaluation, end to end on a tiny 64x64 model:
     (checkpoint, output folder, report)."""
-    from worldmodel import evaluate
+    from worldmodel.evaluation import evaluate
     from worldmodel.checkpoint import save_checkpoint
 
     cfg = tiny_config(size=64)

@@ -3,7 +3,7 @@ tensors live on the host.
 
 Each entry point's own tests run it on every device in `conftest.DEVICES` (CUDA where present,
 the CPU always): memory.revisit, memory.probe, memory.train_slowfast and memory.fps in
-tests/memory/test_revisit.py, worldmodel.evaluate and worldmodel.bench in their tests, the
+tests/memory/test_revisit.py, worldmodel.evaluation.evaluate and worldmodel.evaluation.bench in their tests, the
 session in tests/memory/test_memory_session.py. On a CPU-only machine those cannot see a
 device tensor reaching numpy, so this checks the source for it.
 """

@@ -177,7 +177,7 @@ def test_the_cycle_finder_sees_a_cycle():
 
 def test_the_core_finds_games_only_through_the_registry():
     """The core names no game, yet loads one by name (the entry points) once asked."""
-    code = ("import sys, worldmodel.checkpoint, worldmodel.rollout, worldmodel.train\n"
+    code = ("import sys, worldmodel.checkpoint, worldmodel.rollout, worldmodel.training.train\n"
             "assert not any(m.split('.')[0] == 'games' for m in sys.modules), 'imported a game'\n"
             "from worldmodel.game import get_game\n"
             "g = get_game('crafter')\n"
@@ -220,11 +220,11 @@ def test_entry_points_report_bad_input_without_a_traceback():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-m", "worldmodel.train", "--config", "configs/tiny.yaml",
+    r = subprocess.run([sys.executable, "-m", "worldmodel.training.train", "--config", "configs/tiny.yaml",
                         "model.wings=3"], cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "error: unknown key(s) config.model.wings" in r.stderr
     assert "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "worldmodel.bench", "--checkpoint", "no/such/dir"],
+    r = subprocess.run([sys.executable, "-m", "worldmodel.evaluation.bench", "--checkpoint", "no/such/dir"],
                        cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

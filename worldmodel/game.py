@@ -162,7 +162,7 @@ class GameBase:
                         "revisit benchmark and the planner need one")
 
     def evaluation(self) -> Any:
-        """This game's part of `python -m worldmodel.evaluate` (options, levers, a semantic
+        """This game's part of `python -m worldmodel.evaluation.evaluate` (options, levers, a semantic
         evaluation against the real game's labels), or None: PSNR and drift alone."""
         return None
 

@@ -40,7 +40,7 @@ from worldmodel.game import GameError
 from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, view_tiles
 from worldmodel import tensorfile
 from worldmodel.data import list_episodes, load_episode
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 from worldmodel.checkpoint import attach_side_file
 from worldmodel.cli import common_flags, run_cli, side_file_flags
 

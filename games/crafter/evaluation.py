@@ -1,7 +1,7 @@
 """Crafter's semantic evaluation (`../shared/CRAFTER.md`): the model against the real game on
 per-tile labels, from the same real context under the same actions, with repeat-last beside it
 (permanence, richness, smears, revealed land, scroll agreement), and the long rollout's labels.
-`python -m worldmodel.evaluate` runs it for a Crafter checkpoint (`CrafterEvaluation`, the game's
+`python -m worldmodel.evaluation.evaluate` runs it for a Crafter checkpoint (`CrafterEvaluation`, the game's
 `evaluation()`), with Crafter's options and levers (--tiles, --no-land, --no-codebook).
 """
 
@@ -16,14 +16,14 @@ import numpy as np
 
 import games.crafter.semantic as semantic
 from games.crafter.tiles import DEFAULT_BANK, REJECT, TileClassifier
-from worldmodel import metrics
+from worldmodel.evaluation import metrics
 from worldmodel.actions import get_action_space
 from worldmodel.config import Config
 from worldmodel.data import Episode
 from worldmodel.data.episode import EpisodeError
 from worldmodel.dynamics import Denoiser
-from worldmodel.prediction import frame_actions, generate, player_positions
-from worldmodel.plots import _fmt, _grid, _plt
+from worldmodel.evaluation.prediction import frame_actions, generate, player_positions
+from worldmodel.evaluation.plots import _fmt, _grid, _plt
 
 LAND, SNAP = "land prior", "codebook snap"  # the pipeline stages the levers leave out
 

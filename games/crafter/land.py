@@ -41,7 +41,7 @@ from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import attach_side_file
 from worldmodel.cli import common_flags, run_cli, side_file_flags
 from worldmodel.data import list_episodes, load_episode
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 
 __all__ = ["DEFAULT_NAME", "LINE", "VERSION", "LandError", "LandPrior", "canonical", "fill_canvas",
            "main", "revealed_line"]

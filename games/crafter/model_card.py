@@ -1,6 +1,6 @@
 """Write a checkpoint's model card, and the README's results block, from its JSON reports:
 
-    python -m worldmodel.model_card --checkpoint assets/crafter [--readme README.md]
+    python -m worldmodel.evaluation.model_card --checkpoint assets/crafter [--readme README.md]
 
 Every figure in the card comes from a report in CHECKPOINT/eval/ (or the tile bank's report),
 and every report names the command that wrote it (its "command" key); the card prints that
@@ -9,9 +9,9 @@ whose key is missing from its report, stops the generator with an error naming i
 with no report behind it is never published. Nothing is typed in by hand.
 
 Reports (paths relative to the checkpoint's eval/ folder; all but report.json optional):
-report.json (worldmodel.evaluate), bench.json (worldmodel.bench), revisit.json and
+report.json (worldmodel.evaluation.evaluate), bench.json (worldmodel.evaluation.bench), revisit.json and
 revisit_trip/revisit.json, revisit_loop/revisit.json (memory.revisit), memory_fps/fps.json (memory.fps), plan.json
-(run_sim.py plan), levers/NAME/report.json (worldmodel.evaluate of each lever tried, issue 12),
+(run_sim.py plan), levers/NAME/report.json (worldmodel.evaluation.evaluate of each lever tried, issue 12),
 and the tile bank's report.
 
 The card's parts: games.crafter.card_reports (the reports and the targets) and
@@ -32,7 +32,7 @@ from worldmodel.checkpoint import METRICS, read_metrics
 from worldmodel.cli import common_flags
 from worldmodel.data.episode import write_json_atomic
 
-README_BEGIN = "<!-- results:begin (python -m worldmodel.model_card --readme README.md) -->"
+README_BEGIN = "<!-- results:begin (python -m worldmodel.evaluation.model_card --readme README.md) -->"
 README_END = "<!-- results:end -->"
 
 __all__ = ["ModelCardError", "README_BEGIN", "README_END", "Reports", "collect_reports",
@@ -170,7 +170,7 @@ def collect_reports(checkpoint: Path, eval_dir: Path | None, tiles_report: Path 
     paths = {"evaluation": eval_dir / "report.json"}
     if not paths["evaluation"].is_file():
         raise ModelCardError(f"no evaluation report at {paths['evaluation']} (python -m "
-                             "worldmodel.evaluate --out ...)")
+                             "worldmodel.evaluation.evaluate --out ...)")
     paths.update({k: eval_dir / v for k, v in OPTIONAL.items() if (eval_dir / v).is_file()})
     for lever in sorted((eval_dir / "levers").glob("*/report.json")):
         paths[f"lever:{lever.parent.name}"] = lever

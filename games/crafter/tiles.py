@@ -38,7 +38,7 @@ from worldmodel.game import GameError
 from games.crafter.geometry import TILE, TILE_DIM, VIEW_COLS, VIEW_ROWS, daylight, view_tiles
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.episode import write_json_atomic
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 from worldmodel.cli import common_flags, run_cli
 
 REJECT = 255  # the label of a tile that looks like no real tile

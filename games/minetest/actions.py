@@ -16,10 +16,10 @@ MINETEST_ACTIONS = (
 ACTION_SPACE = register_action_space(DiscreteActionSpace("minetest", MINETEST_ACTIONS))
 
 # The window's keys (pygame key names): WASD walk and strafe, the arrows (or Q/E) turn and tilt,
-# space jumps, F digs and R places (the mouse buttons do too, in the window).
+# space jumps, F or the left mouse button digs, R or the right one places.
 KEYS: dict[str, str] = {
     "w": "forward", "s": "back", "a": "left", "d": "right",
     "left": "turn_left", "right": "turn_right", "q": "turn_left", "e": "turn_right",
     "up": "look_up", "down": "look_down",
-    "space": "jump", "f": "dig", "r": "place",
+    "space": "jump", "f": "dig", "r": "place", "mouse left": "dig", "mouse right": "place",
 }

@@ -147,7 +147,9 @@ def test_ctrl_c_ends_every_process(tmp_path):
     before = ours()
     proc = subprocess.Popen([sys.executable, "-m", "simulator.collect", "--game", "minetest",
                              "--out", str(tmp_path), "--episodes", "3", "--length", "200"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            # Ctrl-C as in a terminal, whatever this test process did to SIGINT
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (ours() - before):
         time.sleep(0.2)

@@ -82,7 +82,7 @@ def toy_checkpoint(tmp_path_factory):
     """The toy game registered, a few episodes collected, a tiny model trained on them."""
     from simulator.collect import collect_episode
     from simulator.games import make_game
-    from worldmodel.train import train
+    from worldmodel.training.train import train
 
     register_game(TOY)
     root = tmp_path_factory.mktemp("toy")

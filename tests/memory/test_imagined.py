@@ -16,7 +16,7 @@ from worldmodel.checkpoint import save_checkpoint
 from worldmodel.data import load_episode
 from worldmodel.data.dataset import WindowDataset, to_float
 from memory.imagined import imagine
-from worldmodel.imagined import FRAMES, INFO, ImaginedError, load_imagined
+from worldmodel.training.imagined import FRAMES, INFO, ImaginedError, load_imagined
 from worldmodel.rollout import Rollout
 from games.crafter.geometry import SCROLLS
 from games.crafter.viewmap import history_canvases

@@ -16,7 +16,7 @@ from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Denoiser
-from worldmodel.evaluate import frame_actions, player_positions
+from worldmodel.evaluation.evaluate import frame_actions, player_positions
 from games.crafter.geometry import PLAYER_TILE, SCROLLS, TILE, VIEW_COLS, VIEW_ROWS
 from games.crafter.viewmap import (CANVAS_COLS, CANVAS_ROWS, MARGIN, history_canvases,
                                 scroll_index)
@@ -299,7 +299,7 @@ def test_revisit_compares_the_stores_and_reads_the_pose(tiny_config, perturbed_m
 def test_evaluate_rolls_with_the_view_memory_on(tiny_config, perturbed_model, labelled_crafter,
                                                  tmp_path):
     from memory import evaluate as memory_evaluate
-    from worldmodel import evaluate
+    from worldmodel.evaluation import evaluate
     from worldmodel.checkpoint import save_checkpoint
 
     cfg = _cfg(tiny_config)

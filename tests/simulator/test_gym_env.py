@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 
 from simulator.gym_env import WorldModelEnv, WorldModelVectorEnv
 from simulator.session import WorldSession
-from worldmodel.reward_head import RewardHead, RewardHeadConfig
+from worldmodel.training.reward_head import RewardHead, RewardHeadConfig
 
 SIZE = 16
 

@@ -109,6 +109,23 @@ def test_held_keys_tap_wins_hold_repeats_noop_otherwise():
     assert held.down("h") is False
 
 
+def test_minetest_keymap_takes_the_mouse_buttons_and_avoids_controls():
+    keys = keymap_for("minetest")
+    assert {keys[k] for k in "wasd"} == {"forward", "left", "back", "right"}
+    assert keys["mouse left"] == "dig" and keys["mouse right"] == "place"
+    assert not set(keys) & {k for ks in CONTROLS.values() for k in ks}
+
+
+def test_mouse_buttons_reach_the_key_map_as_keys(app):
+    import pygame
+
+    for kind, button in ((pygame.MOUSEBUTTONDOWN, 1), (pygame.MOUSEBUTTONUP, 1),
+                         (pygame.MOUSEBUTTONDOWN, 2), (pygame.MOUSEBUTTONDOWN, 3)):
+        pygame.event.post(pygame.event.Event(kind, button=button, pos=(5, 5)))
+    events = [(e.kind, e.key) for e in app.window.poll() if e.kind in ("down", "up")]
+    assert events == [("down", "mouse left"), ("up", "mouse left"), ("down", "mouse right")]
+
+
 def test_crafter_keymap_follows_run_gui_and_avoids_controls():
     keys = keymap_for("crafter")
     assert {keys[k] for k in "wasd"} == {"move_up", "move_left", "move_down", "move_right"}

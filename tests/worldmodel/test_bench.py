@@ -8,7 +8,7 @@ import pytest
 
 import worldmodel.rollout as rollout_module
 from conftest import DEVICES
-from worldmodel import bench
+from worldmodel.evaluation import bench
 from worldmodel.checkpoint import save_checkpoint
 
 

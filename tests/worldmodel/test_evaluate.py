@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from conftest import DEVICES
 import games.crafter.evaluation as crafter_evaluation
-from worldmodel import evaluate, metrics
+from worldmodel.evaluation import evaluate
+from worldmodel.evaluation import metrics
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import save_checkpoint
 from worldmodel.data.episode import EpisodeWriter, load_episode
@@ -261,7 +262,7 @@ def test_evaluate_is_deterministic_and_long_zero_skips(eval_setup):
 
 
 def test_worldmodel_evaluation_imports_no_simulator_or_pygame():
-    code = ("import sys, worldmodel.evaluate, worldmodel.bench; "
+    code = ("import sys, worldmodel.evaluation.evaluate, worldmodel.evaluation.bench; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('simulator', 'memory', 'pygame')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
@@ -287,7 +288,7 @@ def test_semantic_evaluation_end_to_end(semantic_report):
     assert sem["scroll"]["real_frames"]["free_moves"]["agree"] == 1.0  # the pose estimate
     long = report["long"]["semantic"]
     assert set(long["buckets"]) == {"1-16", "17-64"} and long["steps"][0] == 4
-    assert report["command"].startswith("python -m worldmodel.evaluate --checkpoint")
+    assert report["command"].startswith("python -m worldmodel.evaluation.evaluate --checkpoint")
     assert "permanence non-grass" in crafter_evaluation.format_semantic(report)
 
 

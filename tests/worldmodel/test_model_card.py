@@ -23,7 +23,7 @@ def test_consecutive_training_logs_join_into_one_step_axis(tmp_path):
     assert trained_steps({"train_step": 50, "init_steps": 150, "init_from": "x"}) == "200 (150 up to x, then 50)"
 
 
-BENCH = {"params": 1000, "device": "cpu", "denoiser_passes_per_frame": 2, "command": "python -m worldmodel.bench",
+BENCH = {"params": 1000, "device": "cpu", "denoiser_passes_per_frame": 2, "command": "python -m worldmodel.evaluation.bench",
          "results": [{"batch": b, "fps_per_world_median": 25.0 / b, "imagined_fps_median": 25.0 * x,
                       "imagined_fps_vs_batch1": x, "peak_rss_mb": 100.0,
                       "stage_ms": {"denoiser": 30.0, "cache_write": 8.0, "decoder": 0.1, "overhead": 1.0}}
@@ -55,7 +55,7 @@ def test_card_is_made_from_reports_and_names_their_commands(card_setup, tmp_path
                       "--readme", str(readme), "--train-log", str(tmp_path / "log.jsonl")])
     report = json.loads((eval_dir / "report.json").read_text())
     assert f"Command: `{report['command']}`" in card
-    assert "Command: `python -m worldmodel.bench`" in card and "Command: `python -m games.crafter.tiles`" in card
+    assert "Command: `python -m worldmodel.evaluation.bench`" in card and "Command: `python -m games.crafter.tiles`" in card
     pm = report["semantic"]["permanence"]["model"]["4"]
     assert f"| 4 | {pm['non_grass']:.3f} (n={pm['n_non_grass']}) |" in card
     m = report["results"]["all"]["1"]

@@ -12,7 +12,7 @@ from worldmodel.data import load_episode
 from worldmodel.data.dataset import to_float
 from worldmodel.diffusion import TrainBatch, training_loss
 from worldmodel.dynamics import Conditioning, Denoiser
-from worldmodel.evaluate import player_positions
+from worldmodel.evaluation.evaluate import player_positions
 from games.crafter.geometry import SCROLLS
 from games.crafter.geometry import window_moves
 

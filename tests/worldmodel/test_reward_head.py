@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_episode
-from worldmodel.reward_head import (CONFIG, WEIGHTS, RewardHead, RewardHeadConfig, RewardHeadError,
+from worldmodel.training.reward_head import (CONFIG, WEIGHTS, RewardHead, RewardHeadConfig, RewardHeadError,
                                     Transitions, evaluate, load_reward_head, main, save_reward_head,
                                     snap_reward, train)
 

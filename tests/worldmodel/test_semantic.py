@@ -20,7 +20,7 @@ def _episodes(root, split):
 
 def _arrays(ep, s: int, h: int):
     """Real labels and poses from frame s (the 'last context frame') to s + h."""
-    from worldmodel.evaluate import player_positions
+    from worldmodel.evaluation.evaluate import player_positions
 
     return ep.labels[s:s + h + 1][None], player_positions(ep)[s:s + h + 1][None]
 
@@ -100,7 +100,7 @@ def test_carried_cells_follow_the_poses():
 def test_revealed_histogram_of_the_real_game_against_itself_is_zero_tv(labelled_crafter):
     ep = _episodes(labelled_crafter.root, "heldout")[1]
     real, pos = _arrays(ep, 20, 40)
-    from worldmodel.evaluate import player_positions
+    from worldmodel.evaluation.evaluate import player_positions
 
     seen = player_positions(ep)[18:21][None]
     res = semantic.revealed(real[:, 1:], real, pos, seen, len(ep.meta["label_names"]))
@@ -120,7 +120,7 @@ def test_bucket_shares_count_smears_and_non_grass():
 
 
 def test_scroll_estimate_of_real_frames_matches_the_games_positions(labelled_crafter):
-    from worldmodel.evaluate import player_positions
+    from worldmodel.evaluation.evaluate import player_positions
 
     names = get_action_space("crafter").actions
     for ep in _episodes(labelled_crafter.root, "revisit") + _episodes(labelled_crafter.root, "heldout"):

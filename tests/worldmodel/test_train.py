@@ -1,5 +1,5 @@
 """Training: the loss goes down, resume continues, DDP over 2 CPU processes works
-(worldmodel/train.py)."""
+(worldmodel/training/train.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from conftest import CRAFTER_SIZE, ROOT, TINY_YAML, perturb_
 from worldmodel.checkpoint import (METRICS, TRAIN_META, TRAIN_STATE, WEIGHTS, CheckpointError,
                                    load_checkpoint, load_train_state, save_checkpoint)
 from worldmodel.dynamics import Denoiser
-from worldmodel.train import EMA, init_from, lr_at, train
+from worldmodel.training.train import EMA, init_from, lr_at, train
 
 CPU = torch.device("cpu")
 
@@ -145,7 +145,7 @@ def test_ddp_with_two_cpu_processes_writes_a_loadable_checkpoint(crafter_episode
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "worldmodel.train", "--config", str(TINY_YAML), "--no-amp",
+           "-m", "worldmodel.training.train", "--config", str(TINY_YAML), "--no-amp",
            f"model.frame_size={CRAFTER_SIZE}", f"data.train={crafter_episodes}",
            f"train.out={out}", "train.steps=4", "train.log_every=2", "train.ckpt_every=4"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

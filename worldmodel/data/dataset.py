@@ -9,7 +9,7 @@ import torch
 
 from worldmodel.actions import ActionSpace
 from worldmodel.data.episode import EpisodeError, list_episodes, load_episode
-from worldmodel.imagined import load_imagined
+from worldmodel.training.imagined import load_imagined
 from worldmodel.game import find_game
 
 

@@ -1,4 +1,4 @@
-"""What the evaluation (`worldmodel.evaluate`) rolls out: starts and actions from held-out
+"""What the evaluation (`worldmodel.evaluation.evaluate`) rolls out: starts and actions from held-out
 episodes, open-loop prediction from real context under the real actions (scored by horizon
 against repeat-last-frame), and the long rollout's per-frame statistics against real frames."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worldmodel import metrics
+from worldmodel.evaluation import metrics
 from worldmodel.actions import DiscreteActionSpace, get_action_space
 from worldmodel.config import Config
 from worldmodel.data import Episode

@@ -1,4 +1,4 @@
-"""The evaluation's figures and tables (`worldmodel.evaluate`): PSNR/SSIM by horizon, strips of
+"""The evaluation's figures and tables (`worldmodel.evaluation.evaluate`): PSNR/SSIM by horizon, strips of
 real against generated frames, the long rollout's drift, and the grid and format helpers a
 game's own evaluation draws with."""
 

@@ -1,6 +1,6 @@
 """Measure one-frame-per-step generation speed:
 
-    python -m worldmodel.bench --checkpoint runs/crafter --frames 200 --batch 1 8 32
+    python -m worldmodel.evaluation.bench --checkpoint runs/crafter --frames 200 --batch 1 8 32
 
 Per batch size: step time (median and mean over steps, after warmup steps), frames per second
 per world and imagined frames per second over the batch (batch * steps / s, and its ratio to
@@ -40,7 +40,7 @@ from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import write_json_atomic
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 from worldmodel.cli import common_flags, run_cli
 
 STAGES = ("denoiser", "cache_write", "decoder", "overhead")
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,
                    bf16=True if args.bf16 else None)
 
-    report["command"] = command_line("worldmodel.bench", argv)
+    report["command"] = command_line("worldmodel.evaluation.bench", argv)
     print(format_table(report))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

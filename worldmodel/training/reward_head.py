@@ -5,7 +5,7 @@ Crafter's reward is the change in health / 10 plus 1 per achievement unlocked, a
 items an achievement adds, and the heart vanishes at death. So a frame pair is enough, and a
 world model's imagined frames can be scored by the same head (what `simulator.gym_env` does).
 
-    python -m worldmodel.reward_head --data data/crafter --out assets/crafter_reward
+    python -m worldmodel.training.reward_head --data data/crafter --out assets/crafter_reward
 
 trains on `train_*` episodes (rewards and dones from their actions.jsonl), evaluates on
 `heldout_*`, and writes `reward_head.safetensors` + `config.json` + `metrics.json`, atomically.

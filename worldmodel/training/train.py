@@ -1,9 +1,9 @@
-"""Train the world model: `python -m worldmodel.train --config configs/crafter.yaml key=value ...`
+"""Train the world model: `python -m worldmodel.training.train --config configs/crafter.yaml key=value ...`
 
 Seeded, with a progress bar, EMA weights, bf16 autocast (CUDA always; CPU with train.amp), atomic
 checkpoints every `train.ckpt_every` steps into `train.out` (EMA weights + config: a loadable
 checkpoint; optimizer and raw weights apart, for `--resume`), and a training curve in
-`train_log.jsonl`. Many GPUs (or CPU processes): `torchrun --nproc_per_node N -m worldmodel.train`.
+`train_log.jsonl`. Many GPUs (or CPU processes): `torchrun --nproc_per_node N -m worldmodel.training.train`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint against held-out real episodes:
 
-    python -m worldmodel.evaluate --checkpoint runs/crafter --data data/crafter --out runs/eval
+    python -m worldmodel.evaluation.evaluate --checkpoint runs/crafter --data data/crafter --out runs/eval
 
 1. Open-loop prediction. Each sample takes `context` real frames (the model's context window)
    and the real actions that produced them, then rolls out `max(horizons)` frames with the real
@@ -18,7 +18,7 @@
 
 Outputs in --out: report.json, metrics.png, strip.png, long_strip.png, drift.png.
 
-Its rollouts are worldmodel.prediction's; its figures worldmodel.plots'; a game adds its own
+Its rollouts are worldmodel.evaluation.prediction's; its figures worldmodel.evaluation.plots'; a game adds its own
 part (`Game.evaluation()`, e.g. a semantic evaluation against the real game's labels).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from worldmodel import metrics
+from worldmodel.evaluation import metrics
 from worldmodel.checkpoint import load_checkpoint, load_config_from_checkpoint, read_metrics
 from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import to_dict
@@ -40,11 +40,11 @@ from worldmodel.data.episode import EpisodeError, write_json_atomic
 from worldmodel.game import find_game
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
-from worldmodel.plots import format_table, plot_drift, plot_long_strip, plot_metrics, plot_strip
-from worldmodel.prediction import (GROUPS, MOVED_MAD, OpenLoop, curves, exploration_actions,
+from worldmodel.evaluation.plots import format_table, plot_drift, plot_long_strip, plot_metrics, plot_strip
+from worldmodel.evaluation.prediction import (GROUPS, MOVED_MAD, OpenLoop, curves, exploration_actions,
                                    frame_actions, generate, long_rollout, new_rollout, open_loop,
                                    pick_starts, player_positions, reference_stats, summarize)
-from worldmodel.reports import command_line
+from worldmodel.evaluation.reports import command_line
 
 # The rollouts' names, importable from here as before the split.
 __all__ = ["GROUPS", "MOVED_MAD", "OpenLoop", "curves", "evaluate", "exploration_actions",
@@ -104,7 +104,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                         else f"pos where logged, else mean abs diff > {MOVED_MAD}"),
         "psnr": "PSNR of the mean MSE over a group's frames (no cap); psnr_frame_mean_capped: "
                 f"mean of per-frame PSNRs capped at {metrics.PSNR_CAP:.0f} dB",
-        "command": command_line(getattr(args, "module", "worldmodel.evaluate"),
+        "command": command_line(getattr(args, "module", "worldmodel.evaluation.evaluate"),
                                 getattr(args, "argv", None)),
         "config": to_dict(cfg), "results": summary, "curves": cv,
         "time": {"open_loop_s": open_loop_s,
@@ -137,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, view_memory: bool = False,
-         module: str = "worldmodel.evaluate") -> dict[str, Any]:
+         module: str = "worldmodel.evaluation.evaluate") -> dict[str, Any]:
     """The evaluation; `view_memory` rolls every world with its game's view memory on:
     `python -m memory.evaluate` asks for it, and names itself as
     `module` in the report's command. The checkpoint's game adds its own options and its

@@ -1,6 +1,6 @@
 """The model card of a checkpoint, and the README's results block, from its reports:
 
-    python -m worldmodel.model_card --checkpoint DIR [--readme README.md] [...]
+    python -m worldmodel.evaluation.model_card --checkpoint DIR [--readme README.md] [...]
 
 What a card says is the game's (`Game.model_card`: Crafter's reads its semantic evaluation,
 revisits, speed and levers); this entry point finds the checkpoint's game and hands it the
