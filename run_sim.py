@@ -17,7 +17,8 @@ wood/stone/iron sword. Minetest: WASD walk and strafe, arrows (or Q/E) turn and 
 jumps, F digs, R places. A held key repeats once per frame; no key = noop.
 Controls: h help overlay, enter (or Pause) pause, n or . one frame while paused,
 backspace reset to a new start (next seed / next episode of --start), o or F12 screenshot,
-c start/stop recording, m episodic memory on/off (models that have it), v the remembered map
+c start/stop recording, m episodic memory on/off (on from the start for a model with a view
+memory; --no-memory starts without), v the remembered map
 (models with a view memory) beside the game, F5 save the world (its memory and where it stands)
 into --memory-dir, F9 load it back, esc or closing quits. --resume-memory DIR starts play in a
 world saved with F5, memory on.
@@ -50,8 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", default=None, metavar="EPISODE_DIR",
                    help="start from the first frames of a recorded episode (or a folder of "
                         "them, cycled by reset) instead of a fresh seed of the real game")
-    p.add_argument("--memory", action="store_true",
-                   help="episodic memory on from the start (toggle with m while playing)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="episodic memory on (--memory) or off (--no-memory) from the start "
+                        "(toggle with m while playing); default: on where the model has a view "
+                        "memory (the shipped default), else off")
     p.add_argument("--memory-config", default=None, metavar="YAML",
                    help="the memory: section of this YAML sets the episodic memory (rank, lr, "
                         "update_every, ...; e.g. configs/crafter.yaml); default: its defaults")
@@ -164,9 +167,14 @@ def load_session(args: argparse.Namespace, seed: int):
     session = WorldSession.load(checkpoint_path(args.checkpoint), device=args.device,
                                 sample_steps=args.steps, seed=seed,
                                 memory=load_memory_config(args.memory_config))
-    if args.memory:
+    if memory_wanted(args, session):
         session.set_memory(True)
     return session
+
+
+def memory_wanted(args: argparse.Namespace, session) -> bool:
+    """--memory / --no-memory, else on for a model with a view memory (what keeps its world)."""
+    return args.memory if args.memory is not None else session.view is not None
 
 
 def close_session(session) -> None:

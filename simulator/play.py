@@ -87,6 +87,7 @@ class PlayApp:
         self.frame = self.start.apply(self.session)
         self.loaded_from = None
         if self.side_by_side:
+            self.close_real()
             self.real, self.real_frame = self.start.real_game(self.session)
             self.real_done = False
         self.last_action = "-"
@@ -179,7 +180,8 @@ class PlayApp:
         frame = np.asarray(self.session.frame)
         self.frame = frame[0] if frame.ndim == 4 else frame
         self.loaded_from = path
-        self.real, self.real_frame, self.real_done = None, None, False
+        self.close_real()
+        self.real_frame, self.real_done = None, False
         self.last_action = "-"
 
     def screenshot(self) -> None:
@@ -290,7 +292,14 @@ class PlayApp:
         """Finalize any recording and close the window (the session belongs to the caller)."""
         self.running = False
         self.recorder.stop()
+        self.close_real()
         self.window.close()
+
+    def close_real(self) -> None:
+        """End the real game shown side by side (a game with processes, Minetest, ends them)."""
+        if self.real is not None:
+            self.real.close()
+            self.real = None
 
     # --- HUD -----------------------------------------------------------------------------------
 

@@ -57,12 +57,15 @@ def real_context(game_name: str, seed: int, frames: int, actions: Sequence[int] 
     game = make_game(game_name, size=size)
     continuous = game.action_space.kind != "discrete"
     noop = np.zeros(game.action_space.dim, np.float32) if continuous else 0
-    obs = [game.reset(seed)]
-    acts = [noop if continuous else -1]
-    todo = list(actions) if actions is not None else [noop] * (frames - 1)
-    for a in todo[: frames - 1]:
-        obs.append(game.step(a).obs)
-        acts.append(np.asarray(a, np.float32) if continuous else int(a))
+    try:
+        obs = [game.reset(seed)]
+        acts = [noop if continuous else -1]
+        todo = list(actions) if actions is not None else [noop] * (frames - 1)
+        for a in todo[: frames - 1]:
+            obs.append(game.step(a).obs)
+            acts.append(np.asarray(a, np.float32) if continuous else int(a))
+    finally:
+        game.close()  # a game with processes (Minetest) ends them here
     return np.stack(obs), np.asarray(acts)
 
 

@@ -417,3 +417,33 @@ def test_record_when_the_whole_disk_fills_still_says_stopped_in_meta_json(files,
     ep = load_episode(out)
     assert len(ep.frames) == 4 and not ep.meta["complete"]
     assert ep.meta["stopped"].startswith("disk full: OSError: [Errno 28]")
+
+
+@pytest.mark.parametrize("flags, on", [([], True), (["--no-memory"], False), (["--memory"], True)])
+def test_play_starts_with_the_memory_of_a_model_that_has_one(saved_world, tmp_path,
+                                                             monkeypatch, flags, on):
+    """The world that holds is what a new user gets: a view-memory model plays with it on,
+    `--no-memory` (or m) turns it off; a model without one starts with it off."""
+    from simulator.play import PlayApp
+
+    seen = []
+    real_run = PlayApp.run
+
+    def run(self, max_frames=None):
+        seen.append(self.session.memory_enabled)
+        real_run(self, max_frames)
+
+    monkeypatch.setattr(PlayApp, "run", run)
+    common = ["--device", "cpu", "--max-frames", "1", "--fps", "0", "--scale", "1", "--seed", "0",
+              "--recordings", str(tmp_path / "rec")]
+    assert run_sim.main(["--checkpoint", str(saved_world["ckpt"]), *common, *flags]) == 0
+    assert seen == [on]
+    if not flags:  # a model without a view memory: off unless asked for
+        from conftest import TINY_YAML, perturb_
+        from worldmodel.config import load_config
+        from worldmodel.dynamics import Denoiser
+
+        cfg = load_config(TINY_YAML, ["model.frame_size=64"])
+        plain = save_checkpoint(tmp_path / "plain", perturb_(Denoiser(cfg.model)).eval(), cfg)
+        assert run_sim.main(["--checkpoint", str(plain), *common]) == 0
+        assert seen == [on, False]
