@@ -149,13 +149,23 @@ def fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def checkpoint_path(arg: str | None) -> Path:
-    from simulator.session import DEFAULT_CHECKPOINT
+def checkpoint_path(arg: str | None, game: str | None = None) -> Path:
+    """--checkpoint, else the shipped model of --game (`Game.default_checkpoint`), else the
+    shipped default (Crafter's)."""
+    from simulator.session import DEFAULT_CHECKPOINT, ROOT
 
-    path = Path(arg) if arg else DEFAULT_CHECKPOINT
+    if arg:
+        path = Path(arg)
+    elif game is not None and get_game(game).default_checkpoint:
+        path = ROOT / get_game(game).default_checkpoint
+    elif game is not None:
+        raise FileNotFoundError(f"no model of {game} ships (give --checkpoint; --real plays the "
+                                "real game)")
+    else:
+        path = DEFAULT_CHECKPOINT
     if not (path / "config.json").is_file():
-        hint = (" (the shipped default model is not there yet: train one with "
-                "`python -m worldmodel.training.train` and pass --checkpoint runs/crafter)") if arg is None else ""
+        hint = (" (the shipped model is not there: train one with "
+                "`python -m worldmodel.training.train` and pass --checkpoint)") if arg is None else ""
         raise FileNotFoundError(f"no model checkpoint at {path}{hint}")
     return path
 
@@ -164,7 +174,8 @@ def load_session(args: argparse.Namespace, seed: int):
     from memory.config import load_memory_config
     from simulator.session import WorldSession
 
-    session = WorldSession.load(checkpoint_path(args.checkpoint), device=args.device,
+    session = WorldSession.load(checkpoint_path(args.checkpoint, getattr(args, "game", None)),
+                                device=args.device,
                                 sample_steps=args.steps, seed=seed,
                                 memory=load_memory_config(args.memory_config))
     if memory_wanted(args, session):
@@ -232,7 +243,7 @@ def play(args: argparse.Namespace) -> int:
             session, ckpt = real_session(args), None
             window.title += f" - real {session.game}"
         else:
-            ckpt = checkpoint_path(args.checkpoint)
+            ckpt = checkpoint_path(args.checkpoint, args.game)
             window.title += f" - {ckpt.name}"
             session = load_session(args, seed)
             if args.game is not None and args.game != session.game:

@@ -116,6 +116,9 @@ class GameBase:
     # The keys of a model config's `game:` section this game reads, with their defaults (the
     # type of each default is the key's type); worldmodel.config checks the section against it.
     config_defaults: dict[str, Any] = {}
+    # The shipped model `run_sim.py --game NAME` plays without --checkpoint (a folder relative to
+    # the repository root), or "" where none ships.
+    default_checkpoint = ""
 
     def policies(self) -> dict[str, Policy]:
         return {}

@@ -107,6 +107,7 @@ class CrafterGame(GameBase):
     # their nearest codebook tiles. A land prior (games.crafter.land; "" = none): the cells a move
     # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
     config_defaults = {"tile_codebook": "", "land_prior": ""}
+    default_checkpoint = "assets/crafter_memory"
 
     def make_env(self, size: int | None = None, **options: Any) -> CrafterEnv:
         return CrafterEnv(size=size or self.frame_size, **options)
