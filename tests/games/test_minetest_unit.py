@@ -206,3 +206,29 @@ def test_every_game_passes_the_same_interface_checks(name):
     assert len(acts) == 50 and all(0 <= space.index(a) < space.n for a in acts)
     for method in ("make_env", "policies", "anchor_head", "view_memory", "stages", "evaluation"):
         assert callable(getattr(game, method))
+
+
+# ---- pose-keyed retrieval (the 3D memory's first piece) ---------------------------------------
+
+def test_fov_overlap_finds_the_frames_that_saw_a_view_and_none_turned_away():
+    from games.minetest.pose_memory import PoseMemory, overlap
+
+    here = np.array([0.0, 10.0, 0.0, 0.0, 0.0])
+    assert overlap(here, here) == 1.0
+    assert overlap(here, here + [0, 0, 0, 180, 0]) == 0.0  # facing the other way
+    assert 0.2 < overlap(here, here + [0, 0, 0, 30, 0]) < 1.0  # turned by two steps: partly
+    assert overlap(here, here + [0, 0, 0, 30, 0]) > overlap(here, here + [0, 0, 0, 60, 0])
+    assert overlap(here, here + [0, 0, -3, 0, 0]) > 0.75  # a few steps back, same way: most of it
+    mem = PoseMemory()
+    for yaw in range(0, 360, 15):  # a full turn in place
+        mem.add(here + [0, 0, 0, yaw, 0], np.full((4, 4, 3), yaw // 15, np.uint8))
+    got = mem.retrieve(here + [0, 0, 0, 90, 0], k=3)
+    assert got[0] == (6, 1.0) and {mem.poses[i][3] for i, _ in got} <= {75.0, 90.0, 105.0}
+    assert int(mem.frames[got[0][0]][0, 0, 0]) == 6
+    far = PoseMemory()
+    far.add(here + [0, 0, 0, 180, 0], np.zeros((4, 4, 3), np.uint8))
+    assert far.retrieve(here) == []  # only a turned-away view: nothing comes back
+    small = PoseMemory(capacity=2)
+    for i in range(3):
+        small.add(here, np.zeros(1))
+    assert len(small) == 2
