@@ -281,10 +281,13 @@ ACTIONS.jump = function(p)
 	end
 	return false
 end
-ACTIONS.dig = function(p)
+local function pointed(p)  -- the node the eye points at within reach (nil: none)
 	local e = eye(p)
 	local fwd = look_basis()
-	local pt = first_node(e, vector.add(e, vector.multiply(fwd, REACH)))
+	return first_node(e, vector.add(e, vector.multiply(fwd, REACH)))
+end
+ACTIONS.dig = function(p)
+	local pt = pointed(p)
 	if pt == nil then return false end
 	local def = minetest.registered_nodes[minetest.get_node(pt.under).name]
 	if def and def.liquidtype ~= "none" then return false end  -- water is not dug
@@ -293,9 +296,7 @@ ACTIONS.dig = function(p)
 	return true
 end
 ACTIONS.place = function(p)
-	local e = eye(p)
-	local fwd = look_basis()
-	local pt = first_node(e, vector.add(e, vector.multiply(fwd, REACH)))
+	local pt = pointed(p)
 	if pt == nil then return false end
 	local at = pt.above
 	local feet = vector.round(p:get_pos())
