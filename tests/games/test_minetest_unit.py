@@ -232,3 +232,35 @@ def test_fov_overlap_finds_the_frames_that_saw_a_view_and_none_turned_away():
     for i in range(3):
         small.add(here, np.zeros(1))
     assert len(small) == 2
+
+
+# ---- the per-pixel labeller ---------------------------------------------------------------------
+
+def test_the_labeller_learns_labels_from_colour_and_round_trips(tmp_path):
+    from games.minetest.labeller import Labeller, LabellerError, accuracy, labelled_frames, train
+    from games.minetest.labels import PALETTE
+    from worldmodel.data.episode import NO_LABEL, EpisodeWriter
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("heldout", 1)):
+        for e in range(n):
+            meta = {"game": "minetest", "action_space": "minetest", "seed": e, "fps": 10}
+            with EpisodeWriter(tmp_path / f"{split}_{e}", meta) as w:
+                for t in range(12):
+                    lab = rng.integers(0, 6, (8, 8)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
+                    frame = PALETTE[lab].repeat(2, 0).repeat(2, 1)  # 64x64, labels at 32x32
+                    lab = lab if t % 3 else np.full_like(lab, NO_LABEL)  # every 3rd unlabelled
+                    (w.add_frame(frame, lab) if t == 0 else w.add_step(0, frame, labels=lab))
+    frames, labels = labelled_frames(tmp_path, "train_")
+    assert frames.shape == (24, 64, 64, 3) and labels.shape == (24, 32, 32)
+    model = train(frames, labels, steps=120, batch=8, lr=1e-2)
+    held = accuracy(model, *labelled_frames(tmp_path, "heldout_"))
+    assert held["pixel_accuracy"] > 0.9, held
+    model.save(tmp_path / "lab.safetensors", {"note": "test"})
+    again = Labeller.load(tmp_path / "lab.safetensors")
+    np.testing.assert_array_equal(again.predict(frames[:2]), model.predict(frames[:2]))
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(LabellerError, match="bad.safetensors"):
+        Labeller.load(tmp_path / "bad.safetensors")
+    with pytest.raises(LabellerError, match="not found.*games.minetest.labeller"):
+        Labeller.load(tmp_path / "none.safetensors")
