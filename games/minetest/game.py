@@ -1,6 +1,7 @@
-"""Minetest behind the core's `Game` seam: the real first-person voxel game, its actions, keys and
-per-pixel labels. It has no model parts yet (no anchor head, stages or view memory): a model of it
-is trained with the core's defaults."""
+"""Minetest behind the core's `Game` seam: the real first-person voxel game, its actions, keys,
+per-pixel labels and its part of the evaluation (per-pixel labels of imagined frames against the
+game's). It has no model parts yet (no anchor head, stages or view memory): a model of it is
+trained with the core's defaults."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import games.minetest.policies as policies
 from games.minetest.actions import ACTION_SPACE, KEYS
 from games.minetest.env import MinetestEnv
+from games.minetest.evaluation import MinetestEvaluation
 from games.minetest.labels import LABEL_NAMES
 from worldmodel.game import GameBase, register_game
 
@@ -31,6 +33,9 @@ class MinetestGame(GameBase):
 
     def policies(self) -> dict[str, Any]:
         return policies.POLICIES
+
+    def evaluation(self) -> MinetestEvaluation:
+        return MinetestEvaluation()
 
 
 GAME = register_game(MinetestGame())

@@ -236,23 +236,35 @@ def test_fov_overlap_finds_the_frames_that_saw_a_view_and_none_turned_away():
 
 # ---- the per-pixel labeller ---------------------------------------------------------------------
 
-def test_the_labeller_learns_labels_from_colour_and_round_trips(tmp_path):
-    from games.minetest.labeller import Labeller, LabellerError, accuracy, labelled_frames, train
+def colour_coded_episodes(root, splits=(("train", 3, 3), ("heldout", 1, 0)), steps=12):
+    """Episodes whose frames paint each label its palette colour (labels at 32x32); every
+    `every`-th frame of a split unlabelled (0: all labelled)."""
     from games.minetest.labels import PALETTE
     from worldmodel.data.episode import NO_LABEL, EpisodeWriter
 
     rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("heldout", 1)):
+    for split, n, every in splits:
         for e in range(n):
-            meta = {"game": "minetest", "action_space": "minetest", "seed": e, "fps": 10}
-            with EpisodeWriter(tmp_path / f"{split}_{e}", meta) as w:
-                for t in range(12):
+            meta = {"game": "minetest", "action_space": "minetest", "seed": e, "fps": 10,
+                    "start_pos": [0, 0, 0, 0, 0]}
+            with EpisodeWriter(root / f"{split}_{e}", meta) as w:
+                for t in range(steps):
                     lab = rng.integers(0, 6, (8, 8)).repeat(4, 0).repeat(4, 1).astype(np.uint8)
-                    frame = PALETTE[lab].repeat(2, 0).repeat(2, 1)  # 64x64, labels at 32x32
-                    lab = lab if t % 3 else np.full_like(lab, NO_LABEL)  # every 3rd unlabelled
-                    (w.add_frame(frame, lab) if t == 0 else w.add_step(0, frame, labels=lab))
+                    frame = PALETTE[lab].repeat(2, 0).repeat(2, 1)
+                    if every and t % every == 0 and t:
+                        lab = np.full_like(lab, NO_LABEL)
+                    if t == 0:
+                        w.add_frame(frame, lab)
+                    else:
+                        w.add_step(int(rng.integers(0, 12)), frame, labels=lab, pos=[0, 0, 0, 0, 0])
+
+
+def test_the_labeller_learns_labels_from_colour_and_round_trips(tmp_path):
+    from games.minetest.labeller import Labeller, LabellerError, accuracy, labelled_frames, train
+
+    colour_coded_episodes(tmp_path)
     frames, labels = labelled_frames(tmp_path, "train_")
-    assert frames.shape == (24, 64, 64, 3) and labels.shape == (24, 32, 32)
+    assert frames.shape == (27, 64, 64, 3) and labels.shape == (27, 32, 32)  # 3 of 12 unlabelled
     model = train(frames, labels, steps=120, batch=8, lr=1e-2)
     held = accuracy(model, *labelled_frames(tmp_path, "heldout_"))
     assert held["pixel_accuracy"] > 0.9, held
@@ -264,3 +276,34 @@ def test_the_labeller_learns_labels_from_colour_and_round_trips(tmp_path):
         Labeller.load(tmp_path / "bad.safetensors")
     with pytest.raises(LabellerError, match="not found.*games.minetest.labeller"):
         Labeller.load(tmp_path / "none.safetensors")
+
+
+def test_the_per_pixel_evaluation_scores_imagined_frames_against_the_games_labels(tmp_path):
+    """The Minetest part of the evaluation on colour-coded episodes and a tiny model: the
+    labeller reads the real frames right (the ceiling), and every figure has its place."""
+    import torch
+
+    from conftest import TINY_YAML, perturb_
+    from games.minetest.evaluation import frame_change, mean_iou, semantic_open_loop
+    from games.minetest.labeller import labelled_frames, train
+    from worldmodel.config import load_config
+    from worldmodel.data.episode import load_episode
+    from worldmodel.dynamics import Denoiser
+
+    colour_coded_episodes(tmp_path, (("train", 2, 0), ("heldout", 2, 0)), steps=14)
+    labeller = train(*labelled_frames(tmp_path, "train_"), steps=120, batch=8, lr=1e-2)
+    cfg = load_config(TINY_YAML, ["model.frame_size=64", "model.game=minetest",
+                                  "model.action_space=minetest"])
+    torch.manual_seed(0)
+    model = perturb_(Denoiser(cfg.model)).eval()
+    eps = [load_episode(tmp_path / f"heldout_{i}") for i in range(2)]
+    sem = semantic_open_loop(model, cfg, eps, labeller, context=3, worlds=2, horizon=4, batch=2, seed=0)
+    assert sem["worlds"] == 2 and set(sem["labels"]) == {"model", "repeat_last", "labeller_on_real_frames"}
+    assert sem["labels"]["labeller_on_real_frames"]["4"]["accuracy"] > 0.9
+    assert all(0 <= v["accuracy"] <= 1 for by_h in sem["labels"].values() for v in by_h.values())
+    assert set(sem["psnr_mean_mse"]) == {"1", "4"} and sem["scene_cuts"]["threshold_mad"] > 0
+    a = np.zeros((2, 4, 4), np.uint8)
+    assert mean_iou(a, a) == 1.0 and mean_iou(a + 1, a) == 0.0
+    assert frame_change(np.zeros((3, 2, 2, 3))).shape == (2,)
+    short = semantic_open_loop(model, cfg, eps, labeller, context=3, worlds=2, horizon=40, batch=2, seed=0)
+    assert "skipped" in short
