@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import games.minetest.model_card as model_card
 import games.minetest.policies as policies
 from games.minetest.actions import ACTION_SPACE, KEYS
 from games.minetest.env import MinetestEnv
@@ -36,6 +37,9 @@ class MinetestGame(GameBase):
 
     def evaluation(self) -> MinetestEvaluation:
         return MinetestEvaluation()
+
+    def model_card(self, argv: list[str] | None = None) -> str:
+        return model_card.main(argv)
 
 
 GAME = register_game(MinetestGame())

@@ -307,3 +307,30 @@ def test_the_per_pixel_evaluation_scores_imagined_frames_against_the_games_label
     assert frame_change(np.zeros((3, 2, 2, 3))).shape == (2,)
     short = semantic_open_loop(model, cfg, eps, labeller, context=3, worlds=2, horizon=40, batch=2, seed=0)
     assert "skipped" in short
+
+
+def test_a_minetest_checkpoint_gets_a_model_card_from_its_reports(tmp_path):
+    import json
+
+    from conftest import TINY_YAML, perturb_
+    from worldmodel.checkpoint import save_checkpoint
+    from worldmodel.config import load_config
+    from worldmodel.dynamics import Denoiser
+    from worldmodel.evaluation import model_card
+
+    cfg = load_config(TINY_YAML, ["model.frame_size=64", "model.game=minetest",
+                                  "model.action_space=minetest"])
+    ckpt = save_checkpoint(tmp_path / "ckpt", perturb_(Denoiser(cfg.model)).eval(), cfg)
+    assert "Not evaluated yet" in model_card.main(["--checkpoint", str(ckpt)])
+    (ckpt / "eval").mkdir()
+    labels = {"model": {"4": {"accuracy": 0.5, "mean_iou": 0.2}, "1": {"accuracy": 0.9, "mean_iou": 0.6}}}
+    (ckpt / "eval" / "report.json").write_text(json.dumps({
+        "command": "python -m worldmodel.evaluation.evaluate ...", "samples": 8, "horizons": [1],
+        "results": {"all": {"1": {"model": {"psnr": 20.5}, "baseline": {"psnr": 19.0}}}},
+        "semantic": {"worlds": 2, "labels": labels, "sky_boundary_within_1": {"1": 0.8},
+                     "scene_cuts": {"threshold_mad": 50.0, "model_share": 0.0, "real_share": 0.0},
+                     "blocked_moves": {"n": 3, "model_still_share": 1.0},
+                     "labeller": str(tmp_path / "none.safetensors")}}))
+    text = model_card.main(["--checkpoint", str(ckpt)])
+    assert "| 1 | 20.50 | 19.00 | - | - |" in text and "0.900 / 0.600 | 0.500 / 0.200" in text
+    assert (ckpt / "MODEL_CARD.md").read_text() == text

@@ -1,0 +1,92 @@
+"""The model card of a Minetest checkpoint, from its reports:
+`python -m worldmodel.evaluation.model_card --checkpoint assets/minetest`.
+
+Reads DIR/config.json, DIR/metrics.json (training), DIR/eval/report.json (worldmodel.evaluation.
+evaluate with Minetest's per-pixel part) and the labeller's JSON beside its weights, and writes
+DIR/MODEL_CARD.md. Every figure on the card is one of those files' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from worldmodel.checkpoint import load_config_from_checkpoint
+from worldmodel.evaluation.reports import command_line
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def card(ckpt: Path) -> str:
+    cfg = load_config_from_checkpoint(ckpt)
+    metrics = _json(ckpt / "metrics.json") or {}
+    report = _json(ckpt / "eval" / "report.json")
+    lines = [f"# Model card: {ckpt.name} (Minetest, first person)", "",
+             f"Written by `{command_line('worldmodel.evaluation.model_card', ['--checkpoint', str(ckpt)])}` "
+             "from the checkpoint's own files.", "",
+             "## The model", "",
+             f"- The world model's core behind the game seam, no Minetest parts yet (no view memory): "
+             f"channels {cfg.model.channels}, frame {cfg.model.frame_size}x{cfg.model.frame_size}, "
+             f"shift kernel {cfg.model.shift_kernel}, {cfg.diffusion.sample_steps} sampler steps.",
+             f"- Trained {metrics.get('train_step', '?')} steps on `{cfg.data.train}` "
+             f"(batch {cfg.train.batch_size}, lr {cfg.train.lr}); last logged loss "
+             f"{metrics.get('loss', '?')}.", ""]
+    if report is None:
+        return "\n".join(lines + ["Not evaluated yet: run `python -m worldmodel.evaluation.evaluate "
+                                  f"--checkpoint {ckpt} --data data/minetest --prefix heldout_ "
+                                  f"--out {ckpt}/eval`.", ""])
+    lines += ["## Against the real game", "",
+              f"`{report.get('command', '?')}`: {report['samples']} held-out samples.", "",
+              "PSNR (dB), model vs repeat-last, on every step and on steps that move the view:", ""]
+    lines += ["| horizon | all: model | all: repeat-last | moving: model | moving: repeat-last |",
+              "| --- | --- | --- | --- | --- |"]
+    for h in report.get("horizons", []):
+        cells = []
+        for group in ("all", "moving"):
+            r = report["results"].get(group, {}).get(str(h), {})
+            cells += [f"{r[k]['psnr']:.2f}" if k in r else "-" for k in ("model", "baseline")]
+        lines.append(f"| {h} | " + " | ".join(cells) + " |")
+    sem = report.get("semantic") or {}
+    if "labels" in sem:  # the report's keys come back sorted as text: order the horizons
+        sem["labels"] = {k: dict(sorted(v.items(), key=lambda kv: int(kv[0])))
+                         for k, v in sem["labels"].items()}
+        sem["sky_boundary_within_1"] = dict(sorted(sem["sky_boundary_within_1"].items(),
+                                                   key=lambda kv: int(kv[0])))
+        lines += ["", f"Per-pixel labels of imagined frames against the game's ({sem['worlds']} worlds; "
+                  "accuracy / mean IoU; the labeller on the real frames is the ceiling):", "",
+                  "| | " + " | ".join(f"h={h}" for h in sem["labels"]["model"]) + " |",
+                  "| --- |" + " --- |" * len(sem["labels"]["model"])]
+        for name, by_h in sem["labels"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{v['accuracy']:.3f} / {v['mean_iou']:.3f}"
+                                                   for v in by_h.values()) + " |")
+        sc, bm = sem["scene_cuts"], sem["blocked_moves"]
+        lines += ["", f"- Sky boundary within one label pixel: "
+                  + ", ".join(f"h={h} {v:.3f}" for h, v in sem["sky_boundary_within_1"].items()),
+                  f"- Scene cuts (a change larger than any real step, {sc['threshold_mad']}): model "
+                  f"{sc['model_share']}, real {sc['real_share']}.",
+                  f"- Blocked moves the model kept still: {bm['model_still_share']} of {bm['n']}."]
+        lab = _json(Path(sem["labeller"]).with_suffix(".json"))
+        if lab:
+            lines.append(f"- The labeller (`{lab.get('command')}`): held-out real-frame pixel "
+                         f"accuracy {lab['heldout']['pixel_accuracy']}.")
+    if "long" in report:
+        lines += ["", f"Long rollout: {report['long']['frames']} frames x {report['long']['worlds']} "
+                  f"worlds: {report['long']['verdict']}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    args = p.parse_args(argv)
+    ckpt = Path(args.checkpoint)
+    text = card(ckpt)
+    (ckpt / "MODEL_CARD.md").write_text(text)
+    print(text)
+    return text
