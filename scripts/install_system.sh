@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The system packages the games need, from Debian: Minetest 5.6 with minetest_game (the
-# first-person game), Xvfb (its private headless display) and libXtst (key events on it).
+# first-person game) and Xvfb (its private headless display).
 # Crafter needs none. Installs only what is missing; run as root or with sudo:
 #
 #   scripts/install_system.sh          (.ci/run calls it, so CI runs the Minetest tests too)
@@ -10,9 +10,8 @@ need=()
 { command -v minetest || [ -x /usr/games/minetest ]; } >/dev/null 2>&1 || need+=(minetest)
 [ -d /usr/share/games/minetest/games/minetest_game ] || need+=(minetest-data)
 command -v Xvfb >/dev/null 2>&1 || need+=(xvfb)
-{ ldconfig -p | grep -q 'libXtst\.so\.6'; } || need+=(libxtst6)
 if [ ${#need[@]} -eq 0 ]; then
-    echo "install_system: minetest, minetest_game, Xvfb and libXtst are installed"
+    echo "install_system: minetest, minetest_game and Xvfb are installed"
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -75,7 +75,6 @@ class MinetestEnv:
                  workdir: str | Path | None = None, settings: dict[str, Any] | None = None):
         self.minetest, self.xvfb = find_programs()
         self.settings = dict(settings or {})  # overrides of client_settings
-        self.nudge = True
         self.size, self.label_size, self.label_every = int(size), int(label_size), max(1, int(label_every))
         self.fov, self.viewing_range = int(fov), int(viewing_range)
         self.stable_s, self.timeout = float(stable_s), float(timeout)
@@ -154,13 +153,6 @@ class MinetestEnv:
 
     # ---- the command channel -----------------------------------------------------------------
 
-    def _nudge(self) -> None:
-        """Wake the server now rather than at its next 30 ms receive timeout: the client sends the
-        server a packet when its keys change, so toggle a key the frozen player ignores (aux1)."""
-        if self.grabber is not None and self.nudge:
-            self._aux = not getattr(self, "_aux", False)
-            self.grabber.key("e", self._aux)
-
     def _read_ack(self) -> dict | None:
         try:
             return json.loads(self._ack.read_text())
@@ -196,7 +188,6 @@ class MinetestEnv:
         tmp = self._cmd.with_name("cmd.tmp")
         tmp.write_text(f"{seq} {line}\n")
         os.replace(tmp, self._cmd)
-        self._nudge()
         ack = self._wait(lambda a: a.get("seq") == seq, line.split()[0])
         if "error" in ack:
             raise MinetestCrash(f"the driver mod failed on {line!r}: {ack['error']}")

@@ -1,5 +1,5 @@
-"""A client of an X display through libX11 and libXtst (ctypes), with no Python package beyond
-numpy: screen grabs (a 64x64 window in well under a millisecond) and synthetic key events."""
+"""Screen grabs of an X display through libX11 (ctypes), with no Python package beyond numpy: a
+64x64 window in well under a millisecond."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ class XImage(ctypes.Structure):  # the fields of Xlib's XImage up to the ones re
 _ZPIXMAP = 2
 _ALL_PLANES = ctypes.c_ulong(0xFFFFFFFF)
 _lib = None
-_xtst = None
 
 
 def _x11():
@@ -40,30 +39,12 @@ def _x11():
                                   ctypes.c_uint, ctypes.c_uint, ctypes.c_ulong, ctypes.c_int]
         lib.XDestroyImage.argtypes = [ctypes.POINTER(XImage)]
         lib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-        lib.XStringToKeysym.restype = ctypes.c_ulong
-        lib.XStringToKeysym.argtypes = [ctypes.c_char_p]
-        lib.XKeysymToKeycode.restype = ctypes.c_ubyte
-        lib.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
-        lib.XFlush.argtypes = [ctypes.c_void_p]
         _lib = lib
     return _lib
 
 
-def _tst():
-    global _xtst
-    if _xtst is None:
-        name = ctypes.util.find_library("Xtst")
-        if name is None:
-            raise OSError("libXtst is not installed")
-        lib = ctypes.CDLL(name)
-        lib.XTestFakeKeyEvent.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_ulong]
-        _xtst = lib
-    return _xtst
-
-
 class XDisplay:
-    """Display `display` (e.g. ":57"): grabs its top-left `width` x `height` pixels as RGB and
-    sends key events to the window under the pointer."""
+    """Display `display` (e.g. ":57"): grabs its top-left `width` x `height` pixels as RGB."""
 
     def __init__(self, display: str, width: int, height: int):
         self.lib = _x11()
@@ -89,14 +70,6 @@ class XDisplay:
             return bgrx[:, :, 2::-1].copy()
         finally:
             self.lib.XDestroyImage(img)
-
-    def key(self, name: str, down: bool) -> None:
-        """Press (down) or release key `name` (an X keysym name, e.g. "e")."""
-        code = self.lib.XKeysymToKeycode(self.dpy, self.lib.XStringToKeysym(name.encode()))
-        if not code:
-            raise OSError(f"X display has no key {name!r}")
-        _tst().XTestFakeKeyEvent(self.dpy, code, 1 if down else 0, 0)
-        self.lib.XFlush(self.dpy)
 
     def close(self) -> None:
         if self.dpy:
