@@ -27,6 +27,7 @@ class MinetestGame(GameBase):
     label_names = LABEL_NAMES
     keys = KEYS
     hud: dict[str, tuple[int, int, int, int]] = {"world": (0, 64, 0, 64)}  # the whole frame is the view
+    default_checkpoint = "assets/minetest"  # an early model (its MODEL_CARD.md): training goes on
 
     def make_env(self, size: int | None = None, **options: Any) -> MinetestEnv:
         """The real game (GameError naming scripts/install_system.sh where it is not installed)."""

@@ -26,7 +26,12 @@ def _json(path: Path) -> dict | None:
 def card(ckpt: Path) -> str:
     cfg = load_config_from_checkpoint(ckpt)
     metrics = _json(ckpt / "metrics.json") or {}
+    try:  # the training log's last line has the loss where metrics.json has only the step
+        metrics = {**json.loads((ckpt / "train_log.jsonl").read_text().splitlines()[-1]), **metrics}
+    except (OSError, ValueError, IndexError):
+        pass
     report = _json(ckpt / "eval" / "report.json")
+    bench = _json(ckpt / "eval" / "bench.json")
     lines = [f"# Model card: {ckpt.name} (Minetest, first person)", "",
              f"Written by `{command_line('worldmodel.evaluation.model_card', ['--checkpoint', str(ckpt)])}` "
              "from the checkpoint's own files.", "",
@@ -37,6 +42,12 @@ def card(ckpt: Path) -> str:
              f"- Trained {metrics.get('train_step', '?')} steps on `{cfg.data.train}` "
              f"(batch {cfg.train.batch_size}, lr {cfg.train.lr}); last logged loss "
              f"{metrics.get('loss', '?')}.", ""]
+    if bench:
+        b1 = next((r for r in bench["results"] if r["batch"] == 1), None)
+        if b1:
+            lines += [f"Speed (`{bench['command']}`, {bench['device']}, {bench['threads']} threads): "
+                      f"{b1['fps_per_world_median']:.1f} frames per second at batch 1, one frame "
+                      "per step.", ""]
     if report is None:
         return "\n".join(lines + ["Not evaluated yet: run `python -m worldmodel.evaluation.evaluate "
                                   f"--checkpoint {ckpt} --data data/minetest --prefix heldout_ "
