@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from simulator.seeds import SPLIT_SEED_BASE  # split -> first seed, from the one table of ranges
+from worldmodel.cli import common_flags
 from worldmodel.data.episode import NO_LABEL, EpisodeWriter
 from worldmodel.game import GameCrash, get_game
 
@@ -92,8 +93,9 @@ def env_options(pairs: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write episodes into")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common_flags(out={"required": True,
+                                                           "help": "folder to write episodes into"})])
     p.add_argument("--game", default="crafter", help="crafter (default) or minetest")
     p.add_argument("--policy", default=None, help="the game's exploration policy (default: explore)")
     p.add_argument("--split", choices=("train", "heldout"), default=None,
