@@ -154,10 +154,11 @@ def checkpoint_path(arg: str | None, game: str | None = None) -> Path:
     shipped default (Crafter's)."""
     from simulator.session import DEFAULT_CHECKPOINT, ROOT
 
+    shipped = get_game(game).default_checkpoint if game is not None and not arg else None
     if arg:
         path = Path(arg)
-    elif game is not None and get_game(game).default_checkpoint:
-        path = ROOT / get_game(game).default_checkpoint
+    elif shipped:
+        path = ROOT / shipped
     elif game is not None:
         raise FileNotFoundError(f"no model of {game} ships (give --checkpoint; --real plays the "
                                 "real game)")

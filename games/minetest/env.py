@@ -121,7 +121,7 @@ class MinetestEnv:
             [self.minetest, "--go", "--world", str(world), "--config", str(self.root / "minetest.conf"),
              "--name", "ngs", "--port", str(conf["port"]), "--logfile", str(self.log)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self._wait(lambda a: a.get("ready"), "start")
+        self._wait(self._ack, lambda a: a.get("ready"), "start")
 
     def _stop_game(self) -> None:
         _stop(self.proc)
@@ -153,19 +153,17 @@ class MinetestEnv:
 
     # ---- the command channel -----------------------------------------------------------------
 
-    def _read_ack(self) -> dict | None:
-        try:
-            return json.loads(self._ack.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def _wait(self, done, what: str, reader=None) -> dict:
+    def _wait(self, path: Path, done, what: str) -> dict:
+        """The JSON object in the mod's answer file `path` once `done(it)` holds (MinetestCrash
+        when the game exits or stops answering first)."""
         deadline = time.monotonic() + self.timeout
         while True:
-            ack = self._read_ack() if reader is None else reader()
-            got = None if ack is None else done(ack)
-            if got:
-                return got if reader is not None else ack
+            try:
+                got = json.loads(path.read_text())
+            except (OSError, ValueError):  # not there yet (files are renamed into place whole)
+                got = None
+            if got is not None and done(got):
+                return got
             if self.proc is None or self.proc.poll() is not None:
                 raise MinetestCrash(f"minetest exited during {what} ({self._log_tail()})")
             if time.monotonic() > deadline:
@@ -188,7 +186,7 @@ class MinetestEnv:
         tmp = self._cmd.with_name("cmd.tmp")
         tmp.write_text(f"{seq} {line}\n")
         os.replace(tmp, self._cmd)
-        ack = self._wait(lambda a: a.get("seq") == seq, line.split()[0])
+        ack = self._wait(self._ack, lambda a: a.get("seq") == seq, line.split()[0])
         if "error" in ack:
             raise MinetestCrash(f"the driver mod failed on {line!r}: {ack['error']}")
         return ack
@@ -230,16 +228,7 @@ class MinetestEnv:
 
     def _read_labels(self, seq: int) -> np.ndarray:
         """The label map the mod casts after answering command `seq` (while the frame is grabbed)."""
-        path = self._ack.with_name("labels")
-
-        def read(_ack):
-            try:
-                lab = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return None
-            return lab if lab.get("seq") == seq else None
-
-        lab = self._wait(read, "labels", reader=lambda: True)
+        lab = self._wait(self._ack.with_name("labels"), lambda a: a.get("seq") == seq, "labels")
         return label_ids(lab["names"], lab["ids"], lab["size"])
 
     def _want_labels(self) -> int:
