@@ -24,13 +24,13 @@ import torch
 
 from memory.config import load_memory_config
 from memory.episodic import EpisodicMemory
-from worldmodel.game import get_game
 from worldmodel.checkpoint import load_checkpoint
 from worldmodel.cli import common_flags, run_cli
 from worldmodel.config import to_dict
 from worldmodel.data import list_episodes, load_episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.evaluation.reports import command_line
+from worldmodel.recall import has_view_memory, make_view_memory
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 
@@ -51,12 +51,12 @@ def rss_mb() -> float:
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0) -> dict[str, Any]:
-    use_view, use_lora = mcfg.uses(model.memory_stem is not None)
+    use_view, use_lora = mcfg.uses(has_view_memory(model))
     memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if use_lora else None
     ro = Rollout(model, cfg, seed=seed)
     if use_view:
         # As in a session: the view memory records every frame; memory on conditions on it.
-        ro.view = get_game(cfg.model.game_name).view_memory(1, ro.device)
+        ro.view = make_view_memory(model, cfg, 1, ro.context, ro.device)
     if memory is None and ro.view is None:
         raise ValueError(f"no memory store to measure: memory.stores is {mcfg.stores!r} and the "
                          f"model has no view memory")

@@ -39,6 +39,7 @@ from worldmodel.config import Config
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.dynamics import Denoiser
 from simulator.session_saves import SavedWorlds
+from worldmodel.recall import has_view_memory, make_view_memory
 from worldmodel.rollout import Rollout
 from worldmodel.device import pick_device
 from worldmodel.game import get_game
@@ -104,10 +105,10 @@ class WorldSession(SavedWorlds):
         # The view memory records every world's frames from the first reset (a few MB a world);
         # only worlds with memory on are conditioned on it.
         self.view = None  # the game's view memory (Game.view_memory), for a memory-stem model
-        use_view, self._use_lora = self.memory_config.uses(
-            model.memory_stem is not None)
-        if use_view:
-            self.view = get_game(self.game).view_memory(batch, self.device)
+        use_view, self._use_lora = self.memory_config.uses(has_view_memory(model))
+        if use_view:  # the game's canvas memory, or remembered frames for a recall model
+            self.view = make_view_memory(model, cfg, batch, self.rollout_state.context,
+                                         self.device)
         self.rollout_state.view = self.view
         if self.memory_config.enabled:
             self.set_memory(True)

@@ -41,6 +41,11 @@ class ModelConfig:
     # player leaves) come from a view memory's canvas where it knows them, else from a learned
     # tile, and the network sees that composed anchor (the game's view memory: Crafter's in
     # games.crafter.viewmap and games.crafter.view_memory)
+    recall: int = 0  # remembered frames each target attends to beyond its context (0 = off):
+    # frames seen before, found by field-of-view overlap with the pose the target will have
+    # (the game's pose geometry, `Game.pose_geometry`) and given with their relative pose
+    # (worldmodel.recall)
+    recall_pose_dim: int = 10  # the game's relative-pose features (PoseGeometry.pose_dim)
 
     @property
     def game_name(self) -> str:

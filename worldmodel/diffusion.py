@@ -20,6 +20,7 @@ from torch import Tensor
 
 from worldmodel.config import DiffusionConfig
 from worldmodel.dynamics import Conditioning, Denoiser, KVCache
+from worldmodel.recall import Recall, encode_frames
 
 
 def add_noise(x0: Tensor, t: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -58,6 +59,10 @@ class TrainBatch:
     # (row 0 unused; Crafter: the camera move), for a model with an anchor head
     memory: Tensor | None = None  # (b, n, C, CH, CW): the game's memory canvas around the frame
     # before each frame (row 0 unused), for a model with a memory stem
+    recall_frames: Tensor | None = None  # (b, m, 3, h, w): frames of the episode before the
+    # window whose views overlap its targets most, for a recall model (worldmodel.recall)
+    recall_pose: Tensor | None = None  # (b, n, m, P): each as seen from each frame (row 0 unused)
+    recall_valid: Tensor | None = None  # (b, m) bool
 
 
 def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
@@ -103,7 +108,8 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     anchor = ctx_x0[:, torch.as_tensor(starts[1:] - 1, device=dev)]
     cache.pos = 1  # targets take positions 1..n-1 next to the cached context 0..n-1
     cond = Conditioning(anchor=anchor, choice=batch.moves[:, tgt] if committed else None,
-                        memory=None if memory is None else memory[:, tgt], want_logits=committed)
+                        memory=None if memory is None else memory[:, tgt], want_logits=committed,
+                        recall=training_recall(model, batch, cfg, gen))
     pred = model(xt[:, tgt], prev[:, tgt], t_tgt[:, tgt], t_prev[:, tgt], has_prev[:, tgt],
                  act[:, tgt], drop[:, tgt], cache=cache, chunk_start=starts_t, conditioning=cond)
     if committed:
@@ -120,6 +126,27 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
         info.update(move_loss=move_loss.detach(),
                     move_acc=(logits.argmax(-1) == target).float().mean())
     return loss, info
+
+
+def training_recall(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
+                    gen: torch.Generator | None) -> Recall | None:
+    """The remembered frames a training window's targets see (a recall model, a batch with
+    them): written alone at context levels t ~ U(0, train_context_noise_max) with a rollout's
+    errors on half of them (at inference they are the model's own frames), with gradients; all
+    of a window's are dropped in `memory_drop` of the windows (the model without memory stays
+    good)."""
+    if model.recall_pose is None or batch.recall_frames is None:
+        return None
+    frames = batch.recall_frames
+    b, m = frames.shape[:2]
+    dev = frames.device
+    keep = torch.rand(b, 1, generator=gen, device=dev) >= cfg.memory_drop
+    valid = batch.recall_valid & keep
+    level = torch.rand(b, m, generator=gen, device=dev) * cfg.train_context_noise_max
+    noisy = corrupt_context(frames[:, :, None].flatten(0, 1), cfg, gen).view_as(frames)
+    eps = torch.randn(frames.shape, generator=gen, device=dev)
+    kv = encode_frames(model, noisy, level, eps)
+    return Recall(kv, batch.recall_pose[:, 1:], valid)
 
 
 def encode_context(model: Denoiser, x0: Tensor, act: Tensor, drop: Tensor, cfg: DiffusionConfig,

@@ -34,6 +34,7 @@ from worldmodel.attention import (KVCache, LayerCache, TemporalAttention,  # noq
                                   attention_mask, zero_)  # re-exported)
 from worldmodel.config import ModelConfig
 from worldmodel.game import find_game
+from worldmodel.recall import Recall  # noqa: F401 (Conditioning's annotation)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Conditioning:
     anchor: Tensor | None = None  # (b, n or 1, 3, h, w) clean frame the residual is added to
     choice: Tensor | None = None  # (b, n) long: the anchor head's decisions (training: the real ones)
     memory: Tensor | None = None  # (b, n or 1, C, H', W') the game's memory canvases
+    recall: "Recall | None" = None  # remembered frames (worldmodel.recall), for a recall model
     want_logits: bool = False  # also return the anchor head's logits (b * n, K)
 
 
@@ -92,10 +94,11 @@ class TemporalBlock(nn.Module):
     """A ResBlock followed by temporal attention; named `temporal` for LoRA targeting."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, heads: int, max_frames: int,
-                 temporal: bool):
+                 temporal: bool, recall_dim: int = 0):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim)
-        self.temporal = TemporalAttention(c_out, heads, max_frames) if temporal else None
+        self.temporal = (TemporalAttention(c_out, heads, max_frames, recall_dim) if temporal
+                         else None)
 
 
 def shift_image(x: Tensor, kernel: Tensor) -> Tensor:
@@ -169,6 +172,11 @@ class Denoiser(nn.Module):
         self.action_emb = nn.Linear(self.action_dim, e)
         self.null_action = nn.Parameter(torch.zeros(e))
         self.cond = nn.Sequential(nn.SiLU(), nn.Linear(e, e))
+        # worldmodel.recall: remembered frames' poses relative to each target, embedded once a
+        # call for every temporal layer (model.recall frames; the game's pose features)
+        rdim = e if cfg.recall else 0
+        self.recall_pose = (nn.Sequential(nn.Linear(cfg.recall_pose_dim, e), nn.SiLU(),
+                                          nn.Linear(e, e)) if cfg.recall else None)
         self.stem = nn.Conv2d(6 * p * p + 1, ch[0], 3, padding=1)
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -177,13 +185,13 @@ class Denoiser(nn.Module):
             blocks = nn.ModuleList()
             for _ in range(cfg.blocks_per_level):
                 blocks.append(TemporalBlock(c_prev, c, e, cfg.attn_heads, cfg.max_frames,
-                                            i in cfg.temporal_levels))
+                                            i in cfg.temporal_levels, rdim))
                 c_prev = c
             self.down.append(blocks)
             self.downsample.append(nn.Conv2d(c, ch[i + 1], 3, stride=2, padding=1)
                                    if i + 1 < len(ch) else nn.Identity())
             c_prev = ch[i + 1] if i + 1 < len(ch) else c
-        self.mid = TemporalBlock(ch[-1], ch[-1], e, cfg.attn_heads, cfg.max_frames, True)
+        self.mid = TemporalBlock(ch[-1], ch[-1], e, cfg.attn_heads, cfg.max_frames, True, rdim)
         self.mid2 = ResBlock(ch[-1], ch[-1], e)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
@@ -277,16 +285,27 @@ class Denoiser(nn.Module):
             if self.memory_stem is not None:
                 extra = F.pixel_unshuffle(extra, p) if p > 1 else extra
                 h = h + self.memory_stem(extra.to(h.dtype))
+        recall = c_in.recall if self.recall_pose is not None and not commit else None
+        pose_emb = None if recall is None else self.recall_pose(recall.pose.to(h.dtype))
+
+        def remembered(name: str) -> tuple | None:
+            if recall is None:
+                return None
+            k, v = recall.kv[name]
+            return k, v, pose_emb, recall.valid
+
         skips = []
         for i, (blocks, down) in enumerate(zip(self.down, self.downsample)):
             for j, blk in enumerate(blocks):
                 h = blk.res(h, emb)
                 if blk.temporal is not None:
-                    h = blk.temporal(h, b, dist, allowed, cache.layer(f"down{i}.{j}"), commit)
+                    name = f"down{i}.{j}"
+                    h = blk.temporal(h, b, dist, allowed, cache.layer(name), commit,
+                                     remembered(name))
                 skips.append(h)
             h = down(h)
         h = self.mid.res(h, emb)
-        h = self.mid.temporal(h, b, dist, allowed, cache.layer("mid"), commit)
+        h = self.mid.temporal(h, b, dist, allowed, cache.layer("mid"), commit, remembered("mid"))
         if commit:
             cache.positions = torch.cat([cached_pos, q_pos])
             cache.pos += n

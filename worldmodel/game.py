@@ -135,6 +135,14 @@ class GameBase:
         `advance`, `write`, `read`, `set_on`, `minimap`, and a saved state), or None."""
         return None
 
+    def pose_geometry(self) -> Any:
+        """This game's poses for a recall model (`model.recall`, worldmodel.recall): `pose_dim`,
+        `start_pose()`, `advance(pose, action)` (the committed action's own motion), `track(start,
+        actions)`, `overlap(query, poses)` (field-of-view overlap), `overlap_matrix(poses)`,
+        `relative(query, keys, overlap, age)` (the features a remembered frame is given with),
+        `footprint(pose)` and `grid` (the minimap), or None."""
+        return None
+
     def stages(self, cfg: Any, path: Any, device: Any) -> list:
         """This game's stages of the frame pipeline (`worldmodel.pipeline.Stage`) for a
         checkpoint's config, loaded from the side files in its folder `path`."""

@@ -31,6 +31,7 @@ class Frame:
     drop: Tensor  # (b, n) bool: no action
     choice: Tensor | None = None  # (b, n) the anchor head's decisions (given, or decided)
     memory: Tensor | None = None  # (b, C, H', W') the memory canvas around the anchor's pose
+    recall: Any = None  # the remembered frames the denoiser attends to (worldmodel.recall)
     frames: Tensor | None = None  # (b, n, 3, h, w) once denoised
     state: dict[str, Any] = field(default_factory=dict)  # what stages keep for the next chunk
 

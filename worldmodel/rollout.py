@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -101,7 +102,13 @@ class Rollout:
 
     @property
     def uses_view(self) -> bool:
+        """A canvas view memory (the game's, for a memory-stem model)."""
         return self.view is not None and self.model.memory_stem is not None
+
+    @property
+    def uses_recall(self) -> bool:
+        """A recall memory (worldmodel.recall, for a recall model)."""
+        return self.view is not None and getattr(self.model, "recall_pose", None) is not None
 
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None,
@@ -115,11 +122,15 @@ class Rollout:
         if actions is None:
             actions = self.no_actions(b, n_all)
         actions = torch.as_tensor(actions)
+        given = actions.clone()
+        if given.dtype == torch.long:
+            given[:, 0] = -1
         if self.uses_view:
             self.view.reset()
-            given = actions.clone()
-            if given.dtype == torch.long:
-                given[:, 0] = -1
+            self.view.track(frames, given)
+        if self.uses_recall:  # every context frame at its pose (the first at the start pose)
+            self.view.reset()
+            self.view.encoder = self.model
             self.view.track(frames, given)
         frames = frames[:, -self.context:]
         n = frames.shape[1]
@@ -194,7 +205,7 @@ class Rollout:
             given[:, 0] = -1
         acts = self.no_actions(self.batch, n).to(given.dtype)
         acts[torch.as_tensor(worlds)] = given
-        if self.uses_view:
+        if self.uses_view or self.uses_recall:
             self.view.reset(worlds)
             self.view.track(frames.to(self.device), given, worlds)
         scratch = KVCache(max_len=self.context)
@@ -306,6 +317,10 @@ class Rollout:
             self._read_memory(frame)  # the canvas around the anchor's pose
         for stage in self.stages:
             stage.before(self, frame)  # Crafter: the land prior
+        if self.uses_recall:  # the poses the frames will have, and what was seen from there
+            acts = actions.cpu().numpy()
+            targets = np.stack([self.view.advance(acts[:, i]) for i in range(n)], 1)
+            frame.recall = self.view.condition(targets)
         self._denoise(frame, canvas)
         for stage in self.stages:
             stage.after(self, frame)  # Crafter: the codebook snap
@@ -313,6 +328,9 @@ class Rollout:
             for i in range(n):  # each frame at the pose its choice gives
                 self.view.advance(frame.choice[:, i])
                 self.view.write(frame.frames[:, i])
+        if self.uses_recall:  # the last frame at the pose reached
+            self.view.encoder = self.model
+            self.view.write(frame.frames[:, -1])
         self._commit(frame.frames, actions)
         self.stage_state = frame.state
         return frame.frames
@@ -338,7 +356,8 @@ class Rollout:
         t_last = torch.full((b, 1), self.dcfg.context_noise, device=self.device)
         has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
         cond = Conditioning(anchor=self.last_clean, choice=frame.choice,
-                            memory=frame.memory[:, None] if canvas else None)
+                            memory=frame.memory[:, None] if canvas else None,
+                            recall=frame.recall)
         with autocast_for(self.device, self.bf16):
             frame.frames = denoise_chunk(self.model, self.cache, self.last, t_last, has_prev,
                                          frame.act, frame.drop, self.dcfg,
@@ -357,6 +376,9 @@ class Rollout:
         if self.uses_view:  # each appended frame's pose read against the frame before it
             self.view.set_previous(to_uint8(self.last_clean[:, 0]).cpu().numpy())
             self.view.track(frames, actions)
+        if self.uses_recall:
+            self.view.encoder = self.model
+            self.view.track(frames, torch.as_tensor(actions))
         self._commit(frames, torch.as_tensor(actions))
 
     def step(self, actions: Tensor) -> Tensor:

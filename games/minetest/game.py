@@ -1,7 +1,7 @@
 """Minetest behind the core's `Game` seam: the real first-person voxel game, its actions, keys,
 per-pixel labels and its part of the evaluation (per-pixel labels of imagined frames against the
-game's). It has no model parts yet (no anchor head, stages or view memory): a model of it is
-trained with the core's defaults."""
+game's), and its pose geometry for a recall model (worldmodel.recall: frames remembered by the
+3D pose they were seen from, found again by field-of-view overlap)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from games.minetest.actions import ACTION_SPACE, KEYS
 from games.minetest.env import MinetestEnv
 from games.minetest.evaluation import MinetestEvaluation
 from games.minetest.labels import LABEL_NAMES
+from games.minetest.pose_memory import PoseGeometry
 from worldmodel.game import GameBase, register_game
 
 
@@ -35,6 +36,9 @@ class MinetestGame(GameBase):
 
     def policies(self) -> dict[str, Any]:
         return policies.POLICIES
+
+    def pose_geometry(self) -> PoseGeometry:
+        return PoseGeometry(ACTION_SPACE.actions)
 
     def evaluation(self) -> MinetestEvaluation:
         return MinetestEvaluation()

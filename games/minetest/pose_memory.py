@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from games.minetest.geometry import look_basis, pixel_rays
+from games.minetest.geometry import MAX_PITCH, STEP, TURN, look_basis, pixel_rays, walk_direction
 
 EYE = 1.47  # minetest_game's eye height above the feet
 
@@ -85,3 +85,114 @@ class PoseMemory:
         s = self.scores(pose)
         order = sorted(range(len(s)), key=lambda i: (-s[i], -i))
         return [(i, float(s[i])) for i in order[:k] if s[i] >= self.min_overlap]
+
+
+def sees_many(poses: np.ndarray, points: np.ndarray, fov_deg: float = 72.0,
+              depth: float = 24.0) -> np.ndarray:
+    """(N, P) whether each of `points` (P, 3) lies in the view of each of `poses` (N, 5): `sees`
+    for many views at once."""
+    poses = np.asarray(poses, np.float64).reshape(-1, 5)
+    yaw, pitch = np.radians(poses[:, 3]), np.radians(poses[:, 4])
+    fwd = np.stack([-np.sin(yaw) * np.cos(pitch), -np.sin(pitch), np.cos(yaw) * np.cos(pitch)], -1)
+    right = np.stack([np.cos(yaw), np.zeros_like(yaw), np.sin(yaw)], -1)
+    up = np.stack([-np.sin(yaw) * np.sin(pitch), np.cos(pitch), np.cos(yaw) * np.sin(pitch)], -1)
+    eye = poses[:, :3] + np.array([0.0, EYE, 0.0])
+    rel = points[None] - eye[:, None]  # (N, P, 3)
+    ahead = np.einsum("npc,nc->np", rel, fwd)
+    t = np.tan(np.radians(fov_deg) / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.einsum("npc,nc->np", rel, right) / ahead
+        v = np.einsum("npc,nc->np", rel, up) / ahead
+    eps = 1e-9
+    return ((ahead > 1e-6) & (np.abs(u) <= t + eps) & (np.abs(v) <= t + eps)
+            & (np.linalg.norm(rel, axis=-1) <= depth + eps))
+
+
+class PoseGeometry:
+    """What a recall model (`model.recall`, worldmodel.recall) needs of Minetest's poses
+    (x, y, z of the feet, yaw, pitch in degrees): where an action takes the player in
+    imagination (the committed action's own motion, on open ground: a move is half a node, a
+    turn or tilt 15 degrees; nothing is read from the real game), how much of one view another
+    saw (field-of-view overlap), and the relative pose a remembered frame is given with.
+
+    Coarser than `PoseMemory`'s defaults (a 6 x 6 ray grid at 4 depths up to 16 nodes): this
+    runs for every frame of play and for every pair of frames of a training episode."""
+
+    pose_dim = 10  # features of `relative`
+    fov_deg = 72.0
+    depth = 16.0
+    grid = 6
+    depths = 4
+
+    def __init__(self, action_names: tuple[str, ...]):
+        self.action_names = tuple(action_names)
+
+    def start_pose(self) -> np.ndarray:
+        return np.zeros(5)
+
+    def advance(self, pose: np.ndarray, action: int) -> np.ndarray:
+        """The pose after `action` (an index; negative: none) from `pose` (5,)."""
+        x, y, z, yaw, pitch = np.asarray(pose, np.float64)
+        name = self.action_names[action] if 0 <= action < len(self.action_names) else "noop"
+        if name == "turn_left":
+            yaw = (yaw + TURN) % 360
+        elif name == "turn_right":
+            yaw = (yaw - TURN) % 360
+        elif name == "look_up":
+            pitch = max(-MAX_PITCH, pitch - TURN)
+        elif name == "look_down":
+            pitch = min(MAX_PITCH, pitch + TURN)
+        dx, dz = STEP * walk_direction(yaw, name)
+        return np.array([x + dx, y, z + dz, yaw, pitch])
+
+    def track(self, start: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(T, 5) the pose of each frame of an episode: frame 0 at `start`, frame i after
+        actions[1..i] (actions[i] made frame i; actions[0] is none)."""
+        out = [np.asarray(start, np.float64)]
+        for a in np.asarray(actions)[1:]:
+            out.append(self.advance(out[-1], int(a)))
+        return np.stack(out)
+
+    def points(self, pose: np.ndarray) -> np.ndarray:
+        return frustum_points(pose, self.fov_deg, self.depth, self.grid, self.depths)
+
+    def overlap(self, query: np.ndarray, poses: np.ndarray) -> np.ndarray:
+        """(N,) the share of the view of `query` (5,) that each of `poses` (N, 5) saw."""
+        if len(poses) == 0:
+            return np.zeros(0)
+        return sees_many(poses, self.points(query), self.fov_deg, self.depth).mean(-1)
+
+    def overlap_matrix(self, poses: np.ndarray) -> np.ndarray:
+        """(T, T) float16: [i, j] the share of view i that view j saw."""
+        poses = np.asarray(poses, np.float64)
+        out = np.zeros((len(poses), len(poses)), np.float16)
+        for i, p in enumerate(poses):
+            out[i] = self.overlap(p, poses)
+        return out
+
+    def relative(self, query: np.ndarray, keys: np.ndarray, overlap: np.ndarray,
+                 age: np.ndarray) -> np.ndarray:
+        """(n, m, pose_dim) float32: each remembered view `keys` (m, 5) as seen from each target
+        view `query` (n, 5): its offset in the target's frame (ahead, right, up, in units of 4
+        nodes), the turn and tilt between them (sin, cos; degrees / 90), the target's tilt, the
+        overlap (n, m) and the age in frames (n, m) on a log scale."""
+        q = np.asarray(query, np.float64)[:, None]
+        k = np.asarray(keys, np.float64)[None]
+        yaw = np.radians(q[..., 3])
+        d = k[..., :3] - q[..., :3]
+        ahead = -np.sin(yaw) * d[..., 0] + np.cos(yaw) * d[..., 2]
+        right = np.cos(yaw) * d[..., 0] + np.sin(yaw) * d[..., 2]
+        turn = np.radians(k[..., 3] - q[..., 3])
+        tilt = (k[..., 4] - q[..., 4]) / 90.0
+        feats = [ahead / 4, right / 4, d[..., 1] / 4, np.sin(turn), np.cos(turn), tilt,
+                 np.broadcast_to(q[..., 4] / 90.0, ahead.shape), np.asarray(overlap),
+                 np.log1p(np.asarray(age, np.float64)) / 5, np.ones_like(ahead)]
+        return np.stack(np.broadcast_arrays(*feats), -1).astype(np.float32)
+
+    def footprint(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the view of `pose` reaches on the ground: (grid * grid * depths, 2) x, z of its
+        frustum's points, and the (row, col) of the `grid` x `grid` pixel block each belongs to."""
+        pts = self.points(pose)
+        cells = np.tile(np.stack(np.divmod(np.arange(self.grid * self.grid), self.grid), -1),
+                        (self.depths, 1))
+        return pts[:, [0, 2]], cells

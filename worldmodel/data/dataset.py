@@ -24,6 +24,9 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return frames.float().add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
 
 
+RECALL_GAP = 3  # recall candidates end this many frames before a training window
+
+
 class WindowDataset:
     """Windows of `window` consecutive frames with the actions that produced them.
 
@@ -35,7 +38,7 @@ class WindowDataset:
     def __init__(self, root: str | Path, window: int, space: ActionSpace, prefix: str = "",
                  max_episodes: int = 0, frame_size: int | None = None,
                  extra: list[str | Path] | tuple = (), poses: bool = False,
-                 imagined: bool = False):
+                 imagined: bool = False, recall: int = 0):
         # With `poses`, the game named like the action space tracks each frame's pose and
         # builds the memory canvases (`Game.episode_poses`, `Game.history_canvases`).
         self.game = find_game(space.name) if poses else None
@@ -49,6 +52,13 @@ class WindowDataset:
             if not found:
                 raise EpisodeError(f"no episodes under {more} (data.extra_train)")
             paths.extend(found)
+        # With `recall` (a recall model's m), each frame's pose from its episode's start and its
+        # actions (the game's `PoseGeometry.track`, as in imagination) and every pair's view
+        # overlap, to find the frames before a window that saw its targets' views.
+        self.recall = recall
+        self.geometry = find_game(space.name).pose_geometry() if recall else None
+        overlaps: list[np.ndarray] = []
+        rposes: list[np.ndarray] = []
         frames, acts, starts, pos, first, own = [], [], [], [], [], []
         total = 0
         for p in paths:
@@ -69,6 +79,11 @@ class WindowDataset:
                 pos.append(self.game.episode_poses(ep, acts[-1], space))
             if imagined:
                 own.append(load_imagined(ep))
+            if recall:
+                start = np.asarray(ep.meta.get("start_pos", self.geometry.start_pose()), np.float64)
+                track = self.geometry.track(start, acts[-1])
+                rposes.append(track)
+                overlaps.append(self.geometry.overlap_matrix(track))
             total += len(ep.frames)
         if not starts:
             raise EpisodeError(f"no episode under {root} has {window} frames")
@@ -87,6 +102,45 @@ class WindowDataset:
             self.has_imagined = np.concatenate([np.full(len(f), o is not None)
                                                 for f, o in zip(frames, own)])
         self.num_imagined = sum(o is not None for o in own)
+        self.recall_poses = np.concatenate(rposes) if recall else None
+        self.overlaps = overlaps  # per episode (T, T): [i, j] the share of view i view j saw
+
+    def sample_recall(self, starts: np.ndarray, min_overlap: float = 0.25
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For windows starting at `starts`: the `recall` frames of each window's episode before
+        it whose views overlap its targets' most (the best overlap with any target, at least
+        `min_overlap`; the newer first among equals), (b, m, h, w, 3) uint8; each as seen from
+        each window frame (b, n, m, P) float32 (the game's `relative`: offset, turn, overlap,
+        age); and which are there (b, m)."""
+        from worldmodel.recall import select
+
+        m, n, g = self.recall, self.window, self.geometry
+        b = len(starts)
+        out = np.zeros((b, m, *self.frames.shape[1:]), np.uint8)
+        pose = np.zeros((b, n, m, g.pose_dim), np.float32)
+        valid = np.zeros((b, m), bool)
+        ep_of = np.searchsorted(np.unique(self.first), self.first[starts], side="right") - 1
+        for i, st in enumerate(starts):
+            f0 = self.first[st]
+            local = st - f0
+            # Frames the KV cache would still hold at inference are not recalled there: the
+            # candidates end a few frames before the window (ages >= RECALL_GAP + 1).
+            end = local - RECALL_GAP
+            if end <= 0:
+                continue
+            ov = self.overlaps[ep_of[i]]
+            tgt = np.arange(local, local + n)
+            score = ov[tgt[1:], :end].astype(np.float32).max(0)
+            sel = select(score, m, min_overlap)
+            if not len(sel):
+                continue
+            valid[i, :len(sel)] = True
+            out[i, :len(sel)] = self.frames[f0 + sel]
+            age = tgt[:, None] - sel[None]
+            pose[i, :, :len(sel)] = g.relative(self.recall_poses[f0 + tgt],
+                                               self.recall_poses[f0 + sel],
+                                               ov[tgt][:, sel].astype(np.float32), age)
+        return out, pose, valid
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -101,6 +155,7 @@ class WindowDataset:
         their canvases from the copy: the model's own frames of the same places."""
         s = self.starts[rng.integers(0, len(self.starts), batch)]
         idx = s[:, None] + np.arange(self.window)[None]
+        self.last_starts = s  # the windows' first frames (sample_recall takes them)
         if not canvases:
             return self.frames[idx], self.actions[idx]
         if self.pos is None:

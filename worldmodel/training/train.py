@@ -45,9 +45,12 @@ class DiffusionLoss(nn.Module):
 
     def forward(self, frames: torch.Tensor, actions: torch.Tensor, rng: np.random.Generator,
                 gen: torch.Generator, moves: torch.Tensor | None = None,
-                memory: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        return training_loss(self.model, TrainBatch(frames, actions, moves, memory), self.cfg,
-                             rng, gen)
+                memory: torch.Tensor | None = None,
+                recall: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, dict]:
+        batch = TrainBatch(frames, actions, moves, memory)
+        if recall is not None:
+            batch.recall_frames, batch.recall_pose, batch.recall_valid = recall
+        return training_loss(self.model, batch, self.cfg, rng, gen)
 
 
 class EMA:
@@ -112,7 +115,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     view_memory = cfg.model.view_memory
     data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
                          cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,
-                         poses=view_memory, imagined=view_memory and cfg.data.imagined_memory > 0)
+                         poses=view_memory, imagined=view_memory and cfg.data.imagined_memory > 0,
+                         recall=cfg.model.recall)
     if view_memory and cfg.data.imagined_memory > 0 and rank == 0 and not quiet:
         print(f"memories from the model's own rollouts: {data.num_imagined} of "
               f"{data.num_episodes} episodes have an imagined copy (memory.imagined)")
@@ -189,8 +193,13 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         actions = space.encode(torch.from_numpy(acts)).to(device)
         moves = (torch.from_numpy(game.window_choices(frames_u8, acts, space)).to(device)
                  if model_move is not None else None)
+        recall = None
+        if cfg.model.recall:
+            r_frames, r_pose, r_valid = data.sample_recall(data.last_starts)
+            recall = (to_float(torch.from_numpy(r_frames)).to(device),
+                      torch.from_numpy(r_pose).to(device), torch.from_numpy(r_valid).to(device))
         with amp_ctx:
-            loss, info = loss_mod(frames, actions, rng, gen, moves, memory)
+            loss, info = loss_mod(frames, actions, rng, gen, moves, memory, recall)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
