@@ -50,7 +50,7 @@ def rss_mb() -> float:
 
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, moves: tuple[int, ...] = MOVES) -> dict[str, Any]:
     use_view, use_lora = mcfg.uses(has_view_memory(model))
     memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if use_lora else None
     ro = Rollout(model, cfg, seed=seed)
@@ -82,7 +82,7 @@ def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
                 u0, s0 = (worker.updates, worker.update_s_total) if worker else (0, 0.0)
                 t0 = time.perf_counter()
                 for _ in range(frames):
-                    act = torch.tensor([int(rng.choice(MOVES))])
+                    act = torch.tensor([int(rng.choice(moves))])
                     s = time.perf_counter()
                     if on and memory is not None:
                         memory.before_step()
@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--frames", type=int, default=60, help="frames per block")
     p.add_argument("--rounds", type=int, default=4, help="off/on block pairs")
     p.add_argument("--memory-config", help="YAML with a memory: section")
+    p.add_argument("--actions", type=int, nargs="+", default=list(MOVES),
+                   help="the action indices played at random (default: Crafter's four moves; "
+                        "Minetest: 1 2 3 4 5 6 7 8, its moves, turns and tilts)")
     p.add_argument("overrides", nargs="*", help="memory settings, e.g. update_every=4 worker_nice=10")
     args = p.parse_args(argv)
     if args.threads:
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ep = load_episode(list_episodes(args.data)[0])
     n = cfg.data.window - 1
     context = to_float(torch.from_numpy(ep.frames[:n]))[None].to(next(model.parameters()).device)
-    res = measure(model, cfg, mcfg, context, args.frames, args.rounds)
+    res = measure(model, cfg, mcfg, context, args.frames, args.rounds, moves=tuple(args.actions))
+    res["actions"] = args.actions
     res["memory"] = to_dict(mcfg)
     res["command"] = command_line("memory.fps", argv)
     print(json.dumps({k: v for k, v in res.items() if k != "memory"}, indent=1))

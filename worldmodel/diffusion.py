@@ -135,7 +135,7 @@ def training_recall(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     errors on half of them (at inference they are the model's own frames), with gradients; all
     of a window's are dropped in `memory_drop` of the windows (the model without memory stays
     good)."""
-    if model.recall_pose is None or batch.recall_frames is None:
+    if getattr(model, "recall_pose", None) is None or batch.recall_frames is None:
         return None
     frames = batch.recall_frames
     b, m = frames.shape[:2]

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from worldmodel.game import MemoryFileError
 
-FILE = "recall_memory.safetensors"
+FILE = "view_memory.safetensors"  # the session's view-memory file (memory.saved), format "recall-memory"
 VERSION = "1"
 
 
@@ -273,6 +273,8 @@ class RecallMemory:
         """Top down, north up, `radius` nodes around world `world`'s player at 4 px a node (times
         `scale`): the ground each remembered frame saw, in that frame's colours (the newest on
         top), the trail walked (grey) and the player with its heading (red). Uint8 (H, W, 3)."""
+        import cv2
+
         px = 4
         side = (2 * radius + 1) * px
         img = np.full((side, side, 3), 24, np.uint8)
@@ -287,8 +289,7 @@ class RecallMemory:
 
         for pose, frame in zip(self.poses[world], self.frames[world]):
             xz, cells = g.footprint(pose)
-            block = frame.reshape(g.grid, frame.shape[0] // g.grid, g.grid,
-                                  frame.shape[1] // g.grid, 3).mean((1, 3))
+            block = cv2.resize(frame, (g.grid, g.grid), interpolation=cv2.INTER_AREA)
             row, col, ok = to_px(xz[:, 0], xz[:, 1])
             colour = block[cells[:, 0], cells[:, 1]].astype(np.uint8)
             for dy in range(2):

@@ -10,6 +10,9 @@ see is what they cover:
     revisit   out-and-back trips: walk out (with turns), turn round, walk the same way back,
               turn round again: the start comes back into view after tens of steps turned away
     build     digging and placing in front of the player, looking down at the work
+
+and the revisit protocols (`PROTOCOLS`: full_turn, turn_away_back, out_and_back, look_down_up),
+each a fixed trip after a few noops, recorded with `--split revisit` for games.minetest.revisits.
 """
 
 from __future__ import annotations
@@ -120,7 +123,36 @@ def revisit(seed: int, length: int, trip: int = 24, **_) -> Iterator[int]:
         yield from out_and_back(rng, trip)
 
 
+# The revisit protocols (issue 22; scored by games.minetest.revisits): after CONTEXT_STEPS
+# noops, one fixed trip whose last frame faces a view seen before, long after it left the
+# model's context. (trip, how many of its steps come before the frame it revisits)
+CONTEXT_STEPS = 7
+PROTOCOLS: dict[str, tuple[list[int], int]] = {
+    # 24 turns of 15 degrees in place: the frame after the turn against the first
+    "full_turn": ([A["turn_left"]] * 24, 0),
+    # a few steps, then turn away (half a turn) and back: the view after the walk again
+    "turn_away_back": ([A["forward"]] * 4 + [A["turn_right"]] * 12 + [A["turn_left"]] * 12, 4),
+    # walk out, turn round, walk back along the same line, turn round: the start again
+    "out_and_back": ([A["forward"]] * 8 + [A["turn_left"]] * 12 + [A["forward"]] * 8
+                     + [A["turn_left"]] * 12, 0),
+    # look straight down at the ground and up again
+    "look_down_up": ([A["look_down"]] * 6 + [A["look_up"]] * 6, 0),
+}
+
+
+def protocol_policy(name: str) -> Callable[..., Iterator[int]]:
+    trip = PROTOCOLS[name][0]
+
+    def policy(seed: int, length: int, **_) -> Iterator[int]:
+        yield from [A["noop"]] * CONTEXT_STEPS + trip
+        while True:
+            yield A["noop"]
+    policy.__doc__ = f"The {name} revisit protocol: {CONTEXT_STEPS} noops, then {len(trip)} steps."
+    return policy
+
+
 POLICIES: dict[str, Callable[..., Iterator[int]]] = {
     "explore": explore, "walk": _only(walk_segment), "turn": _only(turn_segment),
     "look": _only(look_segment), "build": _only(build_segment), "revisit": revisit,
+    **{name: protocol_policy(name) for name in PROTOCOLS},
 }

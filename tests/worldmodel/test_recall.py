@@ -198,9 +198,40 @@ def test_recall_memory_save_and_resume_round_trip(tmp_path):
         hw = ra.kv[name][0].shape[0]
         assert torch.allclose(ra.kv[name][0], rb.kv[name][0][hw:], atol=1e-5)
     (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "recall_memory.safetensors").write_bytes(b"not a file")
-    with pytest.raises(MemoryFileError, match="recall_memory.safetensors"):
+    (tmp_path / "bad" / "view_memory.safetensors").write_bytes(b"not a file")
+    with pytest.raises(MemoryFileError, match="view_memory.safetensors"):
         other.read_saved(tmp_path / "bad")
     with pytest.raises(MemoryFileError, match="steps"):
         bad = dict(state, steps=state["steps"].float())
         other.check_state(bad)
+
+
+def test_a_session_on_a_recall_model_switches_maps_saves_and_resumes_its_memory(tmp_path):
+    """The session's view memory is the recall memory: `set_memory` switches it, the minimap
+    draws what was seen, and a saved world resumes to draw the same next frames."""
+    from simulator.session import WorldSession
+
+    model, cfg = recall_model()
+    ctx = (smooth_frames((3, 3, SIZE, SIZE), seed=5).add(1).mul(127.5).round().clamp(0, 255)
+           .to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    sess = WorldSession(model, cfg, game="minetest", context=3, memory=False)
+    assert sess.memory_stores == ["view"] and not sess.memory_enabled
+    sess.set_memory(True)
+    sess.reset(context=ctx, noise_seed=0)
+    for _ in range(12):
+        sess.step("turn_left")
+    assert sess.view.remembered(0) >= 3
+    img = sess.minimap(0, radius=6, scale=2)
+    assert img.shape == (2 * 13 * 4, 2 * 13 * 4, 3) and img.dtype == np.uint8
+    sess.save_memory(tmp_path / "world")
+    saved = sess.view.remembered(0)
+    ahead = [sess.step("turn_left") for _ in range(14)]
+    other = WorldSession(model, cfg, game="minetest", context=3, memory=False)
+    other.reset(context=ctx, noise_seed=9)
+    other.set_memory(True)
+    other.load_memory(tmp_path / "world")
+    assert other.memory_enabled and other.view.remembered(0) == saved
+    again = [other.step("turn_left") for _ in range(14)]
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, again))
+    sess.close()
+    other.close()
