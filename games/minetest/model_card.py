@@ -36,9 +36,13 @@ def card(ckpt: Path) -> str:
              f"Written by `{command_line('worldmodel.evaluation.model_card', ['--checkpoint', str(ckpt)])}` "
              "from the checkpoint's own files.", "",
              "## The model", "",
-             f"- The world model's core behind the game seam, no Minetest parts yet (no view memory): "
+             f"- The world model's core behind the game seam: "
              f"channels {cfg.model.channels}, frame {cfg.model.frame_size}x{cfg.model.frame_size}, "
-             f"shift kernel {cfg.model.shift_kernel}, {cfg.diffusion.sample_steps} sampler steps.",
+             f"shift kernel {cfg.model.shift_kernel}, {cfg.diffusion.sample_steps} sampler steps; "
+             + (f"recall of {cfg.model.recall} remembered frames per target (worldmodel.recall: found "
+                "by field-of-view overlap with the pose the committed action gives, attended to "
+                "with their relative pose): the view memory, on by default."
+                if cfg.model.recall else "no view memory."),
              f"- Trained {metrics.get('train_step', '?')} steps on `{cfg.data.train}` "
              f"(batch {cfg.train.batch_size}, lr {cfg.train.lr}); last logged loss "
              f"{metrics.get('loss', '?')}.", ""]
@@ -48,6 +52,13 @@ def card(ckpt: Path) -> str:
             lines += [f"Speed (`{bench['command']}`, {bench['device']}, {bench['threads']} threads): "
                       f"{b1['fps_per_world_median']:.1f} frames per second at batch 1, one frame "
                       "per step.", ""]
+    fps = _json(ckpt / "eval" / "fps.json")
+    if fps:
+        lines += [f"Memory on vs off (`{fps['command']}`, random moves, turns and tilts, "
+                  f"{fps['frames_on']} frames each way, stores {fps['stores']}): "
+                  f"{fps['fps_on']:.1f} vs {fps['fps_off']:.1f} frames per second, ratio "
+                  f"{fps['ratio']:.2f}.", ""]
+    lines += revisit_lines(_json(ckpt / "eval" / "revisits" / "revisits.json"))
     if report is None:
         return "\n".join(lines + ["Not evaluated yet: run `python -m worldmodel.evaluation.evaluate "
                                   f"--checkpoint {ckpt} --data data/minetest --prefix heldout_ "
@@ -90,6 +101,28 @@ def card(ckpt: Path) -> str:
         lines += ["", f"Long rollout: {report['long']['frames']} frames x {report['long']['worlds']} "
                   f"worlds: {report['long']['verdict']}."]
     return "\n".join(lines) + "\n"
+
+
+def revisit_lines(rev: dict | None) -> list[str]:
+    """The revisit protocols' table (games.minetest.revisits), memory modes side by side."""
+    if not rev:
+        return []
+    protocols = rev["protocols"]
+    modes = [m for m in ("off", "view", "lora", "both") if m in next(iter(protocols.values()))]
+    out = ["## Revisits (the view comes back)", "",
+           f"`{rev['command']}`: the real context, then a fixed trip in the real game and in the "
+           "model under the same actions; its last frame faces a view seen long before. PSNR (dB) "
+           "of that frame against the real game's, and its labels' agreement with the real "
+           "labels of the earlier view; modes: off (no memory), view (recall), lora (the "
+           "temporal LoRA alone), both. Memory on for every mode but off.", "",
+           "| protocol | trips | " + " | ".join(f"{m}: dB / labels" for m in modes)
+           + " | real game's own revisit: dB / labels |",
+           "| --- | --- |" + " --- |" * (len(modes) + 1)]
+    for name, e in protocols.items():
+        out.append(f"| {name} | {e['trips']} | " + " | ".join(
+            f"{e[m]['psnr_vs_real']:.2f} / {e[m]['labels_vs_earlier']:.3f}" for m in modes)
+            + f" | {e['real_ceiling']['psnr']:.2f} / {e['real_ceiling']['labels']:.3f} |")
+    return out + [""]
 
 
 def main(argv: list[str] | None = None) -> str:

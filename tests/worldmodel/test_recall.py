@@ -235,3 +235,35 @@ def test_a_session_on_a_recall_model_switches_maps_saves_and_resumes_its_memory(
     assert all(np.array_equal(a, b) for a, b in zip(ahead, again))
     sess.close()
     other.close()
+
+
+def test_the_temporal_lora_fast_learns_on_a_recall_model_beside_its_recall():
+    """The mission's fast learner on the first-person model: inline updates from drawn frames
+    make the adapter non-zero, the rollout (recall on) then draws differently, and memory off
+    gives the base model back exactly."""
+    from memory.config import MemoryConfig
+    from memory.episodic import EpisodicMemory
+
+    model, cfg = recall_model()
+    mem = EpisodicMemory(model, cfg, MemoryConfig(rank=4, lr=1e-2, window=4, buffer_frames=8,
+                                                  update_every=1), threaded=False)
+    ctx = smooth_frames((1, 4, 3, SIZE, SIZE), seed=7)
+    acts = torch.full((1, 4), A["noop"])
+    mem.reset(ctx, acts)
+
+    def run(m):
+        ro = Rollout(m, cfg, context=3, seed=0)
+        ro.view = make_view_memory(m, cfg, 1, ro.context, "cpu")
+        ro.view.set_on(True, [0])
+        ro.reset(ctx, acts)
+        return torch.stack([ro.step(torch.tensor([A["turn_left"]])) for _ in range(6)], 1)
+
+    base = run(model)
+    frames = run(mem.model)
+    assert torch.equal(frames, base)  # a fresh adapter is an exact no-op
+    for i in range(3):
+        mem.observe(frames[:, i:i + 1], torch.tensor([[A["turn_left"]]]))
+    assert mem.learner.updates == 3
+    assert not torch.equal(run(mem.model), base)
+    mem.set_enabled(False)
+    assert torch.equal(run(mem.model), base)
