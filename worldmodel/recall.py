@@ -5,7 +5,8 @@ Every remembered frame is written as its keys and values in each temporal layer 
 alone, at the context noise level), with the pose it was seen from. Before a frame is drawn, the
 pose it will have (the game's `PoseGeometry.advance` of the committed action: the model's own
 motion, never the real game's) picks the m remembered frames whose view overlaps it most
-(field-of-view overlap, WorldMem's retrieval), and every spatial position of every temporal layer
+(field-of-view overlap, WorldMem's retrieval) among those that show MIN_GAIN more of it than the
+frames in the cache do (memory where the context does not reach), and every spatial position of every temporal layer
 attends to those frames' keys at the same position beside the cached frames', each key and value
 moved and each logit biased by a learned function of the memory frame's pose relative to the
 target's (`Recall.pose`: offset, turn, tilt, overlap, age). Zero-initialised offsets and a
@@ -31,6 +32,9 @@ from torch import Tensor
 
 from worldmodel.game import MemoryFileError
 
+# A remembered frame is recalled for a target only where it shows this much more of the target's
+# view than the frames in the KV cache do (the training windows recall by the same rule).
+MIN_GAIN = 0.05
 FILE = "view_memory.safetensors"  # the session's view-memory file (memory.saved), format "recall-memory"
 VERSION = "1"
 
@@ -150,12 +154,13 @@ class RecallMemory:
             self.frames: list[list[np.ndarray]] = [[] for _ in range(self.batch)]
             self.kv: list[list[dict[str, tuple[Tensor, Tensor]]]] = [[] for _ in range(self.batch)]
             self.trail: list[list[np.ndarray]] = [[] for _ in range(self.batch)]
+            self.recent: list[list[np.ndarray]] = [[] for _ in range(self.batch)]  # cached frames'
             return
         for w in idx:
             self.pose[w] = self.geometry.start_pose()
             self.clock[w] = 0
             self.poses[w], self.steps[w], self.frames[w], self.kv[w] = [], [], [], []
-            self.trail[w] = []
+            self.trail[w], self.recent[w] = [], []
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.poses)
@@ -189,8 +194,12 @@ class RecallMemory:
             old = steps <= self.clock[w] - n - self.context  # left the cache before the chunk
             poses = np.stack(self.poses[w])
             score = np.zeros(len(steps))
+            recent = np.stack(self.recent[w]) if self.recent[w] else np.zeros((0, 5))
             for i in range(n):
-                score = np.maximum(score, self.geometry.overlap(targets[w, i], poses))
+                ov = self.geometry.overlap(targets[w, i], poses)
+                cover = self.geometry.overlap(targets[w, i], recent).max(initial=0.0)
+                helps = (ov >= self.min_overlap) & (ov - cover >= MIN_GAIN)
+                score = np.maximum(score, np.where(helps, ov, 0.0))
             score[~old] = -1.0
             picks.append(select(score, self.k, self.min_overlap))
         if not any(len(p) for p in picks):
@@ -227,6 +236,8 @@ class RecallMemory:
         idx = list(range(self.batch)) if worlds is None else list(worlds)
         new = []
         for row, w in enumerate(idx):
+            keep = self.context  # the poses of the frames the KV cache holds
+            self.recent[w] = (self.recent[w] + [self.pose[w].copy()])[-keep:] if keep else []
             if not self.worlds_on[w]:
                 continue
             if self.poses[w]:
@@ -318,18 +329,19 @@ class RecallMemory:
         n = len(self.poses[world])
         frames = (np.stack(self.frames[world]) if n else np.zeros((0, 1, 1, 3), np.uint8))
         trail = np.stack(self.trail[world]) if self.trail[world] else np.zeros((0, 5))
+        recent = np.stack(self.recent[world]) if self.recent[world] else np.zeros((0, 5))
         return {"poses": torch.as_tensor(np.stack(self.poses[world]) if n else np.zeros((0, 5))),
                 "steps": torch.as_tensor(np.asarray(self.steps[world], np.int64)),
                 "frames": torch.as_tensor(frames), "pose": torch.as_tensor(self.pose[world]),
                 "clock": torch.as_tensor([self.clock[world]], dtype=torch.int64),
-                "trail": torch.as_tensor(trail)}
+                "trail": torch.as_tensor(trail), "recent": torch.as_tensor(recent)}
 
     def check_state(self, state: dict[str, Tensor], where: str = "the saved recall memory") -> None:
         """MemoryFileError unless `state` is a `state()` of this memory. Changes nothing."""
         def bad(what: str) -> MemoryFileError:
             return MemoryFileError(f"{where}: {what}")
 
-        want = {"poses", "steps", "frames", "pose", "clock", "trail"}
+        want = {"poses", "steps", "frames", "pose", "clock", "trail", "recent"}
         if set(state) != want:
             raise bad(f"holds {sorted(state)[:8]}, expected {sorted(want)}")
         n = state["poses"].shape[0]
@@ -344,8 +356,9 @@ class RecallMemory:
             raise bad("pose must be 5 numbers and clock one number >= 0")
         if n and (state["steps"].min() < 0 or state["steps"].max() > state["clock"][0]):
             raise bad("a remembered frame's step is outside 0..clock")
-        if state["trail"].ndim != 2 or state["trail"].shape[1] != 5:
-            raise bad("trail must be (t, 5)")
+        for key in ("trail", "recent"):
+            if state[key].ndim != 2 or state[key].shape[1] != 5:
+                raise bad(f"{key} must be (t, 5)")
 
     def load_state(self, world: int, state: dict[str, Tensor]) -> None:
         """Put `state` in world `world` (checked whole first); the keys and values of its frames
@@ -355,6 +368,7 @@ class RecallMemory:
         self.pose[world] = state["pose"].double().numpy()
         self.clock[world] = int(state["clock"][0])
         self.trail[world] = list(state["trail"].double().numpy())
+        self.recent[world] = list(state["recent"].double().numpy())
         frames = state["frames"].numpy()
         if len(frames):
             x = torch.as_tensor(frames, device=self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
