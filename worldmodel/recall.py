@@ -365,17 +365,17 @@ class RecallMemory:
         are recomputed with the encoder."""
         self.check_state(state)
         self.reset([world])
-        self.pose[world] = state["pose"].double().numpy()
+        self.pose[world] = state["pose"].double().cpu().numpy()
         self.clock[world] = int(state["clock"][0])
-        self.trail[world] = list(state["trail"].double().numpy())
-        self.recent[world] = list(state["recent"].double().numpy())
-        frames = state["frames"].numpy()
+        self.trail[world] = list(state["trail"].double().cpu().numpy())
+        self.recent[world] = list(state["recent"].double().cpu().numpy())
+        frames = state["frames"].cpu().numpy()
         if len(frames):
             x = torch.as_tensor(frames, device=self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
             with torch.inference_mode():
                 kv = encode_frames(self.encoder, x[None], self.level)
             hw = next(iter(kv.values()))[0].shape[0]
-            for j, (pose, step) in enumerate(zip(state["poses"].double().numpy(),
+            for j, (pose, step) in enumerate(zip(state["poses"].double().cpu().numpy(),
                                                  state["steps"].tolist())):
                 entry = {name: (k[:, :, j].clone(), v[:, :, j].clone()) for name, (k, v) in kv.items()}
                 assert entry[next(iter(entry))][0].shape[0] == hw

@@ -104,7 +104,7 @@ def card(ckpt: Path) -> str:
 
 
 def revisit_lines(rev: dict | None) -> list[str]:
-    """The revisit protocols' table (games.minetest.revisits), memory modes side by side."""
+    """The revisit protocols' table (memory.revisit_3d), memory modes side by side."""
     if not rev:
         return []
     protocols = rev["protocols"]

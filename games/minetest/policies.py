@@ -12,7 +12,7 @@ see is what they cover:
     build     digging and placing in front of the player, looking down at the work
 
 and the revisit protocols (`PROTOCOLS`: full_turn, turn_away_back, out_and_back, look_down_up),
-each a fixed trip after a few noops, recorded with `--split revisit` for games.minetest.revisits.
+each a fixed trip after a few noops, recorded with `--split revisit` for memory.revisit_3d.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def revisit(seed: int, length: int, trip: int = 24, **_) -> Iterator[int]:
         yield from out_and_back(rng, trip)
 
 
-# The revisit protocols (issue 22; scored by games.minetest.revisits): after CONTEXT_STEPS
+# The revisit protocols (issue 22; scored by memory.revisit_3d): after CONTEXT_STEPS
 # noops, one fixed trip whose last frame faces a view seen before, long after it left the
 # model's context. (trip, how many of its steps come before the frame it revisits)
 CONTEXT_STEPS = 7

@@ -196,8 +196,9 @@ def test_ctrl_c_ends_every_process(tmp_path):
 
 
 def test_a_minetest_model_plays_side_by_side_with_the_real_game_and_leaves_nothing(tmp_path):
-    """A (tiny, untrained) model of Minetest in the window under the dummy video driver, beside
-    the real game with the same actions: both games' processes end with the window."""
+    """A (tiny, untrained) model of Minetest with recall (its view memory, on by default) in the
+    window under the dummy video driver, beside the real game with the same actions: both
+    games' processes end with the window."""
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     import run_sim
     from conftest import TINY_YAML, perturb_
@@ -206,7 +207,7 @@ def test_a_minetest_model_plays_side_by_side_with_the_real_game_and_leaves_nothi
     from worldmodel.dynamics import Denoiser
 
     cfg = load_config(TINY_YAML, ["model.frame_size=64", "model.game=minetest",
-                                  "model.action_space=minetest"])
+                                  "model.action_space=minetest", "model.recall=2"])
     ckpt = save_checkpoint(tmp_path / "ckpt", perturb_(Denoiser(cfg.model)).eval(), cfg)
     before = ours()
     rc = run_sim.main(["--checkpoint", str(ckpt), "--game", "minetest", "--side-by-side",

@@ -275,3 +275,16 @@ def test_the_temporal_lora_fast_learns_on_a_recall_model_beside_its_recall():
     assert not torch.equal(run(mem.model), base)
     mem.set_enabled(False)
     assert torch.equal(run(mem.model), base)
+
+
+def test_every_revisit_protocol_ends_facing_the_view_it_revisits():
+    from games.minetest.policies import CONTEXT_STEPS, PROTOCOLS
+    from memory.revisit_3d import revisit_index
+
+    g = PoseGeometry(ACTION_SPACE.actions)
+    for name, (trip, _) in PROTOCOLS.items():
+        poses = g.track(np.zeros(5), [-1] + [A["noop"]] * CONTEXT_STEPS + trip)
+        ref, last = revisit_index(name)
+        assert np.allclose(poses[last], poses[ref]), name
+        # ... and the view left the model's context (7 frames) on the way
+        assert min(g.overlap(poses[ref], poses[ref + 1:last - 6])) < 0.5, name

@@ -3,7 +3,7 @@
     python -m simulator.collect --game minetest --policy full_turn --split heldout --first 100 \\
         --episodes 8 --length 31 --env label_every=1 --out data/minetest_revisit/full_turn
     (likewise turn_away_back 35, out_and_back 47, look_down_up 19 steps)
-    python -m games.minetest.revisits --checkpoint runs/minetest_recall \\
+    python -m memory.revisit_3d --checkpoint runs/minetest_recall \\
         --trips data/minetest_revisit --out assets/minetest/eval/revisits
 
 Each trip is one of `policies.PROTOCOLS` recorded in the real game: `CONTEXT_STEPS` noops, then a
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     report, strips = run(model, cfg, trips, labeller, mcfg, args.seed, tuple(args.modes))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    report = {"command": command_line("games.minetest.revisits", argv),
+    report = {"command": command_line("memory.revisit_3d", argv),
               "checkpoint": str(args.checkpoint), "context_steps": CONTEXT_STEPS,
               "protocols": report}
     write_json_atomic(out / "revisits.json", report)
