@@ -44,6 +44,8 @@ def card(ckpt: Path) -> str:
                 "with their relative pose): the view memory, on by default."
                 if cfg.model.recall else "no view memory."),
              f"- Trained {metrics.get('train_step', '?')} steps on `{cfg.data.train}` "
+             + (f"after the {metrics['init_steps']} steps behind `{metrics['init_from']}` "
+                if metrics.get("init_steps") else "") +
              f"(batch {cfg.train.batch_size}, lr {cfg.train.lr}); last logged loss "
              f"{metrics.get('loss', '?')}.", ""]
     if bench:
