@@ -59,11 +59,10 @@ def encode_frames(model: Any, frames: Tensor, level: Tensor | float,
     b, m = frames.shape[:2]
     x = frames.reshape(b * m, 1, *frames.shape[2:])
     t = torch.as_tensor(level, dtype=x.dtype, device=x.device).expand(b, m).reshape(b * m, 1)
+    tt = t[..., None, None, None]
+    x = (1 - tt) * x  # without noise: the noised frame's mean at that level
     if eps is not None:
-        tt = t[..., None, None, None]
-        x = (1 - tt) * x + tt * eps.reshape(x.shape).to(x.dtype)
-    elif float(t.max()) > 0:  # clean frames at a level: scaled as the noised mean
-        x = (1 - t[..., None, None, None]) * x
+        x = x + tt * eps.reshape(x.shape).to(x.dtype)
     ones = torch.ones_like(t)
     act = torch.zeros(b * m, 1, model.action_dim, device=x.device)
     drop = torch.ones(b * m, 1, dtype=torch.bool, device=x.device)
@@ -186,20 +185,22 @@ class RecallMemory:
         anything it may recall (the call is then the model without recall, exactly)."""
         b, n = targets.shape[:2]
         picks: list[np.ndarray] = []
+        overlaps: list[np.ndarray] = []  # per world (n, remembered): each target's overlaps
         for w in range(b):
             if not self.worlds_on[w] or not self.poses[w]:
                 picks.append(np.zeros(0, np.int64))
+                overlaps.append(np.zeros((n, 0)))
                 continue
             steps = np.asarray(self.steps[w])
             old = steps <= self.clock[w] - n - self.context  # left the cache before the chunk
             poses = np.stack(self.poses[w])
-            score = np.zeros(len(steps))
             recent = np.stack(self.recent[w]) if self.recent[w] else np.zeros((0, 5))
-            for i in range(n):
-                ov = self.geometry.overlap(targets[w, i], poses)
-                cover = self.geometry.overlap(targets[w, i], recent).max(initial=0.0)
-                helps = (ov >= self.min_overlap) & (ov - cover >= MIN_GAIN)
-                score = np.maximum(score, np.where(helps, ov, 0.0))
+            ov = np.stack([self.geometry.overlap(targets[w, i], poses) for i in range(n)])
+            cover = np.stack([self.geometry.overlap(targets[w, i], recent).max(initial=0.0)
+                              for i in range(n)])
+            helps = (ov >= self.min_overlap) & (ov - cover[:, None] >= MIN_GAIN)
+            score = np.where(helps, ov, 0.0).max(0)
+            overlaps.append(ov)
             score[~old] = -1.0
             picks.append(select(score, self.k, self.min_overlap))
         if not any(len(p) for p in picks):
@@ -216,7 +217,7 @@ class RecallMemory:
             valid[w, :len(sel)] = True
             if len(sel):
                 keys = np.stack([self.poses[w][j] for j in sel])
-                ov = np.stack([self.geometry.overlap(targets[w, i], keys) for i in range(n)])
+                ov = overlaps[w][:, sel]
                 age = (self.clock[w] - n + 1 + np.arange(n)[:, None]
                        - np.asarray([self.steps[w][j] for j in sel])[None])
                 pose[w, :, :len(sel)] = self.geometry.relative(targets[w], keys, ov, age)

@@ -41,21 +41,26 @@ def walk_direction(yaw_deg: float, action: str) -> np.ndarray:
     return {"forward": fwd, "back": -fwd, "left": -right, "right": right}.get(action, np.zeros(2))
 
 
+def step_view(action: str, x: float, z: float, yaw: float, pitch: float
+              ) -> tuple[float, float, float, float]:
+    """(x, z, yaw, pitch) after one action on open flat ground: a turn or tilt of TURN degrees
+    (tilt within +-MAX_PITCH), a move of STEP nodes (nothing blocks it; no climbing, no falling)."""
+    if action == "turn_left":
+        yaw = (yaw + TURN) % 360
+    elif action == "turn_right":
+        yaw = (yaw - TURN) % 360
+    elif action == "look_up":
+        pitch = max(-MAX_PITCH, pitch - TURN)
+    elif action == "look_down":
+        pitch = min(MAX_PITCH, pitch + TURN)
+    dx, dz = STEP * walk_direction(yaw, action)
+    return x + dx, z + dz, yaw, pitch
+
+
 def dead_reckon(actions: list[str], yaw_deg: float = 0.0, pitch_deg: float = 0.0) -> np.ndarray:
     """(len + 1, 4) (x, z, yaw, pitch) after each action on open flat ground, from the origin:
     where the player goes when nothing blocks it (no climbing, no falling)."""
-    x = np.zeros(2)
-    yaw, pitch = float(yaw_deg), float(pitch_deg)
-    out = [(x[0], x[1], yaw, pitch)]
+    out = [(0.0, 0.0, float(yaw_deg), float(pitch_deg))]
     for a in actions:
-        if a == "turn_left":
-            yaw = (yaw + TURN) % 360
-        elif a == "turn_right":
-            yaw = (yaw - TURN) % 360
-        elif a == "look_up":
-            pitch = max(-MAX_PITCH, pitch - TURN)
-        elif a == "look_down":
-            pitch = min(MAX_PITCH, pitch + TURN)
-        x = x + STEP * walk_direction(yaw, a)
-        out.append((x[0], x[1], yaw, pitch))
+        out.append(step_view(a, *out[-1]))
     return np.asarray(out)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from games.minetest.geometry import MAX_PITCH, STEP, TURN, look_basis, pixel_rays, walk_direction
+from games.minetest.geometry import look_basis, pixel_rays, step_view
 
 EYE = 1.47  # minetest_game's eye height above the feet
 
@@ -134,16 +134,8 @@ class PoseGeometry:
         """The pose after `action` (an index; negative: none) from `pose` (5,)."""
         x, y, z, yaw, pitch = np.asarray(pose, np.float64)
         name = self.action_names[action] if 0 <= action < len(self.action_names) else "noop"
-        if name == "turn_left":
-            yaw = (yaw + TURN) % 360
-        elif name == "turn_right":
-            yaw = (yaw - TURN) % 360
-        elif name == "look_up":
-            pitch = max(-MAX_PITCH, pitch - TURN)
-        elif name == "look_down":
-            pitch = min(MAX_PITCH, pitch + TURN)
-        dx, dz = STEP * walk_direction(yaw, name)
-        return np.array([x + dx, y, z + dz, yaw, pitch])
+        x, z, yaw, pitch = step_view(name, x, z, yaw, pitch)
+        return np.array([x, y, z, yaw, pitch])
 
     def track(self, start: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """(T, 5) the pose of each frame of an episode: frame 0 at `start`, frame i after

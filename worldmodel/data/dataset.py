@@ -11,6 +11,7 @@ from worldmodel.actions import ActionSpace
 from worldmodel.data.episode import EpisodeError, list_episodes, load_episode
 from worldmodel.training.imagined import load_imagined
 from worldmodel.game import find_game
+from worldmodel.recall import MIN_GAIN, select
 
 
 def to_float(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -25,10 +26,10 @@ def to_uint8(frames: torch.Tensor) -> torch.Tensor:
 
 
 RECALL_GAP = 3  # recall candidates end this many frames before a training window
-# A frame is recalled only for a target whose view it shows by this much more than the target's
-# context does (worldmodel.recall.MIN_GAIN): memory where the context does not reach, the case it
-# is for (with every overlapping frame recalled, the gate learned to close: measured in 50 steps)
-RECALL_MIN_GAIN = 0.05
+# A frame is recalled only for a target whose view it shows by MIN_GAIN more than the target's
+# context does, as in play: memory where the context does not reach, the case it is for (with
+# every overlapping frame recalled, the gate learned to close: measured in 50 steps)
+RECALL_MIN_GAIN = MIN_GAIN
 
 
 class WindowDataset:
@@ -108,6 +109,7 @@ class WindowDataset:
         self.num_imagined = sum(o is not None for o in own)
         self.recall_poses = np.concatenate(rposes) if recall else None
         self.overlaps = overlaps  # per episode (T, T): [i, j] the share of view i view j saw
+        self.episode_firsts = np.unique(self.first)  # each episode's first frame, in order
 
     def sample_recall(self, starts: np.ndarray, min_overlap: float = 0.25
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,14 +119,12 @@ class WindowDataset:
         does; the newer first among equals), (b, m, h, w, 3) uint8; each as seen from
         each window frame (b, n, m, P) float32 (the game's `relative`: offset, turn, overlap,
         age); and which are there (b, m)."""
-        from worldmodel.recall import select
-
         m, n, g = self.recall, self.window, self.geometry
         b = len(starts)
         out = np.zeros((b, m, *self.frames.shape[1:]), np.uint8)
         pose = np.zeros((b, n, m, g.pose_dim), np.float32)
         valid = np.zeros((b, m), bool)
-        ep_of = np.searchsorted(np.unique(self.first), self.first[starts], side="right") - 1
+        ep_of = np.searchsorted(self.episode_firsts, self.first[starts])
         for i, st in enumerate(starts):
             f0 = self.first[st]
             local = st - f0
