@@ -51,7 +51,7 @@ def rss_mb() -> float:
 
 def measure(model, cfg, mcfg, context: torch.Tensor, frames: int, rounds: int,
             seed: int = 0, moves: tuple[int, ...] = MOVES) -> dict[str, Any]:
-    use_view, use_lora = mcfg.uses(has_view_memory(model))
+    use_view, use_lora = mcfg.uses(has_view_memory(model, cfg))
     memory = EpisodicMemory(model, cfg, mcfg, threaded=True, enabled=False) if use_lora else None
     ro = Rollout(model, cfg, seed=seed)
     if use_view:

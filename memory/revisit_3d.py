@@ -49,11 +49,11 @@ from worldmodel.dynamics import Denoiser
 from worldmodel.evaluation.metrics import psnr
 from worldmodel.evaluation.prediction import frame_actions
 from worldmodel.evaluation.reports import command_line
-from worldmodel.recall import make_view_memory
+from worldmodel.recall import has_view_memory, make_view_memory
 from worldmodel.rollout import Rollout
 
 MODES = ("off", "view", "lora", "both")
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_trips(root: str | Path) -> dict[str, list[Episode]]:
@@ -88,7 +88,7 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, mode: str, seed: int, mcfg: 
     if mode in ("lora", "both"):
         memory = EpisodicMemory(model, cfg, mcfg, threaded=False, enabled=True)
     ro = Rollout(memory.model if memory is not None else model, cfg, seed=seed)
-    if model.recall_pose is not None:
+    if has_view_memory(model, cfg):
         ro.view = make_view_memory(model, cfg, 1, ro.context, device)
         ro.view.set_on(mode in ("view", "both"), [0])
     ro.reset(ctx, ctx_act)
@@ -124,7 +124,7 @@ def real_ceiling(ep: Episode, name: str) -> dict[str, float]:
 def run(model: Denoiser, cfg: Config, trips: dict[str, list[Episode]], labeller: Labeller,
         mcfg: MemoryConfig, seed: int = 0, modes: tuple[str, ...] = MODES, log=print
         ) -> tuple[dict[str, Any], dict[str, dict[str, np.ndarray]]]:
-    if model.recall_pose is None:
+    if not has_view_memory(model, cfg):
         modes = tuple(m for m in modes if m not in ("view", "both"))
     report: dict[str, Any] = {}
     strips: dict[str, dict[str, np.ndarray]] = {}

@@ -105,7 +105,7 @@ class WorldSession(SavedWorlds):
         # The view memory records every world's frames from the first reset (a few MB a world);
         # only worlds with memory on are conditioned on it.
         self.view = None  # the game's view memory (Game.view_memory), for a memory-stem model
-        use_view, self._use_lora = self.memory_config.uses(has_view_memory(model))
+        use_view, self._use_lora = self.memory_config.uses(has_view_memory(model, cfg))
         if use_view:  # the game's canvas memory, or remembered frames for a recall model
             self.view = make_view_memory(model, cfg, batch, self.rollout_state.context,
                                          self.device)

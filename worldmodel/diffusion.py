@@ -248,14 +248,18 @@ def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx:
     t_prev_ctx (b, 1)); actions (b, n, A); noise (b, n, 3, h, w) the starting noise; `cond` the
     conditioning bundle: `cond.anchor` (b, 1, 3, h, w) the same frame clean, and with an anchor
     head the decisions for the chunk (default: the head's, at every pass) and the memory
-    canvases. Returns x_0 (b, n, 3, h, w) in [-1, 1].
+    canvases; `cond.known` pixels the view memory already knows (worldmodel.known), set at every
+    call's level and kept in the result. Returns x_0 (b, n, 3, h, w) in [-1, 1].
     """
     b, n = noise.shape[:2]
     x = noise
     levels = sample_schedule(cfg.sample_steps)
+    known = cond.known  # pixels the view memory already knows (worldmodel.known), kept
     hp = torch.cat([has_prev[:, :1], torch.ones(b, n - 1, dtype=torch.bool, device=x.device)], 1)
     x0 = x
     for i, lv in enumerate(levels):
+        if known is not None:
+            x = known.keep(x, lv, noise)
         t = torch.full((b, n), lv, device=x.device)
         prev = torch.cat([prev_ctx, x[:, :-1]], 1)
         t_prev = torch.cat([t_prev_ctx, t[:, :-1]], 1)
@@ -269,4 +273,4 @@ def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx:
         if nxt > 0:
             eps = (x - (1 - lv) * x0) / lv
             x = (1 - nxt) * x0 + nxt * eps
-    return x0
+    return x0 if known is None else known.paste(x0)

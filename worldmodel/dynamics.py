@@ -34,6 +34,7 @@ from worldmodel.attention import (KVCache, LayerCache, TemporalAttention,  # noq
                                   attention_mask, zero_)  # re-exported)
 from worldmodel.config import ModelConfig
 from worldmodel.game import find_game
+from worldmodel.known import Known  # noqa: F401 (Conditioning's annotation)
 from worldmodel.recall import Recall  # noqa: F401 (Conditioning's annotation)
 
 
@@ -46,6 +47,7 @@ class Conditioning:
     choice: Tensor | None = None  # (b, n) long: the anchor head's decisions (training: the real ones)
     memory: Tensor | None = None  # (b, n or 1, C, H', W') the game's memory canvases
     recall: "Recall | None" = None  # remembered frames (worldmodel.recall), for a recall model
+    known: "Known | None" = None  # pixels the sampler keeps (worldmodel.known); not the network's
     want_logits: bool = False  # also return the anchor head's logits (b * n, K)
 
 

@@ -1,7 +1,8 @@
 """The frame pipeline: what `Rollout.chunk` does to a chunk of frames, as stages in one place.
 
     action -> choice (the anchor head's committed decision: Crafter's camera move)
-           -> memory read (the view memory's canvas around the pose, or an empty one)
+           -> memory read (the view memory's canvas around the pose, or an empty one; with a
+              pose-keyed memory: the remembered frames to recall and the known pixels)
            -> game stages' `before` (Crafter: the land prior samples what a move reveals)
            -> denoise (the sampler over the core network)
            -> game stages' `after` (Crafter: the tile codebook snap)
@@ -32,6 +33,7 @@ class Frame:
     choice: Tensor | None = None  # (b, n) the anchor head's decisions (given, or decided)
     memory: Tensor | None = None  # (b, C, H', W') the memory canvas around the anchor's pose
     recall: Any = None  # the remembered frames the denoiser attends to (worldmodel.recall)
+    known: Any = None  # the pixels the view memory already knows (worldmodel.known), kept
     frames: Tensor | None = None  # (b, n, 3, h, w) once denoised
     state: dict[str, Any] = field(default_factory=dict)  # what stages keep for the next chunk
 

@@ -6,18 +6,18 @@ alone, at the context noise level), with the pose it was seen from. Before a fra
 pose it will have (the game's `PoseGeometry.advance` of the committed action: the model's own
 motion, never the real game's) picks the m remembered frames whose view overlaps it most
 (field-of-view overlap, WorldMem's retrieval) among those that show MIN_GAIN more of it than the
-frames in the cache do (memory where the context does not reach), and every spatial position of every temporal layer
-attends to those frames' keys at the same position beside the cached frames', each key and value
-moved and each logit biased by a learned function of the memory frame's pose relative to the
-target's (`Recall.pose`: offset, turn, tilt, overlap, age). Zero-initialised offsets and a
-negative bias: a model gaining recall starts out computing almost what it did.
+cached frames do, and every spatial position of every temporal layer attends to those frames' keys
+at the same position beside the cached frames', each key and value moved and each logit biased by
+a learned function of the memory frame's pose relative to the target's (`Recall.pose`). Zero-
+initialised offsets and a negative bias: a model gaining recall starts out computing what it did.
 
     recall = Recall(kv, pose, valid)        # kv: layer -> (k, v) (b*h*w, heads, m, dh)
     model(..., conditioning=Conditioning(recall=recall))
 
-`RecallMemory` is what a rollout keeps of B worlds (poses, frames, their keys and values) and the
-session's view-memory switch (`set_on`), save and load, and minimap; `recall_batch` builds a
-training window's memory from its episode (`WindowDataset` with recall).
+`RecallMemory` is what a rollout keeps of B worlds (poses, frames, for a recall model their keys
+and values), the view-memory switch (`set_on`), save, load and minimap. Any model of a game with
+a pose geometry keeps one: its frames are also the known pixels of a view seen again from the
+same place (worldmodel.known). `recall_batch` builds a training window's memory from its episode.
 """
 
 from __future__ import annotations
@@ -79,30 +79,37 @@ def encode_frames(model: Any, frames: Tensor, level: Tensor | float,
     return out
 
 
-def has_view_memory(model: Any) -> bool:
-    """Whether a model is conditioned on a view memory: a game's canvas (`memory_stem`) or
-    recalled frames (`recall_pose`)."""
-    return model.memory_stem is not None or getattr(model, "recall_pose", None) is not None
+def has_view_memory(model: Any, cfg: Any) -> bool:
+    """Whether a model draws with a view memory: a game's canvas (`memory_stem`), or frames
+    remembered by pose (a game with a pose geometry: recalled by a recall model, and giving
+    known pixels to any model, worldmodel.known)."""
+    from worldmodel.game import find_game
+
+    if model.memory_stem is not None or getattr(model, "recall_pose", None) is not None:
+        return True
+    game = find_game(cfg.model.game_name)
+    return game is not None and game.pose_geometry() is not None
 
 
 def make_view_memory(model: Any, cfg: Any, batch: int, context: int,
                      device: torch.device | str) -> Any:
-    """The view memory of B worlds a model is conditioned on: a `RecallMemory` for a recall
-    model (the game's pose geometry), the game's own view memory for a memory-stem model, or
-    None."""
+    """The view memory of B worlds a model draws with: the game's own view memory for a
+    memory-stem model; a `RecallMemory` where the game has a pose geometry (a recall model's
+    recalled frames, written with its encoder; any model's known pixels); or None."""
     from worldmodel.game import get_game
 
     game = get_game(cfg.model.game_name)
-    if getattr(model, "recall_pose", None) is not None:
-        geometry = game.pose_geometry()
-        if geometry is None:
-            raise ValueError(f"model.recall needs a game with a pose geometry; "
-                             f"{game.name} has none")
-        return RecallMemory(geometry, batch, cfg.model.recall, context, device, encoder=model,
-                            level=cfg.diffusion.context_noise)
+    recall = getattr(model, "recall_pose", None) is not None
     if model.memory_stem is not None:
         return game.view_memory(batch, device)
-    return None
+    geometry = game.pose_geometry()
+    if geometry is None:
+        if recall:
+            raise ValueError(f"model.recall needs a game with a pose geometry; "
+                             f"{game.name} has none")
+        return None
+    return RecallMemory(geometry, batch, cfg.model.recall if recall else 0, context, device,
+                        encoder=model if recall else None, level=cfg.diffusion.context_noise)
 
 
 def select(scores: np.ndarray, k: int, min_overlap: float) -> np.ndarray:
@@ -154,12 +161,14 @@ class RecallMemory:
             self.kv: list[list[dict[str, tuple[Tensor, Tensor]]]] = [[] for _ in range(self.batch)]
             self.trail: list[list[np.ndarray]] = [[] for _ in range(self.batch)]
             self.recent: list[list[np.ndarray]] = [[] for _ in range(self.batch)]  # cached frames'
+            self.unsure = [0] * self.batch  # frames to come whose dead-reckoned pose may be off
             return
         for w in idx:
             self.pose[w] = self.geometry.start_pose()
             self.clock[w] = 0
             self.poses[w], self.steps[w], self.frames[w], self.kv[w] = [], [], [], []
             self.trail[w], self.recent[w] = [], []
+            self.unsure[w] = 0
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.poses)
@@ -172,11 +181,31 @@ class RecallMemory:
         """Move these worlds' poses by one action each ((k,) ints; negative: none); returns the
         new poses (k, 5)."""
         idx = list(range(self.batch)) if worlds is None else list(worlds)
+        g = self.geometry
         for w, a in zip(idx, np.asarray(actions).reshape(-1)):
-            self.pose[w] = self.geometry.advance(self.pose[w], int(a))
+            self.pose[w] = g.advance(self.pose[w], int(a))
             self.clock[w] += 1
             self.trail[w].append(self.pose[w].copy())
+            self.unsure[w] = max(self.unsure[w] - 1, getattr(g, "unsure_steps", lambda _: 0)(int(a)))
+            if getattr(g, "changes_world", lambda _: False)(int(a)) and self.poses[w]:
+                self._forget_here(w)  # a dug or placed node: what was seen from here is stale
         return self.pose[idx].copy()
+
+    def _forget_here(self, w: int) -> None:
+        here = np.linalg.norm(np.stack(self.poses[w])[:, :3] - self.pose[w][:3], axis=1)
+        keep = here > getattr(self.geometry, "same_place", 0.0)
+        for name in ("poses", "steps", "frames", "kv"):
+            lst = getattr(self, name)[w]
+            lst[:] = [e for e, k in zip(lst, keep) if k]
+
+    def paintable(self, w: int, n: int) -> list[int]:
+        """The remembered frames of world w a chunk of n frames may take known pixels from
+        (worldmodel.known): none while the world is off or its pose unsure, else those that
+        left the KV cache before the chunk."""
+        if not self.worlds_on[w] or self.unsure[w] > 0:
+            return []
+        limit = self.clock[w] - n - self.context
+        return [j for j, s in enumerate(self.steps[w]) if s <= limit]
 
     # -- reading -------------------------------------------------------------------------------
     def condition(self, targets: np.ndarray) -> Recall | None:
@@ -184,6 +213,8 @@ class RecallMemory:
         clock already advanced to the last of them; None when no world that is on remembers
         anything it may recall (the call is then the model without recall, exactly)."""
         b, n = targets.shape[:2]
+        if self.encoder is None:  # a memory for known pixels only (a model without recall)
+            return None
         picks: list[np.ndarray] = []
         overlaps: list[np.ndarray] = []  # per world (n, remembered): each target's overlaps
         for w in range(b):
@@ -251,8 +282,9 @@ class RecallMemory:
         rows = torch.as_tensor([r for r, _ in new], device=frames.device)
         # Written as shown (uint8), so a saved memory's recomputed keys are the same.
         u8 = frames[rows].float().add(1).mul(127.5).round().clamp(0, 255)
-        kv = encode_frames(self.encoder, (u8 / 127.5 - 1)[:, None], self.level)
-        hw = next(iter(kv.values()))[0].shape[0] // len(new)
+        kv = {} if self.encoder is None else encode_frames(
+            self.encoder, (u8 / 127.5 - 1)[:, None], self.level)
+        hw = next(iter(kv.values()))[0].shape[0] // len(new) if kv else 0
         frames_u8 = u8.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for i, (_, w) in enumerate(new):
             entry = {name: (k[i * hw:(i + 1) * hw, :, 0].clone(), v[i * hw:(i + 1) * hw, :, 0].clone())
@@ -282,46 +314,11 @@ class RecallMemory:
 
     # -- the map -------------------------------------------------------------------------------
     def minimap(self, world: int = 0, radius: int = 12, scale: int = 1) -> np.ndarray:
-        """Top down, north up, `radius` nodes around world `world`'s player at 4 px a node (times
-        `scale`): the ground each remembered frame saw, in that frame's colours (the newest on
-        top), the trail walked (grey) and the player with its heading (red). Uint8 (H, W, 3)."""
-        import cv2
+        """Top down, north up: what world `world` saw where, its trail and heading
+        (worldmodel.view_map)."""
+        from worldmodel.view_map import minimap
 
-        px = 4
-        side = (2 * radius + 1) * px
-        img = np.full((side, side, 3), 24, np.uint8)
-        cx, cz = self.pose[world][0], self.pose[world][2]
-        g = self.geometry
-
-        def to_px(x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            col = np.floor((x - cx + radius + 0.5) * px).astype(int)
-            row = np.floor((cz - z + radius + 0.5) * px).astype(int)
-            ok = (col >= 0) & (col < side) & (row >= 0) & (row < side)
-            return row, col, ok
-
-        for pose, frame in zip(self.poses[world], self.frames[world]):
-            xz, cells = g.footprint(pose)
-            block = cv2.resize(frame, (g.grid, g.grid), interpolation=cv2.INTER_AREA)
-            row, col, ok = to_px(xz[:, 0], xz[:, 1])
-            colour = block[cells[:, 0], cells[:, 1]].astype(np.uint8)
-            for dy in range(2):
-                for dx in range(2):
-                    r, c = np.clip(row + dy, 0, side - 1), np.clip(col + dx, 0, side - 1)
-                    img[r[ok], c[ok]] = colour[ok]
-        if self.trail[world]:
-            trail = np.stack(self.trail[world])
-            row, col, ok = to_px(trail[:, 0], trail[:, 2])
-            img[row[ok], col[ok]] = 160
-        mid = side // 2
-        yaw = np.radians(self.pose[world][3])
-        for s in range(px * 2):
-            r, c = int(round(mid - np.cos(yaw) * s)), int(round(mid - np.sin(yaw) * s))
-            if 0 <= r < side and 0 <= c < side:
-                img[r, c] = (230, 40, 40)
-        img[mid - 1:mid + 2, mid - 1:mid + 2] = (230, 40, 40)
-        if scale > 1:
-            img = img.repeat(scale, 0).repeat(scale, 1)
-        return img
+        return minimap(self, world, radius, scale)
 
     # -- save and load -------------------------------------------------------------------------
     def state(self, world: int) -> dict[str, Tensor]:
@@ -371,7 +368,11 @@ class RecallMemory:
         self.trail[world] = list(state["trail"].double().cpu().numpy())
         self.recent[world] = list(state["recent"].double().cpu().numpy())
         frames = state["frames"].cpu().numpy()
-        if len(frames):
+        if len(frames) and self.encoder is None:
+            for pose, step, frame in zip(state["poses"].double().cpu().numpy(),
+                                         state["steps"].tolist(), frames):
+                self._append(world, pose, step, frame, {})
+        elif len(frames):
             x = torch.as_tensor(frames, device=self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
             with torch.inference_mode():
                 kv = encode_frames(self.encoder, x[None], self.level)

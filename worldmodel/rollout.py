@@ -26,6 +26,7 @@ from worldmodel.config import Config
 from worldmodel.data.dataset import to_uint8
 from worldmodel.diffusion import add_noise, denoise_chunk
 from worldmodel.dynamics import Conditioning, Denoiser, KVCache
+from worldmodel.known import known_pixels
 from worldmodel.pipeline import Frame, Stage
 
 
@@ -106,9 +107,15 @@ class Rollout:
         return self.view is not None and self.model.memory_stem is not None
 
     @property
+    def uses_poses(self) -> bool:
+        """A view memory of frames kept by pose (worldmodel.recall.RecallMemory): known pixels
+        (worldmodel.known) for any model, recalled frames for a recall model."""
+        return self.view is not None and self.model.memory_stem is None
+
+    @property
     def uses_recall(self) -> bool:
-        """A recall memory (worldmodel.recall, for a recall model)."""
-        return self.view is not None and getattr(self.model, "recall_pose", None) is not None
+        """A view memory recalled by a recall model (worldmodel.recall)."""
+        return self.uses_poses and getattr(self.model, "recall_pose", None) is not None
 
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None,
@@ -128,9 +135,10 @@ class Rollout:
         if self.uses_view:
             self.view.reset()
             self.view.track(frames, given)
-        if self.uses_recall:  # every context frame at its pose (the first at the start pose)
+        if self.uses_poses:  # every context frame at its pose (the first at the start pose)
             self.view.reset()
-            self.view.encoder = self.model
+            if self.uses_recall:
+                self.view.encoder = self.model
             self.view.track(frames, given)
         frames = frames[:, -self.context:]
         n = frames.shape[1]
@@ -205,7 +213,7 @@ class Rollout:
             given[:, 0] = -1
         acts = self.no_actions(self.batch, n).to(given.dtype)
         acts[torch.as_tensor(worlds)] = given
-        if self.uses_view or self.uses_recall:
+        if self.view is not None:
             self.view.reset(worlds)
             self.view.track(frames.to(self.device), given, worlds)
         scratch = KVCache(max_len=self.context)
@@ -317,10 +325,12 @@ class Rollout:
             self._read_memory(frame)  # the canvas around the anchor's pose
         for stage in self.stages:
             stage.before(self, frame)  # Crafter: the land prior
-        if self.uses_recall:  # the poses the frames will have, and what was seen from there
+        if self.uses_poses:  # the poses the frames will have, and what was seen from there
             acts = actions.cpu().numpy()
             targets = np.stack([self.view.advance(acts[:, i]) for i in range(n)], 1)
-            frame.recall = self.view.condition(targets)
+            if self.uses_recall:
+                frame.recall = self.view.condition(targets)
+            frame.known = known_pixels(self.view, targets, self.last.shape[-1])
         self._denoise(frame, canvas)
         for stage in self.stages:
             stage.after(self, frame)  # Crafter: the codebook snap
@@ -328,8 +338,9 @@ class Rollout:
             for i in range(n):  # each frame at the pose its choice gives
                 self.view.advance(frame.choice[:, i])
                 self.view.write(frame.frames[:, i])
-        if self.uses_recall:  # the last frame at the pose reached
-            self.view.encoder = self.model
+        if self.uses_poses:  # the last frame at the pose reached
+            if self.uses_recall:
+                self.view.encoder = self.model
             self.view.write(frame.frames[:, -1])
         self._commit(frame.frames, actions)
         self.stage_state = frame.state
@@ -357,7 +368,7 @@ class Rollout:
         has_prev = torch.ones(b, 1, dtype=torch.bool, device=self.device)
         cond = Conditioning(anchor=self.last_clean, choice=frame.choice,
                             memory=frame.memory[:, None] if canvas else None,
-                            recall=frame.recall)
+                            recall=frame.recall, known=frame.known)
         with autocast_for(self.device, self.bf16):
             frame.frames = denoise_chunk(self.model, self.cache, self.last, t_last, has_prev,
                                          frame.act, frame.drop, self.dcfg,
@@ -376,8 +387,9 @@ class Rollout:
         if self.uses_view:  # each appended frame's pose read against the frame before it
             self.view.set_previous(to_uint8(self.last_clean[:, 0]).cpu().numpy())
             self.view.track(frames, actions)
-        if self.uses_recall:
-            self.view.encoder = self.model
+        if self.uses_poses:
+            if self.uses_recall:
+                self.view.encoder = self.model
             self.view.track(frames, torch.as_tensor(actions))
         self._commit(frames, torch.as_tensor(actions))
 

@@ -12,6 +12,18 @@ import numpy as np
 STEP = 0.5  # nodes per move
 TURN = 15.0  # degrees per turn or tilt
 MAX_PITCH = 90.0
+FOV_SETTING = 72  # the client's fov setting (MinetestEnv's default)
+
+
+def render_fov(fov_setting: float = FOV_SETTING, aspect: float = 1.0) -> float:
+    """The vertical field of view (degrees) the client draws at an fov setting: Minetest's camera
+    widens it for windows narrower than 16:10 by sqrt(1.6 / aspect), at most 1.4 times
+    (src/client/camera.cpp; the driver mod's label rays use the same rule). A square frame at
+    fov 72 shows 91.07 degrees both ways."""
+    return float(fov_setting * min(1.4, max(1.0, np.sqrt(1.6 / aspect))))
+
+
+FOV = render_fov()  # what a square frame shows, across and up
 
 
 def look_basis(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -23,7 +35,7 @@ def look_basis(yaw_deg: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray
     return fwd, right, up
 
 
-def pixel_rays(yaw_deg: float, pitch_deg: float, size: int, fov_deg: float = 72.0) -> np.ndarray:
+def pixel_rays(yaw_deg: float, pitch_deg: float, size: int, fov_deg: float = FOV) -> np.ndarray:
     """(size, size, 3) unit ray directions through the pixel centres of a square view, row 0 at
     the top (the rays the mod casts for the label map)."""
     fwd, right, up = look_basis(yaw_deg, pitch_deg)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from games.minetest.geometry import look_basis, pixel_rays, step_view
+from games.minetest.geometry import FOV, look_basis, pixel_rays, step_view
 
 EYE = 1.47  # minetest_game's eye height above the feet
 
 
-def frustum_points(pose: np.ndarray, fov_deg: float = 72.0, depth: float = 24.0,
+def frustum_points(pose: np.ndarray, fov_deg: float = FOV, depth: float = 24.0,
                    grid: int = 8, depths: int = 6) -> np.ndarray:
     """(grid * grid * depths, 3) points spread through the view of `pose`: pixel-centre rays of a
     `grid` x `grid` image at `depths` distances up to `depth` nodes."""
@@ -31,7 +31,7 @@ def frustum_points(pose: np.ndarray, fov_deg: float = 72.0, depth: float = 24.0,
     return (eye + rays[None] * dist[:, None, None]).reshape(-1, 3)
 
 
-def sees(pose: np.ndarray, points: np.ndarray, fov_deg: float = 72.0, depth: float = 24.0) -> np.ndarray:
+def sees(pose: np.ndarray, points: np.ndarray, fov_deg: float = FOV, depth: float = 24.0) -> np.ndarray:
     """(N,) whether each point lies inside the view of `pose` (within the square field of view
     and `depth` nodes of the eye)."""
     x, y, z, yaw, pitch = np.asarray(pose, np.float64)
@@ -46,7 +46,7 @@ def sees(pose: np.ndarray, points: np.ndarray, fov_deg: float = 72.0, depth: flo
             & (np.linalg.norm(rel, axis=1) <= depth + eps))
 
 
-def overlap(a: np.ndarray, b: np.ndarray, fov_deg: float = 72.0, depth: float = 24.0) -> float:
+def overlap(a: np.ndarray, b: np.ndarray, fov_deg: float = FOV, depth: float = 24.0) -> float:
     """The share of view a that view b also sees (not symmetric: a near view inside a far one)."""
     return float(sees(b, frustum_points(a, fov_deg, depth), fov_deg, depth).mean())
 
@@ -56,7 +56,7 @@ class PoseMemory:
     """Frames with their poses; `retrieve` finds those that saw the view a pose will have."""
 
     capacity: int = 4096
-    fov_deg: float = 72.0
+    fov_deg: float = FOV
     depth: float = 24.0
     min_overlap: float = 0.1
     poses: list[np.ndarray] = field(default_factory=list)
@@ -87,7 +87,7 @@ class PoseMemory:
         return [(i, float(s[i])) for i in order[:k] if s[i] >= self.min_overlap]
 
 
-def sees_many(poses: np.ndarray, points: np.ndarray, fov_deg: float = 72.0,
+def sees_many(poses: np.ndarray, points: np.ndarray, fov_deg: float = FOV,
               depth: float = 24.0) -> np.ndarray:
     """(N, P) whether each of `points` (P, 3) lies in the view of each of `poses` (N, 5): `sees`
     for many views at once."""
@@ -119,7 +119,7 @@ class PoseGeometry:
     runs for every frame of play and for every pair of frames of a training episode."""
 
     pose_dim = 10  # features of `relative`
-    fov_deg = 72.0
+    fov_deg = FOV
     depth = 16.0
     grid = 6
     depths = 4
@@ -133,8 +133,7 @@ class PoseGeometry:
     def advance(self, pose: np.ndarray, action: int) -> np.ndarray:
         """The pose after `action` (an index; negative: none) from `pose` (5,)."""
         x, y, z, yaw, pitch = np.asarray(pose, np.float64)
-        name = self.action_names[action] if 0 <= action < len(self.action_names) else "noop"
-        x, z, yaw, pitch = step_view(name, x, z, yaw, pitch)
+        x, z, yaw, pitch = step_view(self._name(action), x, z, yaw, pitch)
         return np.array([x, y, z, yaw, pitch])
 
     def track(self, start: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -180,6 +179,49 @@ class PoseGeometry:
                  np.broadcast_to(q[..., 4] / 90.0, ahead.shape), np.asarray(overlap),
                  np.log1p(np.asarray(age, np.float64)) / 5, np.ones_like(ahead)]
         return np.stack(np.broadcast_arrays(*feats), -1).astype(np.float32)
+
+    # -- known pixels (worldmodel.known) -------------------------------------------------------
+    same_place = 0.05  # nodes: a remembered view is reprojected only from (almost) the same eye
+
+    def reproject(self, query: np.ndarray, keys: np.ndarray, size: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Where each pixel of the view of `query` (5,) lies in each remembered view `keys`
+        (m, 5): (m, size, size, 2) float32 in grid_sample's coordinates (x right, y down, -1..1
+        the frame's edges) and (m, size, size) whether that view showed it. Exact for a view seen
+        from the same eye, whatever its turn and tilt (a rotation maps pixels to pixels without
+        depth); a view seen from elsewhere (more than `same_place` nodes away) shows nothing."""
+        keys = np.asarray(keys, np.float64).reshape(-1, 5)
+        q = np.asarray(query, np.float64)
+        grid = np.zeros((len(keys), size, size, 2), np.float32)
+        ok = np.zeros((len(keys), size, size), bool)
+        near = np.linalg.norm(keys[:, :3] - q[:3], axis=1) <= self.same_place
+        if not near.any():
+            return grid, ok
+        rays = pixel_rays(q[3], q[4], size, self.fov_deg)  # (s, s, 3)
+        t = np.tan(np.radians(self.fov_deg) / 2)
+        for i in np.flatnonzero(near):
+            fwd, right, up = look_basis(keys[i, 3], keys[i, 4])
+            ahead = rays @ fwd
+            with np.errstate(divide="ignore", invalid="ignore"):
+                u, v = (rays @ right) / (ahead * t), (rays @ up) / (ahead * t)
+            inside = (ahead > 1e-6) & (np.abs(u) <= 1) & (np.abs(v) <= 1)
+            grid[i, ..., 0] = np.where(inside, u, 0)
+            grid[i, ..., 1] = np.where(inside, -v, 0)
+            ok[i] = inside
+        return grid, ok
+
+    def changes_world(self, action: int) -> bool:
+        """Whether an action may change what a view shows from where it is taken (dig, place):
+        views remembered from there are forgotten."""
+        return self._name(action) in ("dig", "place")
+
+    def unsure_steps(self, action: int) -> int:
+        """For how many frames after an action the dead-reckoned pose may be off (a jump lifts
+        the player a node, and gravity brings it back): no pixels are reprojected for them."""
+        return 2 if self._name(action) == "jump" else 0
+
+    def _name(self, action: int) -> str:
+        return self.action_names[action] if 0 <= action < len(self.action_names) else "noop"
 
     def footprint(self, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Where the view of `pose` reaches on the ground: (grid * grid * depths, 2) x, z of its

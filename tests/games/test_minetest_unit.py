@@ -16,7 +16,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
 import games.minetest.env as mt_env  # noqa: E402
 from games.minetest.actions import ACTION_SPACE, KEYS, MINETEST_ACTIONS  # noqa: E402
-from games.minetest.geometry import dead_reckon, look_basis, pixel_rays  # noqa: E402
+from games.minetest.geometry import dead_reckon, look_basis, pixel_rays, render_fov  # noqa: E402
 from games.minetest.labels import LABEL_NAMES, label_ids, label_of, upsample  # noqa: E402
 from games.minetest.policies import POLICIES, out_and_back  # noqa: E402
 from worldmodel.actions import ActionError  # noqa: E402
@@ -76,7 +76,8 @@ def test_pixel_rays_point_where_minetest_looks():
     assert (rays[0, :, 1] > 0).all() and (rays[-1, :, 1] < 0).all()  # top row up, bottom down
     assert (rays[:, 0, 0] < 0).all() and (rays[:, -1, 0] > 0).all()  # left column west
     edge = np.degrees(np.arctan2(pixel_rays(0, 0, 64)[32, -1, 0], pixel_rays(0, 0, 64)[32, -1, 2]))
-    assert 35 < edge < 36  # the outermost pixel centre, just inside half of fov 72
+    assert 45 < edge < 45.6  # the outermost pixel centre, just inside half the 91.07 degrees drawn
+    assert abs(render_fov(72) - 91.07) < 0.01 and render_fov(72, 16 / 9) == 72
 
 
 def test_a_trip_out_and_back_ends_where_and_as_it_started():

@@ -24,6 +24,14 @@ local REACH = 5                     -- dig/place reach in nodes
 local PLACE_NODE = "default:wood"   -- what "place" puts down
 local RANGE = tonumber(minetest.settings:get("viewing_range") or "48")
 local FOV = tonumber(minetest.settings:get("fov") or "72")
+-- The view the client draws is wider than its fov setting: Minetest's camera widens the vertical
+-- field of view of a window narrower than 16:10 by sqrt(1.6 / aspect), at most 1.4 times
+-- (src/client/camera.cpp), so a square window at fov 72 shows 91 degrees. The label map's rays
+-- span that view (games/minetest/geometry.py render_fov, the same rule).
+local ASPECT = (tonumber(minetest.settings:get("screen_w") or "1") or 1)
+	/ (tonumber(minetest.settings:get("screen_h") or "1") or 1)
+local TAN_Y = math.tan(math.rad(FOV * math.max(1, math.min(1.4, math.sqrt(1.6 / ASPECT)))) / 2)
+local TAN_X = ASPECT * TAN_Y
 
 -- A static world: no active block modifiers (grass spreading, leaf decay, growth: random and
 -- timed, so they would differ between runs) and no loading-block modifiers.
@@ -194,14 +202,15 @@ end
 local function label_map(p, L)
 	local e = eye(p)
 	local fwd, right, up = look_basis()
-	local t = math.tan(math.rad(FOV / 2))
+	local tx, ty = TAN_X, TAN_Y
 	local names, index, out = {"air"}, {air = 0}, {}
 	for row = 0, L - 1 do
 		local v = 1 - (2 * row + 1) / L
 		for col = 0, L - 1 do
 			local u = (2 * col + 1) / L - 1
-			local d = vector.normalize({x = fwd.x + t * (u * right.x + v * up.x),
-				y = fwd.y + t * (u * right.y + v * up.y), z = fwd.z + t * (u * right.z + v * up.z)})
+			local d = vector.normalize({x = fwd.x + tx * u * right.x + ty * v * up.x,
+				y = fwd.y + tx * u * right.y + ty * v * up.y,
+				z = fwd.z + tx * u * right.z + ty * v * up.z})
 			local pt = first_node(e, vector.add(e, vector.multiply(d, RANGE)))
 			local name = pt and minetest.get_node(pt.under).name or "air"
 			local i = index[name]
