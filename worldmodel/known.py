@@ -69,6 +69,15 @@ def feather(ok: np.ndarray, width: int = FEATHER) -> np.ndarray:
     return np.clip(dist / (width + 1), 0, 1).astype(np.float32) * ok
 
 
+def known_share(geometry: Any, pose: np.ndarray, poses: np.ndarray, size: int = 16) -> float:
+    """The largest share of the view of `pose` that one of the views `poses` (m, 5) gives known
+    pixels of (0 for a game without reprojection): the view memory writes a frame only where
+    none covers it, for recall and for known pixels alike."""
+    if not hasattr(geometry, "reproject") or len(poses) == 0:
+        return 0.0
+    return float(geometry.reproject(pose, poses, size)[1].mean((1, 2)).max())
+
+
 def known_pixels(memory: Any, targets: np.ndarray, size: int) -> Known | None:
     """The known pixels of frames about to be drawn at poses `targets` (b, n, 5) (the memory's
     clock already advanced to the last of them), or None where nothing is known (the call is

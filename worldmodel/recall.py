@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from worldmodel.game import MemoryFileError
+from worldmodel.known import known_share
 
 # A remembered frame is recalled for a target only where it shows this much more of the target's
 # view than the frames in the KV cache do (the training windows recall by the same rule).
@@ -103,10 +104,9 @@ def make_view_memory(model: Any, cfg: Any, batch: int, context: int,
     if model.memory_stem is not None:
         return game.view_memory(batch, device)
     geometry = game.pose_geometry()
+    if geometry is None and recall:
+        raise ValueError(f"model.recall needs a game with a pose geometry; {game.name} has none")
     if geometry is None:
-        if recall:
-            raise ValueError(f"model.recall needs a game with a pose geometry; "
-                             f"{game.name} has none")
         return None
     return RecallMemory(geometry, batch, cfg.model.recall if recall else 0, context, device,
                         encoder=model if recall else None, level=cfg.diffusion.context_noise)
@@ -120,12 +120,11 @@ def select(scores: np.ndarray, k: int, min_overlap: float) -> np.ndarray:
 
 
 class RecallMemory:
-    """The remembered frames of B worlds for a recall model (see module docstring).
-
-    Every world's pose is tracked from its actions from the first reset; worlds switched on
-    (`set_on`) also write what they draw, when its view is not already covered (no remembered
-    view overlapping it by `write_overlap`), and draw with what they remember. Frames still in
-    the KV cache (the last `context`) are not recalled: attention already sees them."""
+    """The remembered frames of B worlds, by pose (see module docstring; `encoder` None: no keys
+    and values, known pixels only). Every world's pose is tracked from its actions from the
+    first reset; worlds switched on (`set_on`) also write what they draw where no remembered
+    view covers it by `write_overlap`, and draw with what they remember. Frames still in the KV
+    cache (the last `context`) are not recalled nor painted from: attention already sees them."""
 
     def __init__(self, geometry: Any, batch: int, k: int, context: int,
                  device: torch.device | str = "cpu", capacity: int = 384,
@@ -167,8 +166,7 @@ class RecallMemory:
             self.pose[w] = self.geometry.start_pose()
             self.clock[w] = 0
             self.poses[w], self.steps[w], self.frames[w], self.kv[w] = [], [], [], []
-            self.trail[w], self.recent[w] = [], []
-            self.unsure[w] = 0
+            self.trail[w], self.recent[w], self.unsure[w] = [], [], 0
 
     def __len__(self) -> int:
         return sum(len(p) for p in self.poses)
@@ -272,9 +270,10 @@ class RecallMemory:
             self.recent[w] = (self.recent[w] + [self.pose[w].copy()])[-keep:] if keep else []
             if not self.worlds_on[w]:
                 continue
-            if self.poses[w]:
-                cover = self.geometry.overlap(self.pose[w], np.stack(self.poses[w]))
-                if cover.max() >= self.write_overlap:
+            if self.poses[w]:  # covered for recall (field of view) and for known pixels (here)
+                poses = np.stack(self.poses[w])
+                if (self.geometry.overlap(self.pose[w], poses).max() >= self.write_overlap
+                        and known_share(self.geometry, self.pose[w], poses) >= self.write_overlap):
                     continue
             new.append((row, w))
         if not new:

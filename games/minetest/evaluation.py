@@ -52,8 +52,8 @@ def fully_labelled(ep: Episode) -> bool:
 
 
 def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], labeller: Labeller,
-                       context: int, worlds: int, horizon: int, batch: int, seed: int
-                       ) -> dict[str, Any]:
+                       context: int, worlds: int, horizon: int, batch: int, seed: int,
+                       view_memory: bool = False) -> dict[str, Any]:
     eps = [ep for ep in episodes if fully_labelled(ep) and len(ep.frames) > context + horizon]
     if not eps:
         return {"skipped": f"no held-out episode labelled on every frame with {context} + "
@@ -67,7 +67,7 @@ def semantic_open_loop(model: Denoiser, cfg: Config, episodes: list[Episode], la
     real_frames = np.stack([eps[e].frames[s + 1:s + 1 + horizon] for e, s in starts])
     real = np.stack([eps[e].labels[s + 1:s + 1 + horizon] for e, s in starts])
     gen = np.concatenate([generate(model, cfg, ctx[i:i + batch], ctx_act[i:i + batch],
-                                   acts[i:i + batch], seed + 1000 + i)
+                                   acts[i:i + batch], seed + 1000 + i, view_memory=view_memory)
                           for i in range(0, len(starts), batch)])
     drawn = labeller.predict(gen.reshape(-1, *gen.shape[2:])).reshape(real.shape)
     read_real = labeller.predict(real_frames.reshape(-1, *gen.shape[2:])).reshape(real.shape)
@@ -163,7 +163,8 @@ class MinetestEvaluation:
         labeller = Labeller.load(args.labeller)
         t = time.time()
         sem = semantic_open_loop(model, cfg, episodes, labeller, context, args.semantic_worlds,
-                                 args.semantic_horizon, args.batch, args.seed)
+                                 args.semantic_horizon, args.batch, args.seed,
+                                 getattr(args, "view_memory", False))
         strip = sem.pop("_strip", None)
         if strip is not None:
             plot_strip(strip, out / "semantic_strip.png")

@@ -31,6 +31,7 @@ def card(ckpt: Path) -> str:
     except (OSError, ValueError, IndexError):
         pass
     report = _json(ckpt / "eval" / "report.json")
+    with_memory = _json(ckpt / "eval" / "memory" / "report.json")  # python -m memory.evaluate
     bench = _json(ckpt / "eval" / "bench.json")
     lines = [f"# Model card: {ckpt.name} (Minetest, first person)", "",
              f"Written by `{command_line('worldmodel.evaluation.model_card', ['--checkpoint', str(ckpt)])}` "
@@ -39,10 +40,13 @@ def card(ckpt: Path) -> str:
              f"- The world model's core behind the game seam: "
              f"channels {cfg.model.channels}, frame {cfg.model.frame_size}x{cfg.model.frame_size}, "
              f"shift kernel {cfg.model.shift_kernel}, {cfg.diffusion.sample_steps} sampler steps; "
-             + (f"recall of {cfg.model.recall} remembered frames per target (worldmodel.recall: found "
-                "by field-of-view overlap with the pose the committed action gives, attended to "
-                "with their relative pose): the view memory, on by default."
-                if cfg.model.recall else "no view memory."),
+             + "a view memory of frames kept by the pose dead-reckoned from the committed actions, "
+             "on by default (`m` switches it): a view seen again from the same place is "
+             "reprojected from the frames remembered there and the sampler keeps those pixels "
+             "(worldmodel.known)"
+             + (f"; and recall of {cfg.model.recall} remembered frames per target "
+                "(worldmodel.recall: found by field-of-view overlap, attended to with their "
+                "relative pose)." if cfg.model.recall else "."),
              f"- Trained {metrics.get('train_step', '?')} steps on `{cfg.data.train}` "
              + (f"after the {metrics['init_steps']} steps behind `{metrics['init_from']}` "
                 if metrics.get("init_steps") else "") +
@@ -66,7 +70,7 @@ def card(ckpt: Path) -> str:
                                   f"--checkpoint {ckpt} --data data/minetest --prefix heldout_ "
                                   f"--out {ckpt}/eval`.", ""])
     lines += ["## Against the real game", "",
-              f"`{report.get('command', '?')}`: {report['samples']} held-out samples.", "",
+              f"`{report.get('command', '?')}`: {report['samples']} held-out samples, memory off.", "",
               "PSNR (dB), model vs repeat-last, on every step and on steps that move the view:", ""]
     lines += ["| horizon | all: model | all: repeat-last | moving: model | moving: repeat-last |",
               "| --- | --- | --- | --- | --- |"]
@@ -86,11 +90,20 @@ def card(ckpt: Path) -> str:
                   "accuracy / mean IoU; the labeller on the real frames is the ceiling):", "",
                   "| | " + " | ".join(f"h={h}" for h in sem["labels"]["model"]) + " |",
                   "| --- |" + " --- |" * len(sem["labels"]["model"])]
-        for name, by_h in sem["labels"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{v['accuracy']:.3f} / {v['mean_iou']:.3f}"
-                                                   for v in by_h.values()) + " |")
+        rows = dict(sem["labels"])
+        rows["model (memory off)"] = rows.pop("model")
+        mem_sem = (with_memory or {}).get("semantic") or {}
+        if "labels" in mem_sem:
+            rows["model (memory on)"] = mem_sem["labels"]["model"]
+        for name, by_h in rows.items():
+            lines.append(f"| {name} | " + " | ".join(
+                f"{by_h[h]['accuracy']:.3f} / {by_h[h]['mean_iou']:.3f}" if h in by_h else "-"
+                for h in sem["labels"]["model"]) + " |")
+        if with_memory:
+            lines += ["", f"Memory on: `{with_memory.get('command', '?')}` (the same held-out "
+                      "starts and actions; every other figure in this section is memory off)."]
         sc, bm = sem["scene_cuts"], sem["blocked_moves"]
-        lines += ["", f"- Sky boundary within one label pixel: "
+        lines += ["", "Memory off below:", "", f"- Sky boundary within one label pixel: "
                   + ", ".join(f"h={h} {v:.3f}" for h, v in sem["sky_boundary_within_1"].items()),
                   f"- Scene cuts (a change larger than any real step, {sc['threshold_mad']}): model "
                   f"{sc['model_share']}, real {sc['real_share']}.",
@@ -115,8 +128,9 @@ def revisit_lines(rev: dict | None) -> list[str]:
            f"`{rev['command']}`: the real context, then a fixed trip in the real game and in the "
            "model under the same actions; its last frame faces a view seen long before. PSNR (dB) "
            "of that frame against the real game's, and its labels' agreement with the real "
-           "labels of the earlier view; modes: off (no memory), view (recall), lora (the "
-           "temporal LoRA alone), both. Memory on for every mode but off.", "",
+           "labels of the earlier view; modes: off (no memory), view (the view memory: known "
+           "pixels, and recall for a recall model), lora (the temporal LoRA alone), both. "
+           "Memory on for every mode but off.", "",
            "| protocol | trips | " + " | ".join(f"{m}: dB / labels" for m in modes)
            + " | real game's own revisit: dB / labels |",
            "| --- | --- |" + " --- |" * (len(modes) + 1)]

@@ -135,3 +135,33 @@ def test_known_pixels_need_remembered_frames_that_left_the_cache_and_a_world_swi
     assert got is not None and got.mask[0].min() == 1 and got.mask[1].max() == 0
     assert torch.allclose(got.image[0, 0], (frames[0].add(1).mul(127.5).round() / 127.5 - 1),
                           atol=1e-5)
+
+
+def test_a_session_on_a_model_without_recall_plays_saves_and_resumes_its_view_memory(tmp_path):
+    """The session keeps a pose-keyed view memory for any Minetest model: on by default where the
+    model has one (run_sim), switched by `set_memory`, saved with F5 and resumed to draw the same
+    next frames, the first view back after a full turn."""
+    from simulator.session import WorldSession
+
+    model, cfg = plain_model()
+    ctx = (smooth_frames((3, 3, SIZE, SIZE), seed=5).add(1).mul(127.5).round().clamp(0, 255)
+           .to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    sess = WorldSession(model, cfg, game="minetest", context=3, memory=False)
+    assert sess.memory_stores == ["view"] and isinstance(sess.view, RecallMemory)
+    sess.set_memory(True)
+    sess.reset(context=ctx, noise_seed=0)
+    for _ in range(12):
+        sess.step("turn_left")
+    sess.save_memory(tmp_path / "world")
+    saved = sess.view.remembered(0)
+    ahead = [sess.step("turn_left") for _ in range(12)]
+    assert np.array_equal(ahead[-1], ctx[0])  # a full turn: the first view again
+    other = WorldSession(model, cfg, game="minetest", context=3, memory=False)
+    other.reset(context=ctx, noise_seed=9)
+    other.set_memory(True)
+    other.load_memory(tmp_path / "world")
+    assert other.view.remembered(0) == saved > 0
+    again = [other.step("turn_left") for _ in range(12)]
+    assert all(np.array_equal(a, b) for a, b in zip(ahead, again))
+    sess.close()
+    other.close()

@@ -204,7 +204,8 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    shared = common_flags(checkpoint={"required": True},
+    shared = common_flags(checkpoint={"help": "checkpoint folder (default: the shipped model of "
+                                              "--game, else the shipped default)"},
                           device=True,
                           threads=True,
                           out={"help": "write the JSON report here"})
@@ -214,7 +215,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (worlds)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (CUDA: always)")
+    p.add_argument("--game", default=None, help="time this game's shipped model (Game."
+                   "default_checkpoint) when --checkpoint is not given")
     args = p.parse_args(argv)
+    if args.checkpoint is None:  # the shipped model of the game (default: the default game's)
+        from worldmodel.config import ModelConfig
+        from worldmodel.game import get_game
+
+        shipped = get_game(args.game or ModelConfig().game_name).default_checkpoint
+        args.checkpoint = str(Path(__file__).resolve().parents[2] / shipped)
     if args.frames < 1 or min(args.batch) < 1:
         p.error("--frames and --batch must be positive")
     report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,

@@ -19,7 +19,7 @@ from worldmodel.data import Episode
 from worldmodel.data.dataset import to_float, to_uint8
 from worldmodel.data.episode import EpisodeError
 from worldmodel.dynamics import Denoiser
-from worldmodel.game import get_game
+from worldmodel.recall import has_view_memory, make_view_memory
 from worldmodel.rollout import Rollout
 
 MOVED_MAD = 5.0  # image fallback for "moving": mean abs difference on [0, 255]
@@ -94,14 +94,16 @@ class OpenLoop:
 
 def new_rollout(model: Denoiser, cfg: Config, seed: int, batch: int,
                 view_memory: bool = False) -> Rollout:
-    """A rollout of `batch` worlds; with `view_memory` (a model with a memory stem) each world
-    records its frames in its game's view memory (`Game.view_memory`) and is conditioned on
-    them, as a session with memory on."""
+    """A rollout of `batch` worlds; with `view_memory` each world records its frames in the
+    model's view memory (`worldmodel.recall.make_view_memory`: the game's canvas for a model with
+    a memory stem, frames kept by pose for a game with poses) and draws with it, as a session
+    with memory on."""
     ro = Rollout(model, cfg, seed=seed)
     if view_memory:
-        if model.memory_stem is None:
-            raise ValueError("this checkpoint has no view memory (model.view_memory)")
-        ro.view = get_game(cfg.model.game_name).view_memory(batch, ro.device)
+        if not has_view_memory(model, cfg):
+            raise ValueError("this checkpoint has no view memory (model.view_memory, or a game "
+                             "with poses)")
+        ro.view = make_view_memory(model, cfg, batch, ro.context, ro.device)
         ro.view.set_on(True, range(batch))
     return ro
 
