@@ -15,9 +15,12 @@ was first seen; the network draws only what was never seen from there.
     known = known_pixels(memory, targets, size)      # Known(image, mask) or None
     frames = denoise_chunk(..., Conditioning(known=known))
 
-What a frame is painted from: frames that left the KV cache (attention sees the cached ones), of
-worlds whose view memory is on, whose coverage of the target is at least MIN_KNOWN, at most
-SOURCES per target (the best covering on top). A view seen from elsewhere needs depth to be
+What a frame is painted from: every remembered frame of a world whose view memory is on, the
+cached ones too (a turn or tilt in place is a rotation, which reprojects exactly whatever the
+depth, so the part of a turned view the last frame showed is that frame's, not a new drawing),
+each covering at least MIN_KNOWN of the target; every pixel from the oldest frame that showed it
+(at most SOURCES of them, the oldest), so a pixel is resampled once from where it was first
+drawn, never again and again along a turn. A view seen from elsewhere needs depth to be
 reprojected and is not used: the frames of a walk are drawn by the network.
 """
 
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 MIN_KNOWN = 0.05  # the least share of a target's pixels a remembered frame must show
-SOURCES = 4  # remembered frames composited per target, the best covering on top
+SOURCES = 16  # remembered frames composited per target at most, the oldest on top
 FEATHER = 3  # pixels over which the known region fades into the drawn one at its seams
 
 
@@ -100,7 +103,7 @@ def known_pixels(memory: Any, targets: np.ndarray, size: int) -> Known | None:
             pick = np.flatnonzero(share >= MIN_KNOWN)
             if not len(pick):
                 continue
-            pick = pick[np.argsort(share[pick], kind="stable")][-SOURCES:]  # best last (on top)
+            pick = pick[::-1][-SOURCES:]  # the newest first, the oldest last (on top)
             src = np.stack([memory.frames[w][usable[j]] for j in pick])  # (k, h', w', 3) uint8
             src = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 127.5 - 1
             warped = F.grid_sample(src, torch.from_numpy(grid[pick]), mode="bilinear",

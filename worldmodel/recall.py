@@ -124,7 +124,8 @@ class RecallMemory:
     and values, known pixels only). Every world's pose is tracked from its actions from the
     first reset; worlds switched on (`set_on`) also write what they draw where no remembered
     view covers it by `write_overlap`, and draw with what they remember. Frames still in the KV
-    cache (the last `context`) are not recalled nor painted from: attention already sees them."""
+    cache (the last `context`) are not recalled (attention already sees them); known pixels
+    come from any remembered frame."""
 
     def __init__(self, geometry: Any, batch: int, k: int, context: int,
                  device: torch.device | str = "cpu", capacity: int = 384,
@@ -197,13 +198,12 @@ class RecallMemory:
             lst[:] = [e for e, k in zip(lst, keep) if k]
 
     def paintable(self, w: int, n: int) -> list[int]:
-        """The remembered frames of world w a chunk of n frames may take known pixels from
-        (worldmodel.known): none while the world is off or its pose unsure, else those that
-        left the KV cache before the chunk."""
+        """The remembered frames of world w (oldest first) a chunk of n frames may take known
+        pixels from (worldmodel.known): none while the world is off or its pose unsure, else
+        every one drawn before the chunk."""
         if not self.worlds_on[w] or self.unsure[w] > 0:
             return []
-        limit = self.clock[w] - n - self.context
-        return [j for j, s in enumerate(self.steps[w]) if s <= limit]
+        return [j for j, s in enumerate(self.steps[w]) if s <= self.clock[w] - n]
 
     # -- reading -------------------------------------------------------------------------------
     def condition(self, targets: np.ndarray) -> Recall | None:

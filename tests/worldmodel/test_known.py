@@ -118,23 +118,24 @@ def test_after_a_full_turn_the_first_view_comes_back_and_a_dig_forgets_it():
     assert not torch.allclose(jumped[0, -1], ctx[0, 0], atol=0.05)  # no paint while unsure
 
 
-def test_known_pixels_need_remembered_frames_that_left_the_cache_and_a_world_switched_on():
-    model, cfg = plain_model()
+def test_known_pixels_come_from_frames_drawn_before_of_worlds_switched_on_oldest_on_top():
     g = PoseGeometry(ACTION_SPACE.actions)
     mem = RecallMemory(g, 2, k=0, context=3)
-    frames = smooth_frames((2, 3, SIZE, SIZE), seed=4)
+    first, later = smooth_frames((2, 2, 3, SIZE, SIZE), seed=4).unbind(0)
+    as_kept = lambda f: f.add(1).mul(127.5).round() / 127.5 - 1  # noqa: E731 (stored as uint8)
     mem.set_on(True, [0])
-    mem.write(frames)  # world 0 remembers its first view; world 1 is off
+    mem.write(first)  # world 0 remembers its first view; world 1 is off
     assert mem.remembered(0) == 1 and mem.remembered(1) == 0
-    here = np.zeros((2, 1, 5))
-    mem.advance(np.array([A["noop"], A["noop"]]))
-    assert known_pixels(mem, here, SIZE) is None  # still in the KV cache
-    for _ in range(3):
-        mem.advance(np.array([A["noop"], A["noop"]]))
-    got = known_pixels(mem, here, SIZE)
+    mem.advance(np.array([A["turn_left"], A["noop"]]))
+    mem.write(later)  # a turned view: new, so remembered
+    assert mem.remembered(0) == 2
+    mem.advance(np.array([A["turn_right"], A["noop"]]))  # facing the first view again
+    got = known_pixels(mem, np.stack([mem.pose[0], mem.pose[1]])[:, None], SIZE)
     assert got is not None and got.mask[0].min() == 1 and got.mask[1].max() == 0
-    assert torch.allclose(got.image[0, 0], (frames[0].add(1).mul(127.5).round() / 127.5 - 1),
-                          atol=1e-5)
+    # the pixels both views showed come from the oldest: the first view, whole
+    assert torch.allclose(got.image[0, 0], as_kept(first[0]), atol=1e-5)
+    mem.set_on(False, [0])
+    assert known_pixels(mem, np.stack([mem.pose[0], mem.pose[1]])[:, None], SIZE) is None
 
 
 def test_a_session_on_a_model_without_recall_plays_saves_and_resumes_its_view_memory(tmp_path):
@@ -165,3 +166,19 @@ def test_a_session_on_a_model_without_recall_plays_saves_and_resumes_its_view_me
     assert all(np.array_equal(a, b) for a, b in zip(ahead, again))
     sess.close()
     other.close()
+
+
+def test_a_walk_writes_every_new_place_and_standing_still_writes_nothing():
+    """Known pixels need a frame from the same eye, so the memory writes each place a walk
+    reaches, even where a view from a step behind covers most of its field of view."""
+    g = PoseGeometry(ACTION_SPACE.actions)
+    mem = RecallMemory(g, 1, k=0, context=3)
+    mem.set_on(True, [0])
+    frames = smooth_frames((1, 3, SIZE, SIZE), seed=6)
+    mem.write(frames)
+    for _ in range(3):
+        mem.advance(np.array([A["noop"]]))
+        assert mem.write(frames) == 0
+    for i in range(4):
+        mem.advance(np.array([A["forward"]]))
+        assert mem.write(frames) == 1 and mem.remembered(0) == 2 + i
