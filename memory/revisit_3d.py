@@ -19,7 +19,9 @@ four modes, with the same sampler noise:
 
 On the revisit frame it reports, per mode: PSNR against the real game's frame; label agreement
 (the per-pixel labeller on the imagined frame) with the real game's labels of that frame and of the
-earlier frame it revisits; and PSNR against the model's own earlier frame. The real game's own
+earlier frame it revisits; the labeller's reading of it against its reading of the real earlier
+frame (read_vs_earlier_read: the labeller's own errors cancel); and PSNR against the model's own
+earlier frame. The real game's own
 consistency (its revisit frame against its earlier frame) is the ceiling. Gains are each mode
 minus off. Outputs: revisits.json and revisit_strip.png (earlier frame, revisit frame, per mode).
 """
@@ -109,16 +111,21 @@ def roll(model: Denoiser, cfg: Config, ep: Episode, mode: str, seed: int, mcfg: 
 def score(ep: Episode, frames: np.ndarray, name: str, labeller: Labeller) -> dict[str, float]:
     ref, last = revisit_index(name)
     lab = labeller.predict(frames[[ref, last]])
+    real_ref = labeller.predict(ep.frames[ref:ref + 1])[0]
     return {"psnr_vs_real": float(psnr(frames[last], ep.frames[last])),
             "psnr_vs_own_earlier": float(psnr(frames[last], frames[ref])),
             "labels_vs_real": float((lab[1] == ep.labels[last]).mean()),
-            "labels_vs_earlier": float((lab[1] == ep.labels[ref]).mean())}
+            "labels_vs_earlier": float((lab[1] == ep.labels[ref]).mean()),
+            # both read by the labeller (its own errors cancel where the frames agree)
+            "read_vs_earlier_read": float((lab[1] == real_ref).mean())}
 
 
-def real_ceiling(ep: Episode, name: str) -> dict[str, float]:
+def real_ceiling(ep: Episode, name: str, labeller: Labeller) -> dict[str, float]:
     ref, last = revisit_index(name)
+    read = labeller.predict(ep.frames[[ref, last]])
     return {"psnr": float(psnr(ep.frames[last], ep.frames[ref])),
-            "labels": float((ep.labels[last] == ep.labels[ref]).mean())}
+            "labels": float((ep.labels[last] == ep.labels[ref]).mean()),
+            "read_vs_earlier_read": float((read[1] == read[0]).mean())}
 
 
 def run(model: Denoiser, cfg: Config, trips: dict[str, list[Episode]], labeller: Labeller,
@@ -137,7 +144,7 @@ def run(model: Denoiser, cfg: Config, trips: dict[str, list[Episode]], labeller:
                 rows[mode].append(score(ep, frames, name, labeller))
                 if i == 0:
                     strips.setdefault(name, {"real": ep.frames})[mode] = frames
-        ceiling = [real_ceiling(ep, name) for ep in eps]
+        ceiling = [real_ceiling(ep, name, labeller) for ep in eps]
         entry = {"trips": len(eps), "seeds": [int(ep.meta.get("seed", -1)) for ep in eps],
                  "steps": len(PROTOCOLS[name][0]),
                  "real_ceiling": {k: round(float(np.mean([c[k] for c in ceiling])), 4)

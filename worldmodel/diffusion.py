@@ -255,6 +255,8 @@ def denoise_chunk(model: Denoiser, cache: KVCache, prev_ctx: Tensor, t_prev_ctx:
     x = noise
     levels = sample_schedule(cfg.sample_steps)
     known = cond.known  # pixels the view memory already knows (worldmodel.known), kept
+    if known is not None and known.full:  # nothing left to draw: no network call
+        return known.image.to(noise.dtype)
     hp = torch.cat([has_prev[:, :1], torch.ones(b, n - 1, dtype=torch.bool, device=x.device)], 1)
     x0 = x
     for i, lv in enumerate(levels):

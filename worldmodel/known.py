@@ -15,6 +15,9 @@ was first seen; the network draws only what was never seen from there.
     known = known_pixels(memory, targets, size)      # Known(image, mask) or None
     frames = denoise_chunk(..., Conditioning(known=known))
 
+A chunk whose every pixel is known (standing still, a view seen whole from here before) skips
+the network: the frames are the remembered ones, exactly what the sampler would have kept.
+
 What a frame is painted from: every remembered frame of a world whose view memory is on, the
 cached ones too (a turn or tilt in place is a rotation, which reprojects exactly whatever the
 depth, so the part of a turned view the last frame showed is that frame's, not a new drawing),
@@ -45,6 +48,7 @@ class Known:
 
     image: Tensor  # (b, n, 3, h, w) in [-1, 1]: the remembered pixels (anything where mask is 0)
     mask: Tensor  # (b, n, 1, h, w) in [0, 1]: 1 known, 0 to be drawn, between at the seams
+    full: bool = False  # every pixel of every frame known (decided on the host): nothing to draw
 
     def keep(self, x: Tensor, level: float, noise: Tensor) -> Tensor:
         """The noisy frames `x` at `level` with their known pixels set to the remembered ones at
@@ -119,4 +123,4 @@ def known_pixels(memory: Any, targets: np.ndarray, size: int) -> Known | None:
         return None
     device = memory.device
     return Known(torch.from_numpy(image).permute(0, 1, 4, 2, 3).contiguous().to(device),
-                 torch.from_numpy(mask)[:, :, None].to(device))
+                 torch.from_numpy(mask)[:, :, None].to(device), full=bool((mask == 1).all()))

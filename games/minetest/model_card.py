@@ -65,6 +65,8 @@ def card(ckpt: Path) -> str:
                   f"{fps['fps_on']:.1f} vs {fps['fps_off']:.1f} frames per second, ratio "
                   f"{fps['ratio']:.2f}.", ""]
     lines += revisit_lines(_json(ckpt / "eval" / "revisits" / "revisits.json"))
+    lines += revisit_lines(_json(ckpt / "eval" / "revisits_fast_lora" / "revisits.json"),
+                           "### The same with a faster temporal LoRA (its --memory-config)")
     if report is None:
         return "\n".join(lines + ["Not evaluated yet: run `python -m worldmodel.evaluation.evaluate "
                                   f"--checkpoint {ckpt} --data data/minetest --prefix heldout_ "
@@ -118,26 +120,35 @@ def card(ckpt: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def revisit_lines(rev: dict | None) -> list[str]:
+def revisit_lines(rev: dict | None, title: str = "## Revisits (the view comes back)") -> list[str]:
     """The revisit protocols' table (memory.revisit_3d), memory modes side by side."""
     if not rev:
         return []
     protocols = rev["protocols"]
     modes = [m for m in ("off", "view", "lora", "both") if m in next(iter(protocols.values()))]
-    out = ["## Revisits (the view comes back)", "",
+    first = next(iter(protocols.values()))
+    read = " / read" if "read_vs_earlier_read" in first[modes[0]] else ""
+    out = [title, "",
            f"`{rev['command']}`: the real context, then a fixed trip in the real game and in the "
            "model under the same actions; its last frame faces a view seen long before. PSNR (dB) "
            "of that frame against the real game's, and its labels' agreement with the real "
-           "labels of the earlier view; modes: off (no memory), view (the view memory: known "
+           "labels of the earlier view (and, read, the labeller's reading of it against its "
+           "reading of the real earlier frame, where its own errors cancel); modes: off (no "
+           "memory), view (the view memory: known "
            "pixels, and recall for a recall model), lora (the temporal LoRA alone), both. "
            "Memory on for every mode but off.", "",
-           "| protocol | trips | " + " | ".join(f"{m}: dB / labels" for m in modes)
-           + " | real game's own revisit: dB / labels |",
+           "| protocol | trips | " + " | ".join(f"{m}: dB / labels{read}" for m in modes)
+           + f" | real game's own revisit: dB / labels{read} |",
            "| --- | --- |" + " --- |" * (len(modes) + 1)]
+
+    def cell(r: dict, db: str, labels: str) -> str:
+        text = f"{r[db]:.2f} / {r[labels]:.3f}"
+        return text + (f" / {r['read_vs_earlier_read']:.3f}" if read else "")
+
     for name, e in protocols.items():
         out.append(f"| {name} | {e['trips']} | " + " | ".join(
-            f"{e[m]['psnr_vs_real']:.2f} / {e[m]['labels_vs_earlier']:.3f}" for m in modes)
-            + f" | {e['real_ceiling']['psnr']:.2f} / {e['real_ceiling']['labels']:.3f} |")
+            cell(e[m], "psnr_vs_real", "labels_vs_earlier") for m in modes)
+            + f" | {cell(e['real_ceiling'], 'psnr', 'labels')} |")
     return out + [""]
 
 

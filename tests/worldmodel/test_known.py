@@ -182,3 +182,26 @@ def test_a_walk_writes_every_new_place_and_standing_still_writes_nothing():
     for i in range(4):
         mem.advance(np.array([A["forward"]]))
         assert mem.write(frames) == 1 and mem.remembered(0) == 2 + i
+
+
+def test_a_wholly_known_frame_skips_the_network_and_draws_the_same():
+    """Standing still where the view was seen whole: the sampler would keep every pixel, so it
+    does not call the network at all, and the frames are those it would have drawn."""
+    model, cfg = plain_model()
+    ctx = smooth_frames((1, 4, 3, SIZE, SIZE), seed=8).add(1).mul(127.5).round() / 127.5 - 1
+    acts = torch.full((1, 4), A["noop"])
+    ro = Rollout(model, cfg, context=3, seed=0)
+    ro.view = make_view_memory(model, cfg, 1, ro.context, "cpu")
+    ro.view.set_on(True, [0])
+    ro.reset(ctx, acts)
+    calls = []
+    hook = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        still = ro.step(torch.tensor([A["noop"]]))
+        n_still = len(calls)
+        ro.step(torch.tensor([A["forward"]]))  # a new place: drawn
+        n_walk = len(calls) - n_still
+    finally:
+        hook.remove()
+    assert torch.allclose(still[0], ctx[0, 0], atol=1e-5)
+    assert n_still == 1 and n_walk == 1 + cfg.diffusion.sample_steps  # the cache write only
