@@ -73,14 +73,19 @@ def card(ckpt: Path) -> str:
                                   f"--out {ckpt}/eval`.", ""])
     lines += ["## Against the real game", "",
               f"`{report.get('command', '?')}`: {report['samples']} held-out samples, memory off.", "",
-              "PSNR (dB), model vs repeat-last, on every step and on steps that move the view:", ""]
-    lines += ["| horizon | all: model | all: repeat-last | moving: model | moving: repeat-last |",
-              "| --- | --- | --- | --- | --- |"]
+              "PSNR (dB), model vs repeat-last, on every step and on steps that move the view "
+              "(memory off; the last columns memory on, `eval/memory`):", ""]
+    on = " | all: model, memory on | moving: model, memory on" if with_memory else ""
+    lines += ["| horizon | all: model | all: repeat-last | moving: model | moving: repeat-last"
+              + on + " |", "| --- | --- | --- | --- | --- |" + (" --- | --- |" if on else "")]
     for h in report.get("horizons", []):
         cells = []
         for group in ("all", "moving"):
             r = report["results"].get(group, {}).get(str(h), {})
             cells += [f"{r[k]['psnr']:.2f}" if k in r else "-" for k in ("model", "baseline")]
+        for group in ("all", "moving") if with_memory else ():
+            r = with_memory["results"].get(group, {}).get(str(h), {}).get("model")
+            cells.append(f"{r['psnr']:.2f}" if r else "-")
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     sem = report.get("semantic") or {}
     if "labels" in sem:  # the report's keys come back sorted as text: order the horizons
