@@ -112,7 +112,7 @@ def known_pixels(memory: Any, targets: np.ndarray, size: int) -> Known | None:
             src = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 127.5 - 1
             warped = F.grid_sample(src, torch.from_numpy(grid[pick]), mode="bilinear",
                                    padding_mode="border", align_corners=False)
-            warped = warped.permute(0, 2, 3, 1).numpy()
+            warped = warped.permute(0, 2, 3, 1).cpu().numpy()  # (built on the host)
             any_ok = np.zeros((size, size), bool)
             for j in range(len(pick)):
                 image[w, i][ok[pick[j]]] = warped[j][ok[pick[j]]]

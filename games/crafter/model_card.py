@@ -50,12 +50,13 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
              f"Shipped model `{checkpoint}`; full figures, plots and commands in "
              f"[`{checkpoint}/MODEL_CARD.md`]({checkpoint}/MODEL_CARD.md). Measured on this project's "
              "2-core CPU.", ""]
+    state = "on" if (r.data.get("evaluation") or {}).get("view_memory") else "off"  # as it ran
     if "permanence" in sem:
         pm = {h: sem["permanence"]["model"][h] for h in ordered(sem["permanence"]["model"])}
         base = sem["permanence"]["repeat_last"]
         b = sem["buckets"]
         last = ordered(b["model"])[-1]
-        lines += [f"What a player sees ({r.paths['evaluation']}: {sem['worlds']} held-out worlds, "
+        lines += [f"What a player sees ({r.paths['evaluation']}, memory {state}: {sem['worlds']} held-out worlds, "
                   f"{sem['horizon']} frames after a wander, tile labels vs the real game):", "",
                   "- Carried non-grass cells drawn right at h = " + " / ".join(pm) + ": "
                   + " / ".join(num(v["non_grass"], ".2f") for v in pm.values()) + " (repeat-last: "
@@ -82,12 +83,12 @@ def readme_block(checkpoint: Path, r: Reports) -> str:
                   f"(real {num(b['real'][last]['non_grass'], '.2f')}); revealed land "
                   f"{num(mem['revealed']['model']['tv'], '.2f')} (total variation).", ""]
     rows = [(h, res["moving"][str(h)]) for h in r.get("evaluation", "horizons") if res["moving"].get(str(h), {}).get("n")]
-    lines += [f"PSNR of the mean MSE on steps where the view moves ({r.paths['evaluation']}), model vs "
+    lines += [f"PSNR of the mean MSE on steps where the view moves ({r.paths['evaluation']}, memory {state}), model vs "
               "repeat-last: " + "; ".join(f"h={h} {row['model']['psnr']:.2f} vs {row['baseline']['psnr']:.2f}"
                                            for h, row in rows) + " dB.", ""]
     if "bench" in r:
         rows = r.get("bench", "results")
-        lines += [f"Speed ({r.paths['bench']}): {rows[0]['fps_per_world_median']:.1f} fps one frame per step; "
+        lines += [f"Speed ({r.paths['bench']}, memory off): {rows[0]['fps_per_world_median']:.1f} fps one frame per step; "
                   + ", ".join(f"batch {x['batch']} {x['imagined_fps_median']:.1f} imagined fps"
                               for x in rows[1:]) + ".", ""]
     for name, title in (("revisit", "everything after the real context imagined"),
