@@ -137,7 +137,7 @@ def save_world_state(folder: Path, state: dict[str, torch.Tensor]) -> None:
 
 def load_world_state(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of world.safetensors, with the names and kinds a world state has (last,
-    last_clean: float; noise_state: uint8 bytes; cache.<layer>.k / .v: float); their shapes
+    last_clean: float; noise_state: uint8 bytes; clock: one int64; cache.<layer>.k / .v: float); their shapes
     are the rollout's to check (Rollout.check_world_state)."""
     from safetensors import safe_open
 
@@ -162,6 +162,9 @@ def load_world_state(folder: Path) -> dict[str, torch.Tensor]:
             if t.dtype != torch.uint8 or t.ndim != 1:
                 raise MemoryFileError(f"{path}: noise_state must be a byte vector, got "
                                       f"{t.dtype} {tuple(t.shape)}")
+        elif key == "clock":  # the world's episode step (absent in older saves)
+            if t.dtype != torch.int64 or t.shape != (1,) or int(t[0]) < 0:
+                raise MemoryFileError(f"{path}: clock must be one int64 step >= 0")
         elif key in ("last", "last_clean") or (key.startswith("cache.")
                                                and key.endswith((".k", ".v"))):
             if not t.is_floating_point():

@@ -7,7 +7,8 @@
            -> denoise (the sampler over the core network)
            -> game stages' `after` (Crafter: the tile codebook snap)
            -> memory write (each frame at the pose its choice gives)
-           -> commit to the KV cache -> frames
+           -> commit to the KV cache
+           -> game stages' `show` (Crafter: the daylight, on what is shown only) -> frames
 
 The choice, memory read and memory write are the core's (they use only the model's anchor head
 and the memory's `read`/`advance`/`write`); the game's stages come from `Game.stages` when a
@@ -35,6 +36,7 @@ class Frame:
     recall: Any = None  # the remembered frames the denoiser attends to (worldmodel.recall)
     known: Any = None  # the pixels the view memory already knows (worldmodel.known), kept
     frames: Tensor | None = None  # (b, n, 3, h, w) once denoised
+    shown: Tensor | None = None  # what is shown instead, where a stage's `show` lit it
     state: dict[str, Any] = field(default_factory=dict)  # what stages keep for the next chunk
 
 
@@ -52,6 +54,11 @@ class Stage:
 
     def after(self, rollout: Any, frame: Frame) -> None:
         pass
+
+    def show(self, rollout: Any, frame: Frame) -> None:
+        """After the frames are committed and remembered: may set `frame.shown`, what the
+        caller gets instead of `frame.frames` (the context and the memory keep the frames as
+        drawn). `rollout.clock` is still each world's step before the chunk."""
 
     def __repr__(self) -> str:
         return f"<stage {self.name}>"

@@ -75,6 +75,9 @@ class Rollout:
         # them, and what they keep from one chunk for the next (cleared when real frames arrive).
         self.stages: list[Stage] = list(model.stages)
         self.stage_state: dict = {}
+        # Each world's step in its episode of its last frame (the real context's last frame
+        # at reset, then one more per frame drawn): a game's stage may follow the game's clock.
+        self.clock: list[int] = []
 
     def reseed(self, seeds: list[int]) -> None:
         """Restart the noise stream of each world (world i from seeds[i])."""
@@ -119,13 +122,15 @@ class Rollout:
 
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None,
-              seeds: list[int] | None = None) -> None:
+              seeds: list[int] | None = None, clock: list[int] | None = None) -> None:
         """Start B worlds from real context frames (b, n, 3, h, w) and the actions that produced
         them (b, n; actions[:, 0] is ignored). The KV cache keeps the last `context` frames; a
         view memory records all of them. `seeds` restarts each world's noise stream; otherwise
-        the streams go on (the first reset seeds world i with `seed + i`)."""
+        the streams go on (the first reset seeds world i with `seed + i`). `clock`: each world's
+        episode step of its last context frame (default n - 1: the context starts an episode)."""
         frames = frames.to(self.device)
         b, n_all = frames.shape[:2]
+        self.clock = [n_all - 1] * b if clock is None else [int(c) for c in clock]
         if actions is None:
             actions = self.no_actions(b, n_all)
         actions = torch.as_tensor(actions)
@@ -183,7 +188,7 @@ class Rollout:
 
     @torch.inference_mode()
     def reset_worlds(self, worlds: list[int], frames: Tensor, actions: Tensor | None = None,
-                     seeds: list[int] | None = None) -> None:
+                     seeds: list[int] | None = None, clock: list[int] | None = None) -> None:
         """Restart worlds `worlds` (sorted indices) from real context frames (k, n, 3, h, w),
         n the frames the cache holds now, and their actions (k, n); the other worlds go on
         untouched. `seeds` restarts the restarted worlds' noise streams (else they go on).
@@ -202,6 +207,8 @@ class Rollout:
         if seeds is not None:
             for i, s in zip(worlds, seeds):
                 self.gens[i] = torch.Generator(self.device).manual_seed(int(s))
+        for j, w in enumerate(worlds):  # as reset: the context's last frame's step
+            self.clock[w] = n - 1 if clock is None else int(clock[j])
         idx = torch.as_tensor(worlds, device=self.device)
         full = torch.zeros((self.batch, *frames.shape[1:]), device=self.device)
         full[idx] = frames.to(self.device, full.dtype)
@@ -233,7 +240,8 @@ class Rollout:
         if self.last is None:
             raise RuntimeError("reset(context) before saving a world")
         out = {"last": self.last[world].cpu(), "last_clean": self.last_clean[world].cpu(),
-               "noise_state": self.gens[world].get_state()}
+               "noise_state": self.gens[world].get_state(),
+               "clock": torch.tensor([self.clock[world]], dtype=torch.int64)}
         for name, lc in self.cache.layers.items():
             for kv, t in (("k", lc.k), ("v", lc.v)):
                 out[f"cache.{name}.{kv}"] = t.reshape(self.batch, -1, *t.shape[1:])[world].cpu()
@@ -265,6 +273,9 @@ class Rollout:
                                      f"({held} frames)")
         if len(keys) != 2 * len(names):
             raise ValueError("the saved world's cache holds tensors other than k and v")
+        clock = state.get("clock")  # absent in saves from before the clock
+        if clock is not None and (clock.shape != (1,) or int(clock[0]) < 0):
+            raise ValueError("the saved world's clock must be one step >= 0")
         for key, live in (("last", self.last), ("last_clean", self.last_clean)):
             saved = state.get(key)
             if saved is None or saved.shape != live.shape[1:]:
@@ -298,6 +309,8 @@ class Rollout:
         self.last[world] = state["last"].to(self.device, self.last.dtype)
         self.last_clean = self.last_clean.clone()
         self.last_clean[world] = state["last_clean"].to(self.device, self.last_clean.dtype)
+        if state.get("clock") is not None:
+            self.clock[world] = int(state["clock"][0])
         self.gens[world].set_state(state["noise_state"])
         self.stage_state = {}
 
@@ -344,7 +357,10 @@ class Rollout:
             self.view.write(frame.frames[:, -1])
         self._commit(frame.frames, actions)
         self.stage_state = frame.state
-        return frame.frames
+        for stage in self.stages:
+            stage.show(self, frame)  # Crafter: the daylight (what is shown, not remembered)
+        self.clock = [c + n for c in self.clock]
+        return frame.frames if frame.shown is None else frame.shown
 
     def _choose(self, frame: Frame) -> None:
         """The anchor head's decision for every frame of the chunk, from the clean anchor."""

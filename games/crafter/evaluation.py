@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 import games.crafter.semantic as semantic
+from games.crafter.night import NightStage
 from games.crafter.tiles import DEFAULT_BANK, REJECT, TileClassifier
 from worldmodel.evaluation import metrics
 from worldmodel.actions import get_action_space
@@ -209,6 +210,9 @@ class CrafterEvaluation:
         p.add_argument("--no-land", action="store_true",
                        help="leave the checkpoint's land prior out (game.land_prior): what "
                             "moves reveal is drawn by the denoiser alone")
+        p.add_argument("--night", action="store_true",
+                       help="show the world view lit by the game's daylight at each step "
+                            "(games.crafter.night; as the checkpoint's game.night)")
         p.add_argument("--semantic-worlds", type=int, default=16,
                        help="worlds of the semantic evaluation (0 = skip)")
         p.add_argument("--semantic-horizon", type=int, default=128, help="its frames after the context")
@@ -216,7 +220,8 @@ class CrafterEvaluation:
                        help="steps into an episode before its context starts (past the spawn)")
 
     def apply_levers(self, args: argparse.Namespace, model: Denoiser, cfg: Config) -> None:
-        """--no-land / --no-codebook: the same weights without that stage of the pipeline."""
+        """--no-land / --no-codebook: the same weights without that stage of the pipeline;
+        --night: with the daylight stage."""
         names = [st.name for st in model.stages]
         if args.no_land and LAND in names:
             model.stages = [st for st in model.stages if st.name != LAND]
@@ -227,6 +232,10 @@ class CrafterEvaluation:
                                  "add --no-land")
             model.stages = [st for st in model.stages if st.name != SNAP]
             cfg.game["tile_codebook"] = ""
+        if getattr(args, "night", False) and not any(isinstance(st, NightStage)
+                                                     for st in model.stages):
+            model.stages = [*model.stages, NightStage()]
+            cfg.game["night"] = True
 
     def open_loop(self, args: argparse.Namespace, model: Denoiser, cfg: Config,
                   episodes: list[Episode], context: int, out: Path

@@ -26,6 +26,7 @@ from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles
 from games.crafter.land_model import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
 from games.crafter.navigation import CrafterNavigation
+from games.crafter.night import NightStage
 from games.crafter.view_memory import ViewMemory
 from games.crafter.viewmap import canvas_shape, history_canvases
 from worldmodel.checkpoint import CheckpointError
@@ -106,7 +107,8 @@ class CrafterGame(GameBase):
     # (games.crafter.codebook; "" = none): every generated frame's world-view tiles are replaced by
     # their nearest codebook tiles. A land prior (games.crafter.land; "" = none): the cells a move
     # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
-    config_defaults = {"tile_codebook": "", "land_prior": ""}
+    # Night (games.crafter.night): what is shown lit by the game's daylight at each step.
+    config_defaults = {"tile_codebook": "", "land_prior": "", "night": False}
     default_checkpoint = "assets/crafter_memory"
 
     def make_env(self, size: int | None = None, **options: Any) -> CrafterEnv:
@@ -171,6 +173,8 @@ class CrafterGame(GameBase):
             out.append(LandStage(prior, book))
         if book is not None:
             out.append(SnapStage(book, keep_labels=prior is not None))
+        if cfg.game.get("night", False):
+            out.append(NightStage())
         return out
 
     # ---- training data ---------------------------------------------------------------------
