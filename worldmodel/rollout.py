@@ -408,6 +408,7 @@ class Rollout:
                 self.view.encoder = self.model
             self.view.track(frames, torch.as_tensor(actions))
         self._commit(frames, torch.as_tensor(actions))
+        self.clock = [c + frames.shape[1] for c in self.clock]
 
     def step(self, actions: Tensor) -> Tensor:
         """One frame per world: actions (b,) (or (b, dim) vectors) -> frames (b, 3, h, w)."""

@@ -59,3 +59,18 @@ def test_a_rollout_darkens_what_it_shows_past_the_day_and_keeps_day_frames_in_it
     again, _, _ = run([night.NightStage()], 209)
     assert torch.equal(again, dark)  # the night's noise is the world's and the step's
     model.stages = []
+
+
+def test_the_clock_counts_drawn_and_appended_frames_and_resumes_with_a_saved_world():
+    cfg = load_config(TINY_YAML, ["model.frame_size=64", "data.window=4"])
+    model = Denoiser(cfg.model).eval()
+    ro = Rollout(model, cfg, context=3, seed=0)
+    ro.reset(smooth_frames((2, 3, 3, 64, 64), seed=3), clock=[100, 7])
+    ro.step(torch.tensor([0, 0]))
+    ro.append(smooth_frames((2, 2, 3, 64, 64), seed=4), torch.zeros(2, 2, dtype=torch.long))
+    assert ro.clock == [103, 10]
+    state = ro.world_state(0)
+    ro.reset_worlds([0], smooth_frames((1, 3, 3, 64, 64), seed=5))
+    assert ro.clock == [2, 10]  # a restarted world's context starts its episode
+    ro.load_world_state(0, state)
+    assert ro.clock == [103, 10]
