@@ -60,6 +60,8 @@ def light(view: Tensor, level: float, noise: Tensor | None = None) -> Tensor:
     """A day-lit world view (3, h, w) in 0..255 lit at daylight `level` as the game does;
     `noise` (h, w), uniform in 32..127, is what the game draws below daylight 0.5."""
     night = view
+    if level < 0.5 and noise is None:
+        raise ValueError("below daylight 0.5 the game's light needs its noise (h, w)")
     if level < 0.5:
         mask = (2 * (0.5 - level)) * vignette(*view.shape[-2:]).to(view)
         night = (1 - mask) * night + mask * noise.to(view)
