@@ -140,7 +140,9 @@ class GameBase:
         `start_pose()`, `advance(pose, action)` (the committed action's own motion), `track(start,
         actions)`, `overlap(query, poses)` (field-of-view overlap), `overlap_matrix(poses)`,
         `relative(query, keys, overlap, age)` (the features a remembered frame is given with),
-        `footprint(pose)` and `grid` (the minimap), or None."""
+        `footprint(pose)` and `grid` (the minimap); for known pixels (worldmodel.known), optional:
+        `reproject(query, keys, size)`, `same_eye(query, keys)`, `changes_world(action)` (views
+        seen from there are forgotten) and `unsure_steps(action)`; or None."""
         return None
 
     def stages(self, cfg: Any, path: Any, device: Any) -> list:

@@ -191,8 +191,7 @@ class RecallMemory:
         return self.pose[idx].copy()
 
     def _forget_here(self, w: int) -> None:
-        here = np.linalg.norm(np.stack(self.poses[w])[:, :3] - self.pose[w][:3], axis=1)
-        keep = here > getattr(self.geometry, "same_place", 0.0)
+        keep = ~self.geometry.same_eye(self.pose[w], np.stack(self.poses[w]))
         for name in ("poses", "steps", "frames", "kv"):
             lst = getattr(self, name)[w]
             lst[:] = [e for e, k in zip(lst, keep) if k]
@@ -367,20 +366,15 @@ class RecallMemory:
         self.trail[world] = list(state["trail"].double().cpu().numpy())
         self.recent[world] = list(state["recent"].double().cpu().numpy())
         frames = state["frames"].cpu().numpy()
-        if len(frames) and self.encoder is None:
-            for pose, step, frame in zip(state["poses"].double().cpu().numpy(),
-                                         state["steps"].tolist(), frames):
-                self._append(world, pose, step, frame, {})
-        elif len(frames):
+        kv: dict[str, tuple[Tensor, Tensor]] = {}  # none for a memory of known pixels only
+        if len(frames) and self.encoder is not None:
             x = torch.as_tensor(frames, device=self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
             with torch.inference_mode():
                 kv = encode_frames(self.encoder, x[None], self.level)
-            hw = next(iter(kv.values()))[0].shape[0]
-            for j, (pose, step) in enumerate(zip(state["poses"].double().cpu().numpy(),
-                                                 state["steps"].tolist())):
-                entry = {name: (k[:, :, j].clone(), v[:, :, j].clone()) for name, (k, v) in kv.items()}
-                assert entry[next(iter(entry))][0].shape[0] == hw
-                self._append(world, pose, step, frames[j], entry)
+        for j, (pose, step) in enumerate(zip(state["poses"].double().cpu().numpy(),
+                                             state["steps"].tolist())):
+            entry = {name: (k[:, :, j].clone(), v[:, :, j].clone()) for name, (k, v) in kv.items()}
+            self._append(world, pose, step, frames[j], entry)
 
     def save(self, folder: str | Path, world: int = 0) -> Path:
         from worldmodel import tensorfile

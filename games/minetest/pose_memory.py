@@ -194,7 +194,7 @@ class PoseGeometry:
         q = np.asarray(query, np.float64)
         grid = np.zeros((len(keys), size, size, 2), np.float32)
         ok = np.zeros((len(keys), size, size), bool)
-        near = np.linalg.norm(keys[:, :3] - q[:3], axis=1) <= self.same_place
+        near = self.same_eye(q, keys)
         if not near.any():
             return grid, ok
         rays = pixel_rays(q[3], q[4], size, self.fov_deg)  # (s, s, 3)
@@ -210,9 +210,16 @@ class PoseGeometry:
             ok[i] = inside
         return grid, ok
 
+    def same_eye(self, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """(m,) whether each view `keys` (m, 5) was seen from the eye of `query` (5,), within
+        `same_place` nodes: the views `reproject` maps pixels from, and the ones a dig or place
+        there makes stale."""
+        keys = np.asarray(keys, np.float64).reshape(-1, 5)
+        return np.linalg.norm(keys[:, :3] - np.asarray(query, np.float64)[:3], axis=1) <= self.same_place
+
     def changes_world(self, action: int) -> bool:
         """Whether an action may change what a view shows from where it is taken (dig, place):
-        views remembered from there are forgotten."""
+        views remembered from there (`same_eye`) are forgotten."""
         return self._name(action) in ("dig", "place")
 
     def unsure_steps(self, action: int) -> int:
