@@ -137,7 +137,8 @@ def save_world_state(folder: Path, state: dict[str, torch.Tensor]) -> None:
 
 def load_world_state(folder: Path) -> dict[str, torch.Tensor]:
     """The tensors of world.safetensors, with the names and kinds a world state has (last,
-    last_clean: float; noise_state: uint8 bytes; clock: one int64; cache.<layer>.k / .v: float); their shapes
+    last_clean: float; noise_state: uint8 bytes; clock: one int64; cache.<layer>.k / .v: float;
+    stage.<key>: a stage's floats); their shapes
     are the rollout's to check (Rollout.check_world_state)."""
     from safetensors import safe_open
 
@@ -165,6 +166,9 @@ def load_world_state(folder: Path) -> dict[str, torch.Tensor]:
         elif key == "clock":  # the world's episode step (absent in older saves)
             if t.dtype != torch.int64 or t.shape != (1,) or int(t[0]) < 0:
                 raise MemoryFileError(f"{path}: clock must be one int64 step >= 0")
+        elif key.startswith("stage.") and len(key) <= 64:  # a stage's own (Stage.check_saved)
+            if not t.is_floating_point() or not torch.isfinite(t).all():
+                raise MemoryFileError(f"{path}: {key} must be finite floats")
         elif key in ("last", "last_clean") or (key.startswith("cache.")
                                                and key.endswith((".k", ".v"))):
             if not t.is_floating_point():

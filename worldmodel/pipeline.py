@@ -48,6 +48,9 @@ class Stage:
 
     name = "stage"
     needs_canvas = False
+    # A stage that keeps state per world (in `rollout.world_stage[w][key]`, saved with the world
+    # as stage.<key>) names it here and checks a saved one in `check_saved`.
+    key: str | None = None
 
     def before(self, rollout: Any, frame: Frame) -> None:
         pass
@@ -59,6 +62,10 @@ class Stage:
         """After the frames are committed and remembered: may set `frame.shown`, what the
         caller gets instead of `frame.frames` (the context and the memory keep the frames as
         drawn). `rollout.clock` is still each world's step before the chunk."""
+
+    def check_saved(self, t: Tensor) -> None:
+        """ValueError unless `t` is a state this stage saved (only for a stage with a `key`)."""
+        raise ValueError(f"the {self.name} stage keeps no saved state")
 
     def __repr__(self) -> str:
         return f"<stage {self.name}>"

@@ -75,6 +75,10 @@ class Rollout:
         # them, and what they keep from one chunk for the next (cleared when real frames arrive).
         self.stages: list[Stage] = list(model.stages)
         self.stage_state: dict = {}
+        # What a stage keeps per world for as long as the world goes on (its `key`: Crafter's
+        # player state behind the status rows), saved with the world as stage.<key> tensors;
+        # empty for a world just started from real frames (the stage reads it from them).
+        self.world_stage: list[dict[str, Tensor]] = []
         # Each world's step in its episode of its last frame (the real context's last frame
         # at reset, then one more per frame drawn): a game's stage may follow the game's clock.
         self.clock: list[int] = []
@@ -155,6 +159,7 @@ class Rollout:
         if actions.dtype == torch.long:
             actions[:, 0] = -1
         self.batch = b
+        self.world_stage = [{} for _ in range(b)]
         self.cache.reset()
         self._commit(frames, actions, first=True)
 
@@ -209,6 +214,7 @@ class Rollout:
                 self.gens[i] = torch.Generator(self.device).manual_seed(int(s))
         for j, w in enumerate(worlds):  # as reset: the context's last frame's step
             self.clock[w] = n - 1 if clock is None else int(clock[j])
+            self.world_stage[w] = {}
         idx = torch.as_tensor(worlds, device=self.device)
         full = torch.zeros((self.batch, *frames.shape[1:]), device=self.device)
         full[idx] = frames.to(self.device, full.dtype)
@@ -242,6 +248,8 @@ class Rollout:
         out = {"last": self.last[world].cpu(), "last_clean": self.last_clean[world].cpu(),
                "noise_state": self.gens[world].get_state(),
                "clock": torch.tensor([self.clock[world]], dtype=torch.int64)}
+        for key, t in self.world_stage[world].items():
+            out[f"stage.{key}"] = t.cpu()
         for name, lc in self.cache.layers.items():
             for kv, t in (("k", lc.k), ("v", lc.v)):
                 out[f"cache.{name}.{kv}"] = t.reshape(self.batch, -1, *t.shape[1:])[world].cpu()
@@ -273,6 +281,13 @@ class Rollout:
                                      f"({held} frames)")
         if len(keys) != 2 * len(names):
             raise ValueError("the saved world's cache holds tensors other than k and v")
+        keyed = {st.key: st for st in self.stages if st.key}
+        for key in (k for k in state if k.startswith("stage.")):
+            stage = keyed.get(key[len("stage."):])
+            if stage is None:
+                raise ValueError(f"the saved world holds {key[:60]!r}, a state no stage of this "
+                                 f"model keeps ({sorted(keyed) or 'none'})")
+            stage.check_saved(state[key])  # ValueError naming what is wrong
         clock = state.get("clock")  # absent in saves from before the clock
         if clock is not None and (clock.shape != (1,) or int(clock[0]) < 0):
             raise ValueError("the saved world's clock must be one step >= 0")
@@ -312,6 +327,8 @@ class Rollout:
         if state.get("clock") is not None:
             self.clock[world] = int(state["clock"][0])
         self.gens[world].set_state(state["noise_state"])
+        self.world_stage[world] = {k[len("stage."):]: t.clone() for k, t in state.items()
+                                   if k.startswith("stage.")}
         self.stage_state = {}
 
     @torch.inference_mode()
@@ -409,6 +426,7 @@ class Rollout:
             self.view.track(frames, torch.as_tensor(actions))
         self._commit(frames, torch.as_tensor(actions))
         self.clock = [c + frames.shape[1] for c in self.clock]
+        self.world_stage = [{} for _ in range(self.batch)]  # read again from the real frames
 
     def step(self, actions: Tensor) -> Tensor:
         """One frame per world: actions (b,) (or (b, dim) vectors) -> frames (b, 3, h, w)."""

@@ -2,9 +2,11 @@
 
 The real environment (`env.CrafterEnv`), the action space and key map, the HUD rows, the labels,
 and the model parts only Crafter has: the committed one-tile camera move (`move.MoveHead`, the
-denoiser's anchor head), the view memory's cell canvas (`viewmap`), and the frame pipeline's two
-Crafter stages, the land prior (before the denoiser: what a move reveals, sampled) and the tile
-codebook snap (after it: every world-view cell one real tile).
+denoiser's anchor head), the view memory's cell canvas (`viewmap`), and the frame pipeline's
+Crafter stages: the land prior (before the denoiser: what a move reveals, sampled), the tile
+codebook snap (after it: every world-view cell one real tile), the creatures' steps and the status
+rows (after the snap, by the game's rules: `creatures`, `status`) and the daylight (on what is
+shown: `night`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from games.crafter.geometry import TILE, intended_moves, track_poses, view_tiles
 from games.crafter.land_model import LINE, LandError, LandPrior, fill_canvas
 from games.crafter.move import MoveHead
 from games.crafter.navigation import CrafterNavigation
+from games.crafter.creatures import CreatureStage
 from games.crafter.night import NightStage
+from games.crafter.status import StatusStage
 from games.crafter.view_memory import ViewMemory
 from games.crafter.viewmap import canvas_shape, history_canvases
 from worldmodel.checkpoint import CheckpointError
@@ -75,7 +79,9 @@ class LandStage(Stage):
 
 class SnapStage(Stage):
     """After the denoiser: every world-view cell snapped to its nearest real tile (the tile
-    codebook); with a land prior, the last frame's cell labels kept for the next move."""
+    codebook). With a labelled codebook, every frame's cell labels kept for the stages after it
+    (`frame_labels`: the status rows); with a land prior, the last frame's labels and light
+    kept for the next move."""
 
     name = "codebook snap"
 
@@ -83,11 +89,13 @@ class SnapStage(Stage):
         self.book, self.keep_labels = book, keep_labels
 
     def after(self, ro: Any, frame: Any) -> None:
-        if self.keep_labels:
-            frame.frames, lab, level = self.book.snap(frame.frames, return_labels=True)
-            frame.state["labels"] = (lab[:, -1], level[:, -1])
-        else:
+        if self.book.labels is None:
             frame.frames = self.book.snap(frame.frames)
+            return
+        frame.frames, lab, level = self.book.snap(frame.frames, return_labels=True)
+        frame.state["frame_labels"], frame.state["frame_levels"] = lab, level
+        if self.keep_labels:
+            frame.state["labels"] = (lab[:, -1], level[:, -1])
 
 
 class CrafterGame(GameBase):
@@ -108,7 +116,11 @@ class CrafterGame(GameBase):
     # their nearest codebook tiles. A land prior (games.crafter.land; "" = none): the cells a move
     # reveals that the view memory does not know are sampled from it (needs a labelled codebook).
     # Night (games.crafter.night): what is shown lit by the game's daylight at each step.
-    config_defaults = {"tile_codebook": "", "land_prior": "", "night": False}
+    # Status (games.crafter.status): the status and inventory rows drawn from each world's player
+    # state, kept by the game's rules (needs a labelled codebook). Creatures
+    # (games.crafter.creatures): cows and zombies in view step by the game's odds (the same).
+    config_defaults = {"tile_codebook": "", "land_prior": "", "night": False, "status": False,
+                       "creatures": False}
     default_checkpoint = "assets/crafter_memory"
 
     def make_env(self, size: int | None = None, **options: Any) -> CrafterEnv:
@@ -147,7 +159,8 @@ class CrafterGame(GameBase):
 
     def stages(self, cfg: Any, path: Path, device: torch.device | str) -> list[Stage]:
         """The checkpoint's Crafter stages: the land prior and the codebook snap, from the side
-        files its config names (game.land_prior, game.tile_codebook)."""
+        files its config names (game.land_prior, game.tile_codebook), then the creatures' steps
+        (game.creatures), the status rows (game.status) and the daylight (game.night)."""
         book = prior = None
         if cfg.game.get("tile_codebook", ""):
             try:
@@ -173,6 +186,13 @@ class CrafterGame(GameBase):
             out.append(LandStage(prior, book))
         if book is not None:
             out.append(SnapStage(book, keep_labels=prior is not None))
+        for key, stage in (("creatures", CreatureStage), ("status", StatusStage)):
+            if not cfg.game.get(key, False):
+                continue
+            if book is None or book.labels is None:
+                raise CheckpointError(f"{path}: game.{key} needs a tile codebook with labels "
+                                      "(game.tile_codebook): it reads the frame's cells")
+            out.append(stage(book))
         if cfg.game.get("night", False):
             out.append(NightStage())
         return out

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, cfg = load_checkpoint(args.checkpoint, "cpu")
-    base = [st for st in model.stages if not isinstance(st, NightStage)]
+    base = [st for st in model.stages if st.name != NightStage.name]  # (as __main__: by name)
     seeds = list(range(args.first_seed, args.first_seed + args.worlds))
     report = {"command": command_line("games.crafter.night", argv), "checkpoint": args.checkpoint,
               "memory": "on", "with_night_stage": measure(model, cfg, seeds, args.steps,

@@ -98,9 +98,10 @@ def test_an_even_shift_kernel_is_a_config_error():
 def test_the_game_owns_its_section_of_the_config():
     """Crafter's keys live in `game:`, checked against the game's own defaults."""
     cfg = load_config(ROOT / "configs" / "crafter.yaml", ["game.land_prior=land.safetensors"])
-    assert cfg.game == {"tile_codebook": "", "land_prior": "land.safetensors", "night": False}
+    assert cfg.game == {"tile_codebook": "", "land_prior": "land.safetensors", "night": False,
+                        "status": False, "creatures": False}
     assert load_config(ROOT / "configs" / "crafter.yaml", ["game.night=true"]).game["night"] is True
-    with pytest.raises(ConfigError, match=r"game\.land_prir.*takes: land_prior, night, tile_codebook"):
+    with pytest.raises(ConfigError, match=r"game\.land_prir.*takes: creatures, land_prior, night, status, tile_codebook"):
         load_config(ROOT / "configs" / "crafter.yaml", ["game.land_prir=x"])
     with pytest.raises(ConfigError, match=r"game\.tile_codebook must be str"):
         load_config(ROOT / "configs" / "crafter.yaml", ["game.tile_codebook=3"])
