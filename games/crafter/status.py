@@ -478,13 +478,10 @@ def main(argv: list[str] | None = None) -> dict:
     model, cfg = load_checkpoint(args.checkpoint, "cpu")
     stages = list(model.stages)  # (by name: run as __main__, this module's classes are others)
     if not any(st.name == StatusStage.name for st in stages):
-        from games.crafter.game import SnapStage
-
-        books = [st.book for st in stages if isinstance(st, SnapStage)]
-        if not books or books[0].labels is None:
+        snaps = [i for i, st in enumerate(stages) if st.name == "codebook snap"]
+        if not snaps or stages[snaps[0]].book.labels is None:
             raise SystemExit("games.crafter.status: the checkpoint has no labelled tile codebook")
-        at = max(i for i, st in enumerate(stages) if isinstance(st, SnapStage)) + 1
-        stages.insert(at, StatusStage(books[0]))
+        stages.insert(snaps[0] + 1, StatusStage(stages[snaps[0]].book))
     base = [st for st in stages if st.name != StatusStage.name]
     seeds = list(range(args.first_seed, args.first_seed + args.worlds))
     real, acts, final = real_runs(seeds, args.steps)
