@@ -120,26 +120,6 @@ class CreatureStage(Stage):
 
 # ---- measurement ----------------------------------------------------------------------------
 
-def real_runs(seeds: list[int], steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The real game from `seeds` under the exploration policy: frames (W, steps, 64, 64, 3),
-    actions (W, steps) (the first is no action) and the view's labels (W, steps, 7, 9)."""
-    from games.crafter.env import CrafterEnv
-    from games.crafter.policies import exploration_policy
-
-    frames, acts, labels = [], [], []
-    for seed in seeds:
-        env = CrafterEnv()
-        obs, lab = [env.reset(seed)], [env.view_labels()]
-        a = [0] + list(exploration_policy(seed, steps - 1))[:steps - 1]
-        for act in a[1:]:
-            obs.append(env.step(act).obs)
-            lab.append(env.view_labels())
-        frames.append(np.stack(obs))
-        acts.append(np.asarray(a))
-        labels.append(np.stack(lab))
-    return np.stack(frames), np.stack(acts), np.stack(labels)
-
-
 def change_figures(labels: np.ndarray, acts: np.ndarray) -> dict:
     """labels (W, T, 7, 9), acts (W, T) (acts[:, t] made frame t): over the steps whose action is
     not a move, the share of view cells (the player's aside) whose label changes, and the share
@@ -164,7 +144,7 @@ def change_figures(labels: np.ndarray, acts: np.ndarray) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from games.crafter.status import imagine
+    from games.crafter.status import imagine, real_runs, with_and_without
     from games.crafter.tiles import TileClassifier
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.cli import common_flags
@@ -181,16 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, cfg = load_checkpoint(args.checkpoint, "cpu")
-    stages = list(model.stages)
-    if not any(st.name == CreatureStage.name for st in stages):
-        snaps = [i for i, st in enumerate(stages) if st.name == "codebook snap"]
-        if not snaps or stages[snaps[0]].book.labels is None:
-            raise SystemExit("games.crafter.creatures: the checkpoint has no labelled tile codebook")
-        stages.insert(snaps[0] + 1, CreatureStage(stages[snaps[0]].book))
-    base = [st for st in stages if st.name != CreatureStage.name]
+    stages, base = with_and_without(model.stages, CreatureStage, "games.crafter.creatures")
     clf = TileClassifier.load(args.tiles)
     seeds = list(range(args.first_seed, args.first_seed + args.worlds))
-    real, acts, real_lab = real_runs(seeds, args.steps)
+    real, acts, real_lab, _ = real_runs(seeds, args.steps)
     n_ctx = cfg.data.window - 1
     report = {"command": command_line("games.crafter.creatures", argv),
               "checkpoint": args.checkpoint, "memory": "on", "steps": args.steps, "seeds": seeds,

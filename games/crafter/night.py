@@ -115,36 +115,11 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def measure(model: Any, cfg: Any, seeds: list[int], steps: int, stages: list[Stage]) -> dict:
     """Real and imagined brightness series of `seeds` worlds (see module docstring)."""
-    from games.crafter.env import CrafterEnv
-    from games.crafter.policies import exploration_policy
-    from worldmodel.data.dataset import to_float, to_uint8
-    from worldmodel.recall import has_view_memory, make_view_memory
-    from worldmodel.rollout import Rollout
+    from games.crafter.status import imagine, real_runs
 
-    model.stages = list(stages)
-    ro = Rollout(model, cfg, seed=0)
-    n_ctx = ro.context
-    real, acts = [], []
-    for seed in seeds:
-        env = CrafterEnv()
-        obs = [env.reset(seed)]
-        a = [0] + list(exploration_policy(seed, steps - 1))[:steps - 1]
-        for act in a[1:]:
-            obs.append(env.step(act).obs)
-        real.append(np.stack(obs))
-        acts.append(np.asarray(a))
-    real, acts = np.stack(real), np.stack(acts)
-    if has_view_memory(model, cfg):
-        ro.view = make_view_memory(model, cfg, len(seeds), ro.context, ro.device)
-        ro.view.set_on(True, range(len(seeds)))
-    ctx_act = torch.from_numpy(acts[:, :n_ctx]).clone()
-    ctx_act[:, 0] = -1
-    ro.reset(to_float(torch.from_numpy(real[:, :n_ctx])), ctx_act)
-    gen = [real[:, n_ctx - 1]]
-    with torch.inference_mode():
-        for t in range(n_ctx, steps):
-            gen.append(to_uint8(ro.step(torch.from_numpy(acts[:, t]))).cpu().numpy())
-    gen = np.stack(gen, 1)[:, 1:]
+    real, acts, _, _ = real_runs(seeds, steps)
+    gen = imagine(model, cfg, real, acts, stages)
+    n_ctx = cfg.data.window - 1
     out = []
     for w in range(len(seeds)):
         rb, mb = brightness(real[w, n_ctx:]), brightness(gen[w])

@@ -391,26 +391,29 @@ class StatusStage(Stage):
 
 # ---- measurement ----------------------------------------------------------------------------
 
-def real_runs(seeds: list[int], steps: int) -> tuple[np.ndarray, np.ndarray, list]:
+def real_runs(seeds: list[int], steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
     """The real game from `seeds` under the exploration policy: frames (W, steps, 64, 64, 3),
-    actions (W, steps) (the first is no action) and each world's final inventory."""
+    actions (W, steps) (the first is no action), the view's labels (W, steps, 7, 9) and each
+    world's final inventory (the measurements of the status rows, the creatures and the night)."""
     from games.crafter.env import CrafterEnv
     from games.crafter.policies import exploration_policy
 
-    frames, acts, final = [], [], []
+    frames, acts, labels, final = [], [], [], []
     for seed in seeds:
         env = CrafterEnv()
-        obs = [env.reset(seed)]
+        obs, lab = [env.reset(seed)], [env.view_labels()]
         a = [0] + list(exploration_policy(seed, steps - 1))[:steps - 1]
         info = {}
         for act in a[1:]:
             r = env.step(act)
             obs.append(r.obs)
+            lab.append(env.view_labels())
             info = r.info
         frames.append(np.stack(obs))
         acts.append(np.asarray(a))
+        labels.append(np.stack(lab))
         final.append(info.get("inventory", {}))
-    return np.stack(frames), np.stack(acts), final
+    return np.stack(frames), np.stack(acts), np.stack(labels), final
 
 
 def imagine(model: Any, cfg: Any, real: np.ndarray, acts: np.ndarray, stages: list) -> np.ndarray:
@@ -460,6 +463,18 @@ def compare(real: np.ndarray, gen: np.ndarray, final: list, n_ctx: int, after: i
                        for w, f in enumerate(final)]}
 
 
+def with_and_without(stages: list[Stage], stage: type, who: str) -> tuple[list[Stage], list[Stage]]:
+    """A checkpoint's stages with `stage` (made from its labelled codebook, right after the snap,
+    where the checkpoint lacks it) and without it, for a measurement of that stage."""
+    stages = list(stages)
+    if not any(st.name == stage.name for st in stages):
+        snaps = [i for i, st in enumerate(stages) if st.name == "codebook snap"]
+        if not snaps or stages[snaps[0]].book.labels is None:
+            raise SystemExit(f"{who}: the checkpoint has no labelled tile codebook")
+        stages.insert(snaps[0] + 1, stage(stages[snaps[0]].book))
+    return stages, [st for st in stages if st.name != stage.name]
+
+
 def main(argv: list[str] | None = None) -> dict:
     from worldmodel.checkpoint import load_checkpoint
     from worldmodel.cli import common_flags
@@ -476,15 +491,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, cfg = load_checkpoint(args.checkpoint, "cpu")
-    stages = list(model.stages)  # (by name: run as __main__, this module's classes are others)
-    if not any(st.name == StatusStage.name for st in stages):
-        snaps = [i for i, st in enumerate(stages) if st.name == "codebook snap"]
-        if not snaps or stages[snaps[0]].book.labels is None:
-            raise SystemExit("games.crafter.status: the checkpoint has no labelled tile codebook")
-        stages.insert(snaps[0] + 1, StatusStage(stages[snaps[0]].book))
-    base = [st for st in stages if st.name != StatusStage.name]
+    stages, base = with_and_without(model.stages, StatusStage, "games.crafter.status")
     seeds = list(range(args.first_seed, args.first_seed + args.worlds))
-    real, acts, final = real_runs(seeds, args.steps)
+    real, acts, _, final = real_runs(seeds, args.steps)
     n_ctx = cfg.data.window - 1
     report = {"command": command_line("games.crafter.status", argv), "checkpoint": args.checkpoint,
               "memory": "on", "steps": args.steps, "seeds": seeds}
@@ -495,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"after step 100 {r['equal_to_real_after_step_100']:.1%}  within 1 at the end: "
               + " ".join(f"{n} {v:.0%}" for n, v in r["value_within_1_at_end"].items()))
     if args.long:
-        real_l, acts_l, _ = real_runs([seeds[0] + 500_000], args.long)
+        real_l, acts_l, _, _ = real_runs([seeds[0] + 500_000], args.long)
         gen = imagine(model, cfg, real_l, acts_l, stages)
         report["long"] = {"frames": args.long, "seed": seeds[0] + 500_000,
                           "unlike_any_real_cell": round(float(1 - cell_report(gen).mean()), 6)}
