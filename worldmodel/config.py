@@ -73,6 +73,13 @@ class DiffusionConfig:
     """Rectified flow, x_t = (1 - t) x_0 + t eps, with an x_0-predicting denoiser."""
 
     sample_steps: int = 2
+    # "steps": each frame from pure noise in `sample_steps` passes (the live window's sampler);
+    # "progressive" (PA-VDM): `Rollout.stream` keeps `progressive_window` frames in flight at
+    # noise rising from the oldest, each call lowers every one by a level and emits the oldest.
+    sampler: str = "steps"
+    progressive_window: int = 4
+    progressive_prob: float = 0.0  # fraction of windows trained as the progressive sampler sees
+    # them: chunks of progressive_window targets at levels rising (j + u) / window along the chunk
     context_noise: float = 0.03  # noise level of context frames at inference (trained to expect it)
     train_context_noise_max: float = 0.15  # context frames get t ~ U(0, max) while training
     logit_mean: float = 0.0
@@ -95,6 +102,16 @@ class DiffusionConfig:
     # and in this share some of its cells are forgotten and its pixels get a rollout's errors
     # (speckle, colour drift), so the model learns that a memory can be imperfect.
     memory_corrupt: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"diffusion.sampler must be one of {', '.join(SAMPLERS)}, got "
+                              f"{self.sampler!r}")
+        if self.sample_steps < 1 or self.progressive_window < 1:
+            raise ConfigError("diffusion.sample_steps and diffusion.progressive_window must be >= 1")
+
+
+SAMPLERS = ("steps", "progressive")
 
 
 @dataclass
@@ -127,11 +144,28 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """A few-step student distilled from a teacher (worldmodel.distill, worldmodel.training.distill):
+    distribution matching (the teacher's x_0 minus a fake score's, on the student's frames)
+    beside the flow-matching loss on real windows."""
+
+    teacher: str = ""  # the teacher checkpoint (the student and its fake score start from it)
+    dmd_weight: float = 1.0  # the mode-seeking (reverse-KL) term
+    flow_weight: float = 0.25  # the mean-seeking flow-matching term on real windows
+    t_min: float = 0.02  # the student's frames are noised to t ~ U(t_min, t_max) for both scores
+    t_max: float = 0.98
+    fake_lr_mult: float = 1.0  # the fake score's learning rate, times train.lr
+    self_rollout_prob: float = 0.5  # share of batches whose context is the student's own rollout
+    rollout_depth: int = 2  # rounds of it (errors compounded as over that many frames)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     # The game's own section: keys only the model's game reads, checked against the game's
     # `config_defaults` (worldmodel.game.GameBase) when the config loads (Crafter: tile_codebook,
     # land_prior: side files of the checkpoint folder).

@@ -51,6 +51,25 @@ def chunk_starts(n: int, rng: np.random.Generator, max_chunk: int = 4) -> np.nda
     return starts
 
 
+def fixed_chunk_starts(n: int, size: int) -> np.ndarray:
+    """Positions 1..n-1 in consecutive chunks of `size` (the last may be shorter)."""
+    pos = np.arange(n)
+    starts = 1 + ((pos - 1) // size) * size
+    starts[0] = 0
+    return starts
+
+
+def progressive_levels(starts: np.ndarray, window: int, b: int, gen: torch.Generator | None,
+                       device: torch.device | str) -> Tensor:
+    """(b, n) levels of the progressive sampler's window (PA-VDM): the j-th frame of each chunk
+    at (j + u) / window, u ~ U(0, 1] shared by the chunk, noise rising from its oldest frame."""
+    n = len(starts)
+    j = torch.as_tensor(np.arange(n) - starts, device=device, dtype=torch.float32)
+    u = 1 - torch.rand(b, n, generator=gen, device=device)
+    u = u.gather(1, torch.as_tensor(starts, device=device)[None].expand(b, -1))
+    return ((j + u) / window).clamp(1e-3, 1.0)
+
+
 @dataclass
 class TrainBatch:
     frames: Tensor  # (b, n, 3, h, w) in [-1, 1]
@@ -91,11 +110,18 @@ def training_loss(model: Denoiser, batch: TrainBatch, cfg: DiffusionConfig,
     committed = model.move is not None and batch.moves is not None
     # A committed move is one step's: every target opens its own chunk on the frame before it.
     chunked = mode < cfg.chunk_prob + cfg.independent_prob and not committed
-    starts = chunk_starts(n, rng) if chunked else np.arange(n)
+    progressive = (not committed and cfg.chunk_prob + cfg.independent_prob <= mode
+                   < cfg.chunk_prob + cfg.independent_prob + cfg.progressive_prob)
+    if progressive:
+        starts = fixed_chunk_starts(n, cfg.progressive_window)
+    else:
+        starts = chunk_starts(n, rng) if chunked else np.arange(n)
     tgt = slice(1, n)
     starts_t = torch.as_tensor(starts[1:], device=dev)
     t_tgt = sample_levels((b, n), cfg, gen, dev)
-    if mode < cfg.chunk_prob:
+    if progressive:
+        t_tgt = progressive_levels(starts, cfg.progressive_window, b, gen, dev)
+    elif mode < cfg.chunk_prob:
         # A chunk shares one level (the schedule at inference denoises a chunk together);
         # otherwise levels are independent per frame (diffusion forcing).
         t_tgt = t_tgt.gather(1, torch.as_tensor(starts, device=dev)[None].expand(b, -1))

@@ -362,6 +362,12 @@ class Rollout:
                 frame.recall = self.view.condition(targets)
             frame.known = known_pixels(self.view, targets, self.last.shape[-1])
         self._denoise(frame, canvas)
+        return self._finish(frame, actions)
+
+    def _finish(self, frame: Frame, actions: Tensor) -> Tensor:
+        """A chunk's frames drawn: the stages after the sampler, the view memory, the cache
+        write, the shown frames."""
+        n = frame.act.shape[1]
         for stage in self.stages:
             stage.after(self, frame)  # Crafter: the codebook snap
         if self.uses_view:
@@ -378,6 +384,67 @@ class Rollout:
             stage.show(self, frame)  # Crafter: the daylight (what is shown, not remembered)
         self.clock = [c + n for c in self.clock]
         return frame.frames if frame.shown is None else frame.shown
+
+    @torch.inference_mode()
+    def stream(self, actions: Tensor) -> Tensor:
+        """Generate len(actions[0]) frames with the progressive sampler (PA-VDM): K =
+        `diffusion.progressive_window` frames are in flight at once, the oldest least noisy;
+        each network call lowers every one of them by 1/K and emits the oldest, now clean
+        (after K - 1 calls that fill the window: n + K - 1 calls for n frames). A frame ahead is
+        conditioned on its action from the start, so the whole action sequence is given up
+        front: headless rollouts (planners, evaluation), not the live window, whose next action
+        is not known yet. Each emitted frame goes through the stages after the sampler and is
+        written to the cache as `chunk` writes it. actions (b, n); returns (b, n, 3, h, w)."""
+        if self.last is None:
+            raise RuntimeError("reset(context) before generating")
+        if self.model.move is not None:
+            raise ValueError("the progressive sampler needs a model without an anchor head: "
+                             "an anchor head composes each frame from the clean frame before "
+                             "it, which a frame ahead in the window does not have yet")
+        if self.view is not None or any(st.needs_canvas for st in self.stages):
+            raise ValueError("the progressive sampler does not draw with a view memory")
+        actions = torch.as_tensor(actions)
+        b, n = actions.shape[:2]
+        if b != self.batch:
+            raise ValueError(f"got actions for {b} worlds, the rollout holds {self.batch}")
+        k_win = self.dcfg.progressive_window
+        act, drop = self.encode_actions(actions)
+        h = self.last.shape[-1]
+        frames: list[Tensor] = []
+        flight: list[Tensor] = []  # in-flight frames, oldest first, at levels left[i] / K
+        left: list[int] = []
+        entered = 0
+        while len(frames) < n:
+            if entered < n and len(flight) < k_win:
+                flight.append(self._noise((b, 1, 3, h, h)))
+                left.append(k_win)
+                entered += 1
+            first = len(frames)  # the frame index of the oldest in flight
+            x = torch.cat(flight, 1)
+            m = x.shape[1]
+            lv = torch.tensor(left, dtype=torch.float32, device=self.device) / k_win
+            t = lv[None].expand(b, m)
+            prev = torch.cat([self.last, x[:, :-1]], 1)
+            t_prev = torch.cat([torch.full((b, 1), self.dcfg.context_noise, device=self.device),
+                                t[:, :-1]], 1)
+            has_prev = torch.ones(b, m, dtype=torch.bool, device=self.device)
+            cond = Conditioning(anchor=self.last_clean)
+            with autocast_for(self.device, self.bf16):
+                x0 = self.model(x, prev, t, t_prev, has_prev, act[:, first:first + m],
+                                drop[:, first:first + m], cache=self.cache,
+                                conditioning=cond).float().clamp(-1, 1)
+            nxt = (lv - 1 / k_win).clamp(min=0)[None, :, None, None, None]
+            eps = (x - (1 - lv[None, :, None, None, None]) * x0) / lv[None, :, None, None, None]
+            x = (1 - nxt) * x0 + nxt * eps
+            flight = list(x.split(1, 1))
+            left = [r - 1 for r in left]
+            if left[0] == 0:  # the oldest is clean: emitted and written as context
+                frame = Frame(actions[:, first:first + 1], act[:, first:first + 1],
+                              drop[:, first:first + 1])
+                frame.frames = x0[:, :1]
+                frames.append(self._finish(frame, actions[:, first:first + 1]))
+                flight, left = flight[1:], left[1:]
+        return torch.cat(frames, 1)
 
     def _choose(self, frame: Frame) -> None:
         """The anchor head's decision for every frame of the chunk, from the clean anchor."""

@@ -418,7 +418,7 @@ def real_runs(seeds: list[int], steps: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def imagine(model: Any, cfg: Any, real: np.ndarray, acts: np.ndarray, stages: list) -> np.ndarray:
     """The model's frames (W, steps - context, 64, 64, 3) from each real context under the real
-    actions, memory on, with `stages`."""
+    actions, memory on, with `stages` (`diffusion.sampler = progressive`: `Rollout.stream`)."""
     from worldmodel.data.dataset import to_float, to_uint8
     from worldmodel.recall import has_view_memory, make_view_memory
     from worldmodel.rollout import Rollout
@@ -432,6 +432,8 @@ def imagine(model: Any, cfg: Any, real: np.ndarray, acts: np.ndarray, stages: li
     ctx_act = torch.from_numpy(acts[:, :n_ctx]).clone()
     ctx_act[:, 0] = -1
     ro.reset(to_float(torch.from_numpy(real[:, :n_ctx])), ctx_act)
+    if cfg.diffusion.sampler == "progressive":  # the whole action sequence at once
+        return to_uint8(ro.stream(torch.from_numpy(acts[:, n_ctx:]))).cpu().numpy()
     gen = []
     with torch.inference_mode():
         for t in range(n_ctx, real.shape[1]):

@@ -92,22 +92,9 @@ def peak_rss_mb() -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: int,
-                device: torch.device, seed: int = 0, bf16: bool | None = None) -> dict[str, Any]:
-    """Time `frames` one-frame steps of `batch` worlds after `warmup` untimed ones."""
-    rng = np.random.default_rng(seed)
-    ro = Rollout(model, cfg, seed=seed, bf16=bf16)
-    size = cfg.model.frame_size
-    context = rng.integers(0, 256, (batch, ro.context, size, size, 3), dtype=np.uint8)
-    n_actions = getattr(ro.space, "n", None)
-    if n_actions is None:
-        raise ValueError(f"bench drives discrete action spaces, not {ro.space.name}")
-    ro.reset(to_float(torch.from_numpy(context)),
-             torch.from_numpy(rng.integers(0, n_actions, (batch, ro.context))))
-    actions = torch.from_numpy(rng.integers(0, n_actions, (warmup + frames, batch)))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    timer = StageTimer(device)
+def bench_steps(ro: Rollout, actions: torch.Tensor, warmup: int, frames: int,
+                timer: StageTimer) -> tuple[list[float], dict[str, float]]:
+    """Seconds of each timed one-frame step, and seconds per stage summed over them."""
     step_s: list[float] = []
     stage_s = dict.fromkeys(STAGES, 0.0)
     with stage_hooks(ro, timer):
@@ -128,6 +115,53 @@ def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: in
             timer.seconds["overhead"] = (t2 - t0) - sum(timer.seconds[k] for k in STAGES[:3])
             for k in STAGES:
                 stage_s[k] += timer.seconds[k]
+    return step_s, stage_s
+
+
+def bench_stream(ro: Rollout, actions: torch.Tensor, warmup: int, frames: int,
+                 timer: StageTimer) -> tuple[list[float], dict[str, float]]:
+    """The progressive sampler (`Rollout.stream`): one call for the timed frames after one for
+    the warm-up ones; each frame's seconds are the call's mean (its window fill included)."""
+    ro._commit = timer.wrap("cache_write", ro._commit)  # type: ignore[method-assign]
+    timer.reset()
+    try:
+        ro.stream(actions[:warmup].T)
+        timer.reset()
+        timer.sync()
+        t0 = time.perf_counter()
+        out = ro.stream(actions[warmup:warmup + frames].T)
+        timer.sync()
+        t1 = time.perf_counter()
+        to_uint8(out).cpu()
+        timer.sync()
+        t2 = time.perf_counter()
+    finally:
+        del ro._commit
+    timer.seconds["decoder"] = t2 - t1
+    timer.seconds["denoiser"] = (t1 - t0) - timer.seconds["cache_write"]
+    return [(t2 - t0) / frames] * frames, dict(timer.seconds)
+
+
+def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: int,
+                device: torch.device, seed: int = 0, bf16: bool | None = None) -> dict[str, Any]:
+    """Time `frames` one-frame steps of `batch` worlds after `warmup` untimed ones."""
+    rng = np.random.default_rng(seed)
+    ro = Rollout(model, cfg, seed=seed, bf16=bf16)
+    size = cfg.model.frame_size
+    context = rng.integers(0, 256, (batch, ro.context, size, size, 3), dtype=np.uint8)
+    n_actions = getattr(ro.space, "n", None)
+    if n_actions is None:
+        raise ValueError(f"bench drives discrete action spaces, not {ro.space.name}")
+    ro.reset(to_float(torch.from_numpy(context)),
+             torch.from_numpy(rng.integers(0, n_actions, (batch, ro.context))))
+    actions = torch.from_numpy(rng.integers(0, n_actions, (warmup + frames, batch)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = StageTimer(device)
+    if cfg.diffusion.sampler == "progressive":
+        step_s, stage_s = bench_stream(ro, actions, warmup, frames, timer)
+    else:
+        step_s, stage_s = bench_steps(ro, actions, warmup, frames, timer)
     total = sum(step_s)
     median = statistics.median(step_s)
     res: dict[str, Any] = {
@@ -151,11 +185,15 @@ def bench_batch(model: torch.nn.Module, cfg, batch: int, frames: int, warmup: in
 
 def bench(checkpoint: str | Path, frames: int = 200, batches: list[int] | None = None,
           warmup: int = 10, device: str | None = None, threads: int = 0,
-          bf16: bool | None = None) -> dict[str, Any]:
+          bf16: bool | None = None, sampler: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`sampler`: diffusion keys to time instead of the checkpoint's (sampler, sample_steps,
+    progressive_window)."""
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
     model, cfg = load_checkpoint(checkpoint, dev)
+    for key, value in (sampler or {}).items():
+        setattr(cfg.diffusion, key, value)
     batches = batches or [1, 8, 32]
     results = [bench_batch(model, cfg, b, frames, warmup, dev, bf16=bf16) for b in batches]
     ref = next((r for r in results if r["batch"] == 1), results[0])
@@ -172,7 +210,9 @@ def bench(checkpoint: str | Path, frames: int = 200, batches: list[int] | None =
         "precision": "bf16" if (dev.type == "cuda" if bf16 is None else bf16) else "fp32",
         "params": sum(p.numel() for p in model.parameters()),
         "context_frames": Rollout(model, cfg).context,
-        "denoiser_passes_per_frame": dc.sample_steps * (2 if dc.guidance != 1.0 else 1),
+        "denoiser_passes_per_frame": (1 if dc.sampler == "progressive" else dc.sample_steps)
+        * (2 if dc.guidance != 1.0 else 1),
+        "sampler": dc.sampler,
         "frames": frames,
         "warmup": warmup,
         "ratio_reference_batch": ref["batch"],
@@ -215,6 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (worlds)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast on CPU too (CUDA: always)")
+    p.add_argument("--sampler", choices=("steps", "progressive"), default=None,
+                   help="time this sampler (default: the checkpoint's)")
+    p.add_argument("--sample-steps", type=int, default=0, help="passes per frame (steps sampler)")
+    p.add_argument("--window", type=int, default=0, help="frames in flight (progressive sampler)")
     p.add_argument("--game", default=None, help="time this game's shipped model (Game."
                    "default_checkpoint) when --checkpoint is not given")
     args = p.parse_args(argv)
@@ -226,8 +270,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.checkpoint = str(Path(__file__).resolve().parents[2] / shipped)
     if args.frames < 1 or min(args.batch) < 1:
         p.error("--frames and --batch must be positive")
+    if min(args.sample_steps, args.window) < 0:
+        p.error("--sample-steps and --window must be positive")
+    sampler = {k: v for k, v in (("sampler", args.sampler), ("sample_steps", args.sample_steps),
+                                 ("progressive_window", args.window)) if v}
     report = bench(args.checkpoint, args.frames, args.batch, args.warmup, args.device, args.threads,
-                   bf16=True if args.bf16 else None)
+                   bf16=True if args.bf16 else None, sampler=sampler)
 
     report["command"] = command_line("worldmodel.evaluation.bench", argv)
     print(format_table(report))

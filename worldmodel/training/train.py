@@ -114,13 +114,7 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     space = get_action_space(cfg.model.action_space)
     game = find_game(cfg.model.game_name)  # the anchor head's targets, the canvases
     view_memory = cfg.model.view_memory
-    data = WindowDataset(cfg.data.train, cfg.data.window, space, cfg.data.split_prefix,
-                         cfg.data.max_episodes, cfg.model.frame_size, cfg.data.extra_train,
-                         poses=view_memory, imagined=view_memory and cfg.data.imagined_memory > 0,
-                         recall=cfg.model.recall)
-    if view_memory and cfg.data.imagined_memory > 0 and rank == 0 and not quiet:
-        print(f"memories from the model's own rollouts: {data.num_imagined} of "
-              f"{data.num_episodes} episodes have an imagined copy (memory.imagined)")
+    data = open_data(cfg, quiet=rank != 0 or quiet)
 
     model = Denoiser(cfg.model).to(device)
     lineage: dict = {}  # where the weights came from, kept in every checkpoint's metrics
@@ -190,22 +184,8 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
     while step < tc.steps:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg) * g["lr_mult"]
-        memory = None
-        if view_memory:
-            frames_u8, acts, canvases = data.sample(per_rank, rng, canvases=True,
-                                                    imagined=cfg.data.imagined_memory)
-            memory = torch.from_numpy(canvases).to(device, non_blocking=True)
-        else:
-            frames_u8, acts = data.sample(per_rank, rng)
-        frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
-        actions = space.encode(torch.from_numpy(acts)).to(device)
-        moves = (torch.from_numpy(game.window_choices(frames_u8, acts, space)).to(device)
-                 if model_move is not None else None)
-        recall = None
-        if cfg.model.recall:
-            r_frames, r_pose, r_valid = data.sample_recall(data.last_starts)
-            recall = (to_float(torch.from_numpy(r_frames)).to(device),
-                      torch.from_numpy(r_pose).to(device), torch.from_numpy(r_valid).to(device))
+        frames, actions, moves, memory, recall = draw_batch(data, cfg, game, space, rng, device,
+                                                            per_rank, model_move is not None)
         with amp_ctx:
             loss, info = loss_mod(frames, actions, rng, gen, moves, memory, recall)
         opt.zero_grad(set_to_none=True)
@@ -246,6 +226,45 @@ def train(cfg: Config, device: torch.device, resume: bool = False, init: str | N
         dist.barrier()
         dist.destroy_process_group()
     return stats
+
+
+def open_data(cfg: Config, quiet: bool = True) -> WindowDataset:
+    """The training windows a config names (with memory canvases and recalled frames where its
+    model takes them)."""
+    view_memory = cfg.model.view_memory
+    data = WindowDataset(cfg.data.train, cfg.data.window, get_action_space(cfg.model.action_space),
+                         cfg.data.split_prefix, cfg.data.max_episodes, cfg.model.frame_size,
+                         cfg.data.extra_train, poses=view_memory,
+                         imagined=view_memory and cfg.data.imagined_memory > 0,
+                         recall=cfg.model.recall)
+    if view_memory and cfg.data.imagined_memory > 0 and not quiet:
+        print(f"memories from the model's own rollouts: {data.num_imagined} of "
+              f"{data.num_episodes} episodes have an imagined copy (memory.imagined)")
+    return data
+
+
+def draw_batch(data: WindowDataset, cfg: Config, game, space, rng: np.random.Generator,
+               device: torch.device, batch: int, with_moves: bool) -> tuple:
+    """One batch of training windows on `device`: frames, encoded actions, the anchor head's
+    real decisions (`with_moves`), memory canvases (a view-memory model), recalled frames (a
+    recall model); the absent ones None."""
+    memory = None
+    if cfg.model.view_memory:
+        frames_u8, acts, canvases = data.sample(batch, rng, canvases=True,
+                                                imagined=cfg.data.imagined_memory)
+        memory = torch.from_numpy(canvases).to(device, non_blocking=True)
+    else:
+        frames_u8, acts = data.sample(batch, rng)
+    frames = to_float(torch.from_numpy(frames_u8)).to(device, non_blocking=True)
+    actions = space.encode(torch.from_numpy(acts)).to(device)
+    moves = (torch.from_numpy(game.window_choices(frames_u8, acts, space)).to(device)
+             if with_moves else None)
+    recall = None
+    if cfg.model.recall:
+        r_frames, r_pose, r_valid = data.sample_recall(data.last_starts)
+        recall = (to_float(torch.from_numpy(r_frames)).to(device),
+                  torch.from_numpy(r_pose).to(device), torch.from_numpy(r_valid).to(device))
+    return frames, actions, moves, memory, recall
 
 
 def init_lineage(path: str) -> dict:
