@@ -36,7 +36,8 @@ from typing import Any
 
 from games.crafter.land_model import (DEFAULT_NAME, LINE, VERSION, LandError, LandPrior, canonical,
                                       fill_canvas, revealed_line)
-from games.crafter.land_train import examples, sampled_shares, train_prior, walk_tv
+from games.crafter.land_train import (calibrate_bias, examples, long_walk_shares, revealed_shares,
+                                     sampled_shares, train_prior, walk_tv)
 from worldmodel.actions import get_action_space
 from worldmodel.checkpoint import attach_side_file
 from worldmodel.cli import common_flags, run_cli, side_file_flags
@@ -63,9 +64,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.9],
                    help="sampling temperatures to try: the one whose walks (walk_tv) on the "
                         "held-out training episodes drift least is kept with the prior")
+    p.add_argument("--calibration-rounds", type=int, default=5, help="rounds of fitting the "
+                   "label offsets so that long walks draw the game's label shares (0: none)")
+    p.add_argument("--calibration-steps", type=int, default=400, help="moves per calibration walk")
+    p.add_argument("--calibrate", action="store_true", help="only calibrate the prior already in "
+                   "--checkpoint (its label offsets refitted, the network kept) and write it back")
     args = p.parse_args(argv)
     if not args.out and not args.checkpoint:
         p.error("give --out FILE or --checkpoint DIR")
+    if args.calibrate:
+        return recalibrate(args, argv)
     paths = [q for q in list_episodes(args.data) if q.name.startswith(args.prefix)]
     if len(paths) <= args.heldout:
         raise LandError(f"{len(paths)} episodes {args.prefix}* under {args.data}: need more than "
@@ -83,17 +91,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     walks = {str(t): walk_tv(prior, eps[-args.heldout:], space, t) for t in args.temperatures}
     prior.temperature = float(min(walks, key=walks.get))
     print(json.dumps({"walk_tv": walks, "temperature": prior.temperature}), flush=True)
+    calibration = (calibrate_bias(prior, eps + more, space, args.calibration_steps,
+                                  args.calibration_rounds) if args.calibration_rounds else None)
     info = {"command": command_line("games.crafter.land", argv), "train_steps": int(len(train[0])),
             "walk_tv": walks, "temperature": prior.temperature,
             "heldout_steps": int(len(held[0])), "episodes": len(paths),
             "heldout_episodes": [q.name for q in paths[-args.heldout:]],
             "extra": list(args.extra), "fit": fit["log"], "best_step": fit["best_step"],
-            "heldout": sampled_shares(prior, held, names.index("grass"))}
+            "heldout": sampled_shares(prior, held, names.index("grass")),
+            "calibration": calibration}
     if args.checkpoint:
         attach_side_file(args.checkpoint, "land_prior", DEFAULT_NAME, lambda f: prior.save(f, info))
     if args.out:
         prior.save(args.out, info)
     print(json.dumps(info["heldout"]))
+    return info
+
+
+def recalibrate(args: argparse.Namespace, argv: list[str] | None) -> dict[str, Any]:
+    """`--calibrate`: the label offsets of the checkpoint's prior refitted on the training
+    episodes (`calibrate_bias`), the network and its temperature kept, written back."""
+    from pathlib import Path
+
+    from worldmodel.checkpoint import load_config_from_checkpoint
+
+    if not args.checkpoint:
+        raise LandError("--calibrate refits the prior of a checkpoint: give --checkpoint DIR")
+    name = load_config_from_checkpoint(args.checkpoint).game.get("land_prior") or ""
+    if not name:
+        raise LandError(f"{args.checkpoint} has no land prior to calibrate (game.land_prior)")
+    path = Path(args.checkpoint) / name
+    prior = LandPrior.load(path)
+    paths = [q for q in list_episodes(args.data) if q.name.startswith(args.prefix)]
+    eps = [load_episode(q) for q in paths]
+    eps += [load_episode(q) for folder in args.extra for q in list_episodes(folder)]
+    if not eps:
+        raise LandError(f"no episodes {args.prefix}* under {args.data}")
+    space = get_action_space(eps[0].meta.get("action_space", "crafter"))
+    prior.label_bias = prior.label_bias * 0
+    calibration = calibrate_bias(prior, eps, space, args.calibration_steps,
+                                 max(1, args.calibration_rounds))
+    calibration["command"] = command_line("games.crafter.land", argv)
+    info = dict(prior.info, calibration=calibration)
+    prior.save(path, info)
+    print(json.dumps(calibration["rounds"]))
     return info
 
 

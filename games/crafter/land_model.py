@@ -112,6 +112,9 @@ class LandPrior(nn.Module):
         self.row_embed = nn.Parameter(torch.zeros(1, width, GRID_ROWS, 1))
         self.out = nn.Conv2d(width, num_labels, 1)
         self.temperature = 1.0  # chosen by `walk_tv` on training worlds (saved with the file)
+        # Per-label logit offsets fitted so that long walks of the prior alone draw the game's
+        # share of each label (`land_train.calibrate_bias`; saved with the file; zeros: none).
+        self.label_bias = torch.zeros(num_labels)
 
     def grid(self, view: Tensor, line: Tensor, line_valid: Tensor) -> Tensor:
         """The network's input (n, L + 2, GRID_ROWS, GRID_COLS): the canonical view (n, 9, 9)
@@ -146,6 +149,7 @@ class LandPrior(nn.Module):
         line = torch.full(valid.shape, -1, dtype=torch.long, device=labels.device)
         for parity in (0, 1):
             logits = self(view, line, valid).float() / temperature  # (n, LINE, L)
+            logits = logits + self.label_bias.to(logits.device)
             cdf = logits.softmax(-1).cumsum(-1)
             pick = (cdf < uniforms[..., None] * cdf[..., -1:]).sum(-1).clamp(max=self.num_labels - 1)
             take = valid & (torch.arange(LINE, device=line.device) % 2 == parity)[None]
@@ -157,6 +161,7 @@ class LandPrior(nn.Module):
         return tensorfile.write(path, dict(self.state_dict()), {
             "format": "land-prior", "version": VERSION, "labels": self.num_labels,
             "width": self.width, "names": json.dumps(self.names), "temperature": self.temperature,
+            "label_bias": json.dumps([round(float(v), 5) for v in self.label_bias]),
             "info": json.dumps(info or {})})
 
     @classmethod
@@ -175,6 +180,13 @@ class LandPrior(nn.Module):
             raise LandError(f"{path}: its weights do not fit a land prior ({e})") from None
         prior.info = json.loads(meta.get("info", "{}"))
         prior.temperature = float(meta.get("temperature", 1.0))
+        try:  # absent in priors from before the calibration: no offsets
+            bias = json.loads(meta.get("label_bias", "[]")) or [0.0] * prior.num_labels
+            prior.label_bias = torch.tensor([float(v) for v in bias])
+        except (ValueError, TypeError):
+            raise LandError(f"{path}: its label_bias is not a list of numbers") from None
+        if prior.label_bias.shape != (prior.num_labels,) or not torch.isfinite(prior.label_bias).all():
+            raise LandError(f"{path}: its label_bias must be {prior.num_labels} finite numbers")
         return prior.to(device).eval()
 
 

@@ -173,3 +173,69 @@ def walk_tv(prior: LandPrior, episodes: list, space, temperature: float, seeds: 
         tvs.append(float(0.5 * (got / got.sum().clamp(min=1) - real / real.sum().clamp(min=1))
                          .abs().sum()))
     return float(np.mean(tvs))
+
+
+def revealed_shares(episodes: list, space, num_labels: int) -> Tensor:
+    """The share of each label among the cells the real game's moves reveal in `episodes`."""
+    real = torch.zeros(num_labels)
+    for ep in episodes:
+        if ep.labels is None:
+            continue
+        acts = np.concatenate([[0], space.validate(ep.actions)])
+        moves = window_moves(ep.frames[None], acts[None], space)[0]
+        for t in np.flatnonzero(moves[1:]) + 1:
+            true = revealed_line(torch.from_numpy(ep.labels[t].astype(np.int64))[None],
+                                 torch.tensor([int(moves[t])]))
+            real += torch.bincount(true[true >= 0], minlength=num_labels).float()
+    return real / real.sum().clamp(min=1)
+
+
+def long_walk_shares(prior: LandPrior, episodes: list, space, steps: int, seed: int = 0,
+                     start: int = 48) -> Tensor:
+    """The prior alone as a world over a long trip: from each episode's real view `start` steps
+    in, `steps` moves drawn from the episodes' own moves, every revealed line sampled given the
+    walked view. Returns the share of each label among the sampled cells: where the land goes
+    when every draw is conditioned on earlier draws for far longer than an episode."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    views, pool = [], []
+    for ep in episodes:
+        if ep.labels is None or len(ep.frames) <= start:
+            continue
+        acts = np.concatenate([[0], space.validate(ep.actions)])
+        moves = window_moves(ep.frames[None], acts[None], space)[0]
+        pool.append(moves[1:][moves[1:] > 0])
+        views.append(torch.from_numpy(ep.labels[start].astype(np.int64)))
+    if not views:
+        raise ValueError("no labelled episode long enough to start a walk from")
+    labels = torch.stack(views)
+    pool = np.concatenate(pool)
+    got = torch.zeros(prior.num_labels)
+    for _ in range(steps):
+        mv = torch.from_numpy(rng.choice(pool, len(labels)).astype(np.int64))
+        line = prior.sample(labels, mv, torch.rand(len(labels), LINE, generator=gen))
+        got += torch.bincount(line[line >= 0], minlength=prior.num_labels).float()
+        labels = torch.cat([_moved(labels[i:i + 1], int(mv[i]), line[i:i + 1])
+                            for i in range(len(labels))])
+    return got / got.sum().clamp(min=1)
+
+
+def calibrate_bias(prior: LandPrior, episodes: list, space, steps: int = 600, rounds: int = 5,
+                   rate: float = 0.8, floor: float = 1e-4) -> dict[str, Any]:
+    """Fit `prior.label_bias` so that long walks (`long_walk_shares`) draw each label as often
+    as the real game reveals it in `episodes` (training seeds): each round moves every label's
+    offset by `rate` times the log ratio of the real share to the walked one. A label the game
+    never reveals keeps no offset (the network gives it ~0 already). Returns each round's total
+    variation and the final offsets."""
+    real = revealed_shares(episodes, space, prior.num_labels)
+    log = []
+    for r in range(rounds + 1):
+        walked = long_walk_shares(prior, episodes, space, steps, seed=r)
+        tv = float(0.5 * (walked - real).abs().sum())
+        log.append({"round": r, "walk_tv": round(tv, 4)})
+        if r == rounds:
+            break
+        step = torch.log((real + floor) / (walked + floor)) * (real > 0).float()
+        prior.label_bias = (prior.label_bias + rate * step).clamp(-4, 4)
+    return {"rounds": log, "real_shares": [round(float(v), 5) for v in real],
+            "label_bias": [round(float(v), 4) for v in prior.label_bias]}

@@ -184,3 +184,39 @@ def test_a_checkpoint_with_a_land_prior_samples_what_moves_reveal(
     out = to_uint8(with_land[0][0]).numpy()
     codes = {bytes(t) for t in book.tiles.numpy()}
     assert all(bytes(t) in codes for t in view_tiles(out).reshape(-1, 3 * TILE * TILE))
+
+
+def test_calibration_brings_long_walks_to_the_games_label_shares(steps, tmp_path):
+    """A prior fitted only briefly drifts over long walks; the label offsets fitted on the same
+    episodes bring the walked shares closer to the revealed shares, and are kept by its file."""
+    (before, moves, after), eps = steps
+    names = list(eps[0].meta["label_names"])
+    data = (before, moves, after)
+    prior, _ = land.train_prior(data, data, len(names), names, steps=40, batch=64, log_every=20)
+    real = land.revealed_shares(eps, SPACE, len(names))
+    assert abs(float(real.sum()) - 1) < 1e-5
+    before_tv = float(0.5 * (land.long_walk_shares(prior, eps, SPACE, 60, seed=9, start=5)
+                             - real).abs().sum())
+    report = land.calibrate_bias(prior, eps, SPACE, steps=60, rounds=3)
+    after_tv = float(0.5 * (land.long_walk_shares(prior, eps, SPACE, 60, seed=9, start=5)
+                            - real).abs().sum())
+    assert after_tv < before_tv, (before_tv, after_tv, report["rounds"])
+    assert (prior.label_bias[real == 0] == 0).all()  # what the game never reveals: no offset
+    prior.save(tmp_path / "land.safetensors")
+    again = LandPrior.load(tmp_path / "land.safetensors")
+    assert torch.allclose(again.label_bias, prior.label_bias, atol=1e-4)
+
+
+def test_a_prior_file_with_bad_label_offsets_is_refused(steps, tmp_path):
+    from worldmodel import tensorfile
+
+    (before, moves, after), eps = steps
+    names = list(eps[0].meta["label_names"])
+    prior = LandPrior(len(names), 8, names)
+    prior.save(tmp_path / "ok.safetensors")
+    assert torch.equal(LandPrior.load(tmp_path / "ok.safetensors").label_bias,
+                       torch.zeros(len(names)))
+    state, meta = tensorfile.read(tmp_path / "ok.safetensors", LandError, "land prior", "")
+    tensorfile.write(tmp_path / "bad.safetensors", state, dict(meta, label_bias="[1, 2]"))
+    with pytest.raises(LandError, match="label_bias"):
+        LandPrior.load(tmp_path / "bad.safetensors")
