@@ -63,6 +63,9 @@ class Rollout:
         # draws exactly what the same world would draw alone
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormals slow x86 fp32 math several-fold
+            # channels-last convolutions: ~10% faster a step on x86 CPUs (measured with
+            # worldmodel.evaluation.bench); the weights are the same numbers
+            model.to(memory_format=torch.channels_last)
         self.cache = KVCache(max_len=self.context)
         self.last: Tensor | None = None  # last frame as written to the cache (noised)
         self.last_clean: Tensor | None = None  # the same frame, clean (the residual's anchor)
